@@ -1,0 +1,166 @@
+"""MLflow -> results/<grid>.csv and results/<grid>_curves.csv: the only input of tables and figures.
+
+    python -m analysis.collect grid=projector                       # cpu scale, local sqlite store
+    python -m analysis.collect grid=all scale=paper tracking_uri=http://127.0.0.1:5000
+    python -m analysis.collect grid=patch_size allow_partial=true    # write the gaps instead of failing
+
+The grid is re-expanded to the signatures it should have (sweeps.scale.resolve + sweeps.identity.signature),
+so a run that was never launched is a visible gap, not a silently shorter table. Each signature's run is
+the newest FINISHED MLflow run tagged with it. A grid with a missing or unfinished run is a one-line error
+and exit 2, unless allow_partial=true, which writes that row with its status and empty metrics.
+A run whose logged params disagree with the freshly resolved config is always an error (a default changed
+under the same signature; see sweeps/identity.py). recon.png of each run goes to results/recon/<sig>.png.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.common import CURVES, METRICS, REPO, RESULTS, SWEPT, point_signature
+from fvq.config import NON_SCIENCE_KEYS, Config, to_flat_dict
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per grid, no bars
+
+OPTIONS = {"grid": "", "scale": "cpu", "tracking_uri": "", "runs_dir": str(REPO / "runs"), "experiment": "",
+           "allow_partial": "false", "results": str(RESULTS)}
+BASE = ("grid", "signature", "run_id", "commit", "scale", "status", "source", "point", "paper_signature")
+
+
+class CollectError(RuntimeError):
+    """One line: why a grid cannot be written."""
+
+
+def expected(grid: str, scale: str) -> list[tuple[dict, Config, str]]:
+    """(paper-terms point, resolved Config, signature) of every distinct run the grid should have."""
+    from sweeps import grids
+    from sweeps.identity import signature
+    from sweeps.scale import resolve
+
+    out: dict[str, tuple] = {}
+    for point in grids.load(grid).points():
+        cfg = resolve(point, scale)
+        out.setdefault(signature(cfg), (point, cfg))
+    return [(p, c, s) for s, (p, c) in out.items()]
+
+
+def find_run(client, experiment_ids: list[str], sig: str):
+    """Newest FINISHED run tagged ``signature=sig``; else the newest run of any status; else None."""
+    runs = client.search_runs(experiment_ids, f"tags.signature = '{sig}'", order_by=["attributes.start_time DESC"])
+    return next((r for r in runs if r.info.status == "FINISHED"), runs[0] if runs else None)
+
+
+def check_params(run, cfg: Config, sig: str) -> None:
+    logged = run.data.params
+    bad = [k for k, v in to_flat_dict(cfg).items()
+           if k in logged and k not in NON_SCIENCE_KEYS and logged[k] != str(v)]
+    if bad:
+        raise CollectError(f"run {sig} ({run.info.run_id}) was logged with {bad[0]}={logged[bad[0]]} but the grid "
+                           f"now resolves {bad[0]}={to_flat_dict(cfg)[bad[0]]}: a default changed under the same "
+                           f"signature (sweeps/identity.py)")
+
+
+def collect(grid: str, scale: str, uri: str, runs_dir: Path, results_dir: Path, allow_partial: bool,
+            experiment: str = "") -> str:
+    """Write the grid's two CSVs; return a one-line summary. Raises CollectError on a partial grid."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exps = [e.experiment_id for e in client.search_experiments() if not experiment or e.name == experiment]
+    rows, curves, gaps, finished = [], [], [], []
+    for point, cfg, sig in expected(grid, scale):
+        run = find_run(client, exps, sig) if exps else None
+        status = run.info.status if run else "missing"
+        flat = to_flat_dict(cfg)
+        row = {"grid": grid, "signature": sig, "run_id": run.info.run_id if run else "",
+               "commit": run.data.tags.get("commit", "") if run else "", "scale": scale, "status": status,
+               "source": "harness", "point": json.dumps(point, sort_keys=True),
+               "paper_signature": point_signature(point), **{k: flat[k] for k in SWEPT}}
+        if status != "FINISHED":
+            gaps.append(f"{sig}: {status.lower()}")
+            rows.append(row)
+            continue
+        check_params(run, cfg, sig)
+        evals = {k.split("/", 1)[1]: v for k, v in run.data.metrics.items() if k.startswith("eval/")}
+        row.update({m: evals.pop(m, None) for m in METRICS})
+        row.update(evals)  # metrics fvq/evaluate.py added since: kept, not dropped
+        row["missing"] = "; ".join(f"{k[8:]}: {v}" for k, v in sorted(run.data.tags.items())
+                                   if k.startswith("missing."))
+        rows.append(row)
+        for key in CURVES:
+            curves += [{"grid": grid, "signature": sig, "step": m.step, "metric": key, "value": m.value}
+                       for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+        finished.append((run.info.run_id, sig))
+    if gaps and not allow_partial:
+        raise CollectError(f"grid {grid} (scale={scale}): {len(gaps)} of {len(rows)} runs not finished "
+                           f"({', '.join(gaps)}); run `python sweeps/run.py grid={grid} scale={scale}` "
+                           f"or pass allow_partial=true")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for run_id, sig in finished:
+        copy_recon(client, run_id, runs_dir / sig, results_dir / "recon" / f"{sig}.png")
+    table = pd.DataFrame(rows)
+    base = [*BASE, *SWEPT]
+    extra = sorted(set(table.columns) - set(base) - set(METRICS) - {"missing"})
+    table = table.reindex(columns=[*base, *METRICS, *extra, "missing"])  # fixed order, gaps as empty cells
+    table.to_csv(results_dir / f"{grid}.csv", index=False)
+    pd.DataFrame(curves, columns=["grid", "signature", "step", "metric", "value"]).to_csv(
+        results_dir / f"{grid}_curves.csv", index=False)
+    return (f"{grid}: {len(rows) - len(gaps)}/{len(rows)} runs finished -> {results_dir / grid}.csv"
+            + (f" (gaps: {', '.join(gaps)})" if gaps else ""))
+
+
+def copy_recon(client, run_id: str, run_dir: Path, dest: Path) -> None:
+    """The run's input/reconstruction grid (fvq/train.py recon.png): run dir first, else MLflow artifact."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "recon.png").exists():
+        shutil.copyfile(run_dir / "recon.png", dest)
+        return
+    try:
+        if any(a.path == "recon.png" for a in client.list_artifacts(run_id)):
+            with tempfile.TemporaryDirectory() as tmp:
+                shutil.copyfile(client.download_artifacts(run_id, "recon.png", tmp), dest)
+    except Exception as e:  # artifact store unreachable: fig5 shows the gap, say why here
+        print(f"[collect] no recon.png for run {run_id}: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
+
+
+def main(argv: list[str]) -> int:
+    opts = dict(OPTIONS)
+    try:
+        for a in argv:
+            k, sep, v = a.partition("=")
+            if not sep or k not in OPTIONS:
+                raise CollectError(f"argument {a!r} is not one of {', '.join(f'{o}=' for o in OPTIONS)}")
+            opts[k] = v
+        from sweeps import grids
+        from sweeps.tracking import DEFAULT_URI, check_reachable
+
+        names = grids.names() if opts["grid"] == "all" else [opts["grid"]]
+        for name in names:
+            grids.load(name)  # an unknown grid is a one-line error listing the valid ones
+        uri = opts["tracking_uri"] or DEFAULT_URI
+        check_reachable(uri)
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+            raise CollectError(f"no MLflow store at {uri} (no run was tracked there; pass tracking_uri=)")
+    except (CollectError, ValueError, RuntimeError) as e:  # ConfigError and TrackingError are among these
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from mlflow.exceptions import MlflowException
+
+    failed = 0
+    for name in names:
+        try:
+            print(collect(name, opts["scale"], uri, Path(opts["runs_dir"]), Path(opts["results"]),
+                          opts["allow_partial"].lower() in ("1", "true", "yes"), opts["experiment"]), flush=True)
+        except (CollectError, ValueError, MlflowException) as e:
+            print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

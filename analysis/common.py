@@ -1,0 +1,235 @@
+"""Shared helpers of the table and figure scripts: where results live, how a paper row finds our run,
+how a missing value is shown ("—" plus a footnote with the reason), and the Markdown / LaTeX writers.
+
+Every artefact script exposes ``build(results, out) -> list[str]`` (the gaps, empty when complete) and runs
+as ``python -m analysis.tables.tab3_scaling [--results DIR] [--out DIR]``.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "results"
+PAPER = Path(__file__).resolve().parent / "paper"
+
+# Final evaluation metrics (fvq/evaluate.py, logged as eval/<name>) and training curves (train/<name>).
+METRICS = ("rfid", "psnr", "ssim", "lpips", "usage", "perplexity", "dead_codes", "tokens_per_code", "rec_l2")
+CURVES = ("train/usage", "train/vq", "train/rec", "train/total", "train/lr")
+SWEPT = ("quant.codebook_size", "quant.group", "quant.projector", "quant.latent_dim", "quant.depth",
+         "quant.l2_norm", "model.channel", "model.arch", "sched.kind", "sched.warmup", "optim.steps",
+         "data.image_size")
+IDS = {"signature": str, "paper_signature": str, "run_id": str, "commit": str, "grid": str}
+NO_RUNS = "no runs yet"
+PAPER_BLANK = "not reported in the paper"
+DIGITS = {"rfid": 2, "psnr": 2, "ssim": 3, "lpips": 3, "rec_l2": 4, "perplexity": 1}
+
+
+def ours(scale: str) -> str:
+    return f"this harness (scale={scale})"
+
+
+def paper(stem: str) -> pd.DataFrame:
+    """A transcribed paper table, every cell as the text printed in the paper ("" = not reported)."""
+    return pd.read_csv(PAPER / f"{stem}.csv", dtype=str, keep_default_na=False)
+
+
+def results(results_dir: Path, grid: str) -> pd.DataFrame | None:
+    """results/<grid>.csv (one row per run), or None when the grid was never collected."""
+    path = Path(results_dir) / f"{grid}.csv"
+    return pd.read_csv(path, dtype=IDS) if path.exists() else None
+
+
+def curves(results_dir: Path, grid: str) -> pd.DataFrame | None:
+    path = Path(results_dir) / f"{grid}_curves.csv"
+    return pd.read_csv(path, dtype=IDS) if path.exists() else None
+
+
+def point_signature(point: dict) -> str:
+    """A grid point's identity in paper terms: the same for the cpu and paper runs of one table row."""
+    from sweeps.identity import signature
+    from sweeps.scale import resolve
+
+    return signature(resolve(point, "paper"))
+
+
+def lookup(results_dir: Path, point: dict) -> pd.DataFrame:
+    """Our runs of a paper-terms grid point, from any results/<grid>.csv (a run shared by grids once)."""
+    sig = point_signature(point)
+    grids = [p.stem for p in sorted(Path(results_dir).glob("*.csv"))
+             if not p.stem.endswith("_curves") and not p.stem.startswith("toy_")]
+    found = [df[df["paper_signature"] == sig] for g in grids if "paper_signature" in (df := results(results_dir, g))]
+    if not found:
+        return pd.DataFrame()
+    return pd.concat(found).drop_duplicates("signature").sort_values("scale").reset_index(drop=True)
+
+
+def harness(results_dir: Path, point: dict) -> list[pd.Series | None]:
+    """Our rows for one paper row: one per collected run (cpu and/or paper scale), or [None] if none."""
+    df = lookup(results_dir, point)
+    return [r for _, r in df.iterrows()] or [None]
+
+
+def no_run(grid: str) -> str:
+    return (f"{NO_RUNS}: `python sweeps/run.py grid={grid}` then `python -m analysis.collect grid={grid}`")
+
+
+def source(row: pd.Series | None) -> str:
+    return ours(row["scale"]) if row is not None else ours("cpu")
+
+
+def run_id(row: pd.Series | None, grid: str, notes: Notes) -> str:
+    """The run signature column of our rows (the run dir and the MLflow tag ``signature``)."""
+    return f"`{row['signature']}`" if row is not None else notes.dash(no_run(grid))
+
+
+def tokens(row: pd.Series) -> str:
+    """Latent grid of our run: image size over the encoder's downsampling ratio (vq-16 -> 16, cpu-4 -> 4)."""
+    side = int(row["data.image_size"]) // int(str(row["model.arch"]).rsplit("-", 1)[1])
+    return f"{side}x{side}"
+
+
+def gaps(notes: Notes) -> list[str]:
+    """What a built artefact lacks: every footnote reason except the paper's own blanks."""
+    return [r for r in notes.reasons if r != PAPER_BLANK]
+
+
+@dataclass
+class Notes:
+    """Numbered footnotes: one number per distinct reason, so a table says why each "—" is there."""
+    reasons: list[str] = field(default_factory=list)
+
+    def dash(self, reason: str) -> str:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        return f"—[{self.reasons.index(reason) + 1}]"
+
+
+def missing_reason(row: pd.Series, metric: str) -> str:
+    """Why ``metric`` is empty in a results row: the run's status, or its own ``missing`` record."""
+    if row.get("status", "FINISHED") != "FINISHED":
+        return f"run {row['signature']} is {str(row['status']).lower()} (collected with allow_partial)"
+    for part in str(row.get("missing", "") or "").split("; "):
+        if part.startswith(f"{metric}: "):
+            return f"{metric} not computed: {part.split(': ', 1)[1]}"
+    return f"{metric} not reported by the run"
+
+
+def metric(row: pd.Series | None, name: str, notes: Notes, grid: str = "") -> str:
+    """A formatted metric of our run, or "—[n]" with the reason. Usage is a fraction, shown in %."""
+    if row is None:
+        return notes.dash(no_run(grid))
+    value = row.get(name)
+    if value is None or pd.isna(value) or value == "":
+        return notes.dash(missing_reason(row, name))
+    if name == "usage":
+        return f"{100 * float(value):.1f}%"
+    return f"{float(value):.{DIGITS.get(name, 2)}f}"
+
+
+def cited(text: str, notes: Notes, pct: bool = False) -> str:
+    """A paper cell as printed; an empty one is "—" (the paper did not report it)."""
+    if text == "":
+        return notes.dash(PAPER_BLANK)
+    return f"{text}%" if pct else text
+
+
+@dataclass
+class Table:
+    caption: str
+    columns: list[str]
+    rows: list[list[str]]
+    notes: Notes = field(default_factory=Notes)
+    remarks: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        out = [f"**{self.caption}**", "", "| " + " | ".join(self.columns) + " |",
+               "|" + "---|" * len(self.columns)]
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in self.rows]
+        out += [""] + [f"[{i}] {r}  " for i, r in enumerate(self.notes.reasons, 1)]
+        out += [md_text(r) + "  " for r in self.remarks]
+        return "\n".join(out).rstrip() + "\n"
+
+    def latex(self) -> str:
+        out = ["\\begin{table}[t]\\centering\\small", f"\\caption{{{tex(self.caption)}}}",
+               "\\begin{tabular}{" + "l" * len(self.columns) + "}", "\\toprule",
+               " & ".join(tex(c) for c in self.columns) + " \\\\", "\\midrule"]
+        out += [" & ".join(tex(c) for c in row) + " \\\\" for row in self.rows]
+        out += ["\\bottomrule", "\\end{tabular}"]
+        out += [f"\\par\\footnotesize [{i}] {tex(r)}" for i, r in enumerate(self.notes.reasons, 1)]
+        out += [f"\\par\\footnotesize {tex(r)}" for r in self.remarks]
+        return "\n".join(out + ["\\end{table}"]) + "\n"
+
+
+def md_text(text: str) -> str:
+    return text.replace("*", "\\*")  # "* trained on OpenImages" is a footnote, not a bullet
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "‡": r"$^\ddagger$", "†": r"$^\dagger$",
+        "◇": r"$^\diamond$", "×": r"$\times$", "β": r"$\beta$", "λ": r"$\lambda$", "–": "--", "≠": r"$\neq$",
+        "✓": "yes", "’": "'", "`": ""}
+
+
+def tex(text: str) -> str:
+    text = "".join(_TEX.get(ch, ch) for ch in str(text))
+    return re.sub(r"—\\?\[(\d+)\\?\]", r"---\\textsuperscript{\1}", text).replace("—", "---")
+
+
+def write_tables(out: Path, stem: str, tables: list[Table]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text("\n".join(t.markdown() for t in tables))
+    (out / f"{stem}.tex").write_text("\n".join(t.latex() for t in tables))
+
+
+def style() -> None:
+    import seaborn as sns
+
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind")
+
+
+def no_runs(ax, reason: str) -> None:
+    """The visible mark of a panel without data: never an empty axis that looks like a result."""
+    import textwrap
+
+    reason = textwrap.fill(reason.removeprefix(f"{NO_RUNS}: "), 34)
+    ax.text(0.5, 0.5, f"{NO_RUNS}\n{reason}", transform=ax.transAxes, ha="center", va="center",
+            color="crimson", fontsize=7, bbox=dict(boxstyle="round", fc="mistyrose", ec="crimson"))
+
+
+def save_figure(fig, out: Path, stem: str) -> None:
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "pdf"):
+        fig.savefig(out / f"{stem}.{ext}", dpi=150, bbox_inches="tight", metadata=_metadata(ext))
+    plt.close(fig)
+
+
+def _metadata(ext: str) -> dict:
+    # No creation dates in the files: rebuilding unchanged data gives identical figures.
+    return {"CreationDate": None} if ext == "pdf" else {"Software": None}
+
+
+def main(build: Callable[..., list[str]], stem: str, kind: str, flags: tuple[str, ...] = ()) -> int:
+    """Command line of one artefact script: ``--results DIR --out DIR [--flag]``; prints one status line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ap = argparse.ArgumentParser(description=f"build results/{kind}/{stem}.* from results/*.csv")
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=RESULTS / kind)
+    for flag in flags:
+        ap.add_argument(f"--{flag}", action="store_true")
+    args = ap.parse_args()
+    print(status_line(stem, build(args.results, args.out, **{f: getattr(args, f) for f in flags})))
+    return 0
+
+
+def status_line(stem: str, gaps: list[str]) -> str:
+    return f"{stem}: built" + (f" with gaps: {'; '.join(gaps)}" if gaps else "")

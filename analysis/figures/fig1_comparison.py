@@ -1,0 +1,70 @@
+"""Fig. 1 (left): reconstruction (rFID) and generation (FID) across methods; paper data and ours.
+
+Panels (a) and (b) are the paper's own numbers (Tables 1 and 2, analysis/paper/). Panel (c) is this harness:
+the LlamaGen VQGAN baseline and FVQ at the same grid points (sweeps/grids/scaling.py rows 1, 2, 6), at the
+scale they ran. Our rFID is on the run's own validation images, so (c) compares methods with each other,
+never with (a). Generation (b) has no "ours": the generation stage is not part of this harness.
+
+    python -m analysis.figures.fig1_comparison [--results results --out results/figures]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from analysis.common import harness, main, no_run, no_runs, ours, paper, save_figure, style
+
+HIGHLIGHT, OTHER = "#d55e00", "#9da5ad"
+
+
+def bars(ax, names: list[str], values: list[float], title: str, xlabel: str) -> None:
+    colors = [HIGHLIGHT if n.startswith("FVQ") else OTHER for n in names]
+    ax.barh(names, values, color=colors)
+    for y, v in enumerate(values):
+        ax.text(v, y, f" {v:.2f}", va="center", fontsize=7)
+    ax.invert_yaxis()
+    ax.set(title=title, xlabel=xlabel)
+    ax.tick_params(axis="y", labelsize=7)
+
+
+def make(results: Path):
+    style()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
+    t1 = paper("tab1_reconstruction")
+    t1 = t1[t1["rfid"] != ""]
+    names = [f"{m} (K={int(k):,}, d={d})" for m, k, d in zip(t1["method"], t1["codebook_size"], t1["vector_channel"])]
+    bars(axes[0], names, pd.to_numeric(t1["rfid"]).tolist(), "(a) reconstruction, paper (Table 1)",
+         "rFID (lower is better)")
+    t2 = paper("tab2_generation")
+    bars(axes[1], t2["model"].tolist(), pd.to_numeric(t2["fid"]).tolist(), "(b) generation, paper (Table 2)",
+         "FID (lower is better)")
+
+    from sweeps.grids._fragments import k16, vqbridge, vqgan
+
+    mine = {"LlamaGen VQGAN (d=8)": {**vqgan, **k16, "model.channel": 8},
+            "LlamaGen VQGAN (d=256)": {**vqgan, **k16, "model.channel": 256}, "FVQ (d=256)": {**vqbridge, **k16}}
+    found = {name: harness(results, point)[0] for name, point in mine.items()}
+    have = {n: r for n, r in found.items() if r is not None and pd.notna(r.get("rfid"))}
+    gaps = [f"{n}: {no_run('scaling') if r is None else 'no rFID (run ' + r['signature'] + ')'}"
+            for n, r in found.items() if n not in have]
+    if have:
+        bars(axes[2], list(have), [float(r["rfid"]) for r in have.values()],
+             f"(c) {ours(next(iter(have.values()))['scale'])}", "rFID on the run's validation images")
+    else:
+        axes[2].set(title=f"(c) {ours('cpu')}")
+        no_runs(axes[2], no_run("scaling"))
+    fig.suptitle("Fig. 1 (left): performance comparison")
+    fig.tight_layout()
+    return fig, gaps
+
+
+def build(results: Path, out: Path) -> list[str]:
+    fig, gaps = make(results)
+    save_figure(fig, out, "fig1_comparison")
+    return gaps
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(build, "fig1_comparison", "figures"))

@@ -1,0 +1,68 @@
+"""Fig. 3: codebook usage during training - linear, linear + annealing, MLP-5, VQBridge, small and large K.
+
+Reads results/projector.csv (which run is which) and results/projector_curves.csv (``train/usage``: the
+windowed usage over recent training tokens, fvq.metrics.WindowedUsage). The paper's figure has no
+transcribed numbers; its end-of-training usage from Table 5 is marked at the right edge of each panel.
+
+    python -m analysis.figures.fig3_usage_curves [--results results --out results/figures]
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from analysis.common import curves, main, no_run, no_runs, ours, paper, results as read, save_figure, style
+
+NAMES = {"linear": "linear", "mlp": "MLP-5", "vqbridge": "VQBridge", "none": "plain VQ"}
+SIZES = {16384: "16k", 262144: "262k"}  # the two panels of Fig. 3 (paper terms)
+
+
+def label(point: dict) -> str:
+    """Table 5's row name of a projector-grid point: no annealing unless "+Annealing"."""
+    name = NAMES[point.get("quant.projector", "vqbridge")]
+    return name if point.get("sched.kind") == "constant" else f"{name}+Annealing"
+
+
+def make(results: Path):
+    style()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    runs, hist, gaps = read(results, "projector"), curves(results, "projector"), []
+    ref = paper("tab5_projector")
+    for ax, (size, name) in zip(axes, SIZES.items()):
+        ax.set(title=f"K = {size:,} (paper terms)", xlabel="training step", ylim=(-3, 105))
+        if runs is None or hist is None:
+            no_runs(ax, no_run("projector"))
+            gaps.append(f"K={name}: {no_run('projector')}")
+            continue
+        points = runs["point"].map(json.loads)
+        panel = runs[points.map(lambda p: p.get("quant.codebook_size") == size)]
+        for (_, run), point in zip(panel.iterrows(), points[panel.index]):
+            u = hist[(hist["signature"] == run["signature"]) & (hist["metric"] == "train/usage")]
+            if u.empty:
+                gaps.append(f"{label(point)} K={name}: no usage curve (run {run['signature']} {run['status']})")
+                continue
+            ran = int(run["quant.codebook_size"])
+            line, = ax.plot(u["step"], 100 * u["value"], label=f"{label(point)} (ran K={ran:,})")
+            final = ref[(ref["method"] == label(point)) & (ref["codebook_size"] == name)]["usage_pct"]
+            if len(final) and final.iloc[0]:
+                ax.plot([u["step"].max()], [float(final.iloc[0])], marker="x", ms=8, color=line.get_color())
+        if ax.lines:
+            ax.legend(fontsize=7, loc="lower right", title=f"{ours(panel['scale'].iloc[0])}; x = paper (Table 5)",
+                      title_fontsize=7)
+        else:
+            no_runs(ax, f"no usage curves for K={name}")
+    axes[0].set_ylabel("codebook usage during training (%)")
+    fig.suptitle("Fig. 3: codebook usage during training")
+    return fig, gaps
+
+
+def build(results: Path, out: Path) -> list[str]:
+    fig, gaps = make(results)
+    save_figure(fig, out, "fig3_usage_curves")
+    return gaps
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(build, "fig3_usage_curves", "figures"))

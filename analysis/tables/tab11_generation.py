@@ -1,0 +1,20 @@
+"""Table 11 (Appendix H): the extended generation comparison; reference rows only, as Table 2.
+
+    python -m analysis.tables.tab11_generation [--out results/tables]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from analysis.common import gaps, main, write_tables
+from analysis.tables.tab2_generation import table
+
+
+def build(results: Path, out: Path) -> list[str]:
+    t = table("tab11_generation", "Table 11: Generative model comparison on class-conditional ImageNet 256x256.")
+    write_tables(out, "tab11_generation", [t])
+    return gaps(t.notes)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(build, "tab11_generation", "tables"))

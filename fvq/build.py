@@ -1,0 +1,66 @@
+"""Config -> objects: the one place that maps `fvq.config.Config` onto the library's constructors."""
+from __future__ import annotations
+
+import torch
+
+from fvq.config import Config, ConfigError
+
+
+def build_quantizer(cfg: Config):
+    from fvq.projectors import build_projector
+    from fvq.quantize import VectorQuantizer
+
+    q, d = cfg.quant, cfg.model.channel
+    projector = None
+    if q.projector != "none":
+        projector = build_projector(q.projector, q.codebook_size, d, latent_dim=q.latent_dim, depth=q.depth,
+                                    group=q.group, heads=q.heads, mlp_ratio=q.mlp_ratio,
+                                    mlp_layers=q.mlp_layers,
+                                    # quant.init is VQBridge's last-layer init; SimVQ / MLP keep PyTorch's
+                                    init=q.init if q.projector == "vqbridge" else "default")
+    return VectorQuantizer(q.codebook_size, d, projector=projector, beta=q.beta, l2_norm=q.l2_norm,
+                           search_budget_mb=q.search_mb)
+
+
+def build_model(cfg: Config):
+    """Encoder -> 1x1 -> VQ (through the projector) -> 1x1 -> decoder; validates the image size."""
+    from fvq.models import VQModel
+
+    model = VQModel(cfg.model.arch, cfg.model.channel, build_quantizer(cfg))
+    model.check_image_size(cfg.data.image_size)
+    return model
+
+
+def build_datasets(cfg: Config):
+    from fvq.data import build_dataset
+
+    d = cfg.data
+    kw = dict(path=d.path or None, seed=cfg.seed)
+    train = build_dataset(d.source, "train", d.image_size, n=d.train_size or None, train=True, **kw)
+    val = build_dataset(d.source, "val", d.image_size, n=d.val_size, train=False, **kw)
+    return train, val
+
+
+def build_loss(cfg: Config, device: torch.device):
+    """VQLoss (eq. 35) with LPIPS / PatchGAN only when their weights are > 0.
+
+    LPIPS backbone weights cannot be downloaded here: `load_lpips` raises a one-line error naming the
+    missing file, at start-up, before any step runs (never a random backbone).
+    """
+    from fvq.losses import PatchGAN, VQLoss, load_lpips
+
+    lc = cfg.loss
+    lpips = load_lpips(lc.lpips_net, lc.lpips_weights or None).to(device) if lc.perceptual_weight > 0 else None
+    disc = PatchGAN().to(device) if lc.disc_weight > 0 else None
+    loss = VQLoss(rec_weight=lc.rec_weight, perceptual_weight=lc.perceptual_weight, disc_weight=lc.disc_weight,
+                  disc_start=lc.disc_start, codebook_weight=lc.codebook_weight, lpips=lpips,
+                  discriminator=disc)
+    return loss, lpips, disc
+
+
+def resolve_device(cfg: Config) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is visible (use device=cpu or device=auto)")
+    return torch.device(cfg.device)

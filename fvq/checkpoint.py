@@ -1,0 +1,73 @@
+"""Checkpoints: atomic writes, full RNG state, ``weights_only=True`` loads.
+
+A checkpoint holds everything needed for a resumed run to be bit-identical to an uninterrupted one on
+CPU: model / discriminator / optimiser states, the step, torch's CPU (and CUDA) RNG states, and the
+training-curve state (windowed usage). Data order needs no saved state: it is a pure function of
+(seed, epoch, index) (fvq/data.py). Python's and NumPy's RNGs are not used by training.
+
+Writes go to a temporary file in the same directory, are fsynced, then renamed over the old file, so a
+kill -9 at any moment leaves either the old or the new checkpoint, never a torn one.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message is one line."""
+
+
+def save_checkpoint(path: str, state: dict[str, Any]) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str, expect_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load with ``weights_only=True``; refuse a checkpoint written for another config."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120]})") from None
+    if not isinstance(state, dict) or "step" not in state or "model" not in state:
+        raise CheckpointError(f"checkpoint {path} is not an fvq training checkpoint")
+    if expect_config is not None and state.get("config") is not None:
+        stored = state["config"]
+        bad = sorted(k for k in expect_config if k in stored and stored[k] != expect_config[k]
+                     and k not in _RESUME_MAY_CHANGE)
+        if bad:
+            k = bad[0]
+            raise CheckpointError(f"checkpoint {path} was written for another config: {k}={stored[k]!r} "
+                                  f"there, {expect_config[k]!r} now ({len(bad)} keys differ)")
+    return state
+
+
+# A resumed run may change where it runs and how it logs (fvq.config.NON_SCIENCE_KEYS), not what it computes.
+from fvq.config import NON_SCIENCE_KEYS as _RESUME_MAY_CHANGE  # noqa: E402
+
+
+def rng_state() -> dict[str, Any]:
+    s = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])

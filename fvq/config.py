@@ -1,0 +1,331 @@
+"""Run configuration: frozen dataclasses, typed ``key=value`` overrides, scale presets.
+
+A run is fully described by one :class:`Config`. Keys are dotted (``quant.codebook_size=4096``); an
+unknown key or a value that does not parse as the field's type is a one-line ``ConfigError`` naming the
+key and its type (the nanoGPT configurator habit, without exec). Keys are never renamed once runs exist;
+a new field gets a default that keeps old behaviour, so old signatures stay valid.
+
+Two scales share every key (big_vision's "local shrink switch"):
+- ``cpu``   (the default): built-in real photos, 32x32 crops, the ``cpu-4`` encoder/decoder (8x8 latents),
+            K=1,024, d=256, batch 32, a few hundred Adam steps on one thread; minutes per run.
+- ``paper``: ImageNet 256x256, VQ-16, K=16,384, d=256, batch 128, 40 epochs (Table 6, Implementation
+            Details of section 4.1), LPIPS and PatchGAN on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Bad configuration input; the message is one line naming the key."""
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    arch: str = "cpu-4"          # fvq.models.ARCHS: vq-16, vq-8, cpu-4, ...
+    channel: int = 256           # vector channel d: code dimension, decoupled from z by 1x1 convs (Table 3)
+
+
+@dataclass(frozen=True)
+class QuantCfg:
+    codebook_size: int = 1024    # K
+    beta: float = 0.25           # commitment weight (eq. 5, Table 6)
+    l2_norm: bool = False        # cosine-style search on l2-normalised vectors (ViT-VQGAN variant)
+    projector: str = "vqbridge"  # none | linear (SimVQ) | mlp | vqbridge (section 3.2)
+    latent_dim: int = 0          # d' of VQBridge / MLP width; 0 = d' = d (Fig. 6 left: best when d' = d)
+    depth: int = 2               # N ViT blocks (Fig. 6 middle: N = 2)
+    group: int = 4               # p codes compressed per token (Fig. 6 right); 16 at K=16k in the paper
+    heads: int = 4               # official code: 4 heads
+    mlp_ratio: float = 2.0       # official code: MLP ratio 2
+    mlp_layers: int = 5          # layers of the MLP projector (MLP-5, Table 5 / Fig. 3)
+    init: str = "small"          # last-layer init of the projector: zero | small | default (see projectors.py)
+    search_mb: int = 256         # memory budget of the chunked nearest-code search
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    source: str = "photos"       # photos (built-in, offline) | fashion_mnist | imagefolder
+    path: str = ""               # root for imagefolder
+    image_size: int = 32
+    train_size: int = 4096       # samples per epoch for infinite sources (random crops)
+    val_size: int = 256          # fixed validation images
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class OptimCfg:
+    base_lr: float = 1e-4        # Table 6
+    base_batch: int = 128        # lr = base_lr * batch / base_batch (Table 6, LlamaGen recipe)
+    batch: int = 32
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0       # max global grad norm; 0 = off
+    steps: int = 600             # total optimisation steps (epochs are converted by the scale preset)
+    lr_scale: float = 1.0        # extra multiplier for lr searches; 1.0 = paper recipe
+
+
+@dataclass(frozen=True)
+class SchedCfg:
+    kind: str = "anneal"         # anneal (Table 6) | constant (no annealing, Table 3 row 3) | cosine (Table 9)
+    warmup: float = 0.1          # fraction of total steps; 0 = no warmup (Table 9 "w/o warmup")
+    warmup_start: float = 0.005  # warmup starts at 0.005 x lr (Table 6)
+    constant: float = 0.3        # share of the post-warmup steps held at lr (Table 6 baselr(0.3))
+    final: float = 0.01          # decay ends at 1% of lr (Table 6 "1 to 0.01")
+
+
+@dataclass(frozen=True)
+class LossCfg:
+    rec_weight: float = 1.0
+    codebook_weight: float = 1.0
+    perceptual_weight: float = 0.0   # paper: 1.0 (needs LPIPS backbone weights; absent offline)
+    lpips_net: str = "vgg"
+    lpips_weights: str = ""          # path to the backbone weights; "" = torch hub cache
+    disc_weight: float = 0.0         # paper: 0.5 (PatchGAN, hinge)
+    disc_start: int = 0              # step at which the discriminator starts
+
+
+@dataclass(frozen=True)
+class EvalCfg:
+    every: int = 0               # evaluate every N steps during training; 0 = only at the end
+    images: int = 256            # validation images per evaluation (<= data.val_size)
+    batch: int = 64
+    fid: bool = True             # rFID with torch-fidelity (offline Inception when its weights are absent)
+    lpips: bool = False          # LPIPS metric (needs backbone weights)
+    protocol: str = "fvq"        # fvq (centre crop) | llamagen (ADM resize + centre crop)
+
+
+@dataclass(frozen=True)
+class LogCfg:
+    every: int = 10              # metric logging interval (steps)
+    usage_window: int = 50       # steps in the windowed training usage (the Fig. 3 curve)
+    ckpt_every: int = 200        # checkpoint interval (steps); also on SIGTERM / SIGUSR1
+    progress: str = "auto"       # auto (bar on a tty, log lines otherwise) | bar | lines | off
+
+
+@dataclass(frozen=True)
+class Config:
+    scale: str = "cpu"           # informative: which preset the run started from
+    seed: int = 0
+    device: str = "cpu"          # cpu | cuda | auto
+    threads: int = 1             # torch intra-op threads on CPU (two 1-thread runs beat one 2-thread run)
+    model: ModelCfg = field(default_factory=ModelCfg)
+    quant: QuantCfg = field(default_factory=QuantCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    sched: SchedCfg = field(default_factory=SchedCfg)
+    loss: LossCfg = field(default_factory=LossCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)
+    log: LogCfg = field(default_factory=LogCfg)
+
+    @property
+    def lr(self) -> float:
+        """Peak learning rate: base_lr x batch / base_batch (Table 6)."""
+        o = self.optim
+        return o.base_lr * o.batch / o.base_batch * o.lr_scale
+
+
+# Keys that do not change the science of a run: excluded from its signature (sweeps/identity.py).
+# eval.every only adds intermediate evaluations (no RNG is drawn by evaluation), so it is not science either.
+NON_SCIENCE_KEYS = frozenset({
+    "device", "threads", "data.workers", "data.path", "eval.batch", "eval.every", "log.every",
+    "log.ckpt_every", "log.progress", "quant.search_mb", "loss.lpips_weights",
+})
+
+SCALES = ("cpu", "paper")
+
+
+def base_config(scale: str = "cpu") -> Config:
+    """The reference point of every grid at the given scale."""
+    if scale == "cpu":
+        return Config()
+    if scale == "paper":
+        # ImageNet-1k: 1,281,167 train images; 40 epochs at batch 128 (section 4.1, Table 6).
+        steps = 40 * 1_281_167 // 128
+        return Config(
+            scale="paper", device="auto", threads=0,
+            model=ModelCfg(arch="vq-16", channel=256),
+            quant=QuantCfg(codebook_size=16384, group=16, init="zero"),
+            data=DataCfg(source="imagefolder", path="/datasets/imagenet", image_size=256,
+                         train_size=0, val_size=50_000, workers=8),
+            optim=OptimCfg(batch=128, steps=steps),
+            loss=LossCfg(perceptual_weight=1.0, disc_weight=0.5, disc_start=20_000),
+            eval=EvalCfg(images=50_000, batch=64, lpips=True),
+            log=LogCfg(every=100, usage_window=1000, ckpt_every=5000),
+        )
+    raise ConfigError(f"scale={scale!r} is not one of {', '.join(SCALES)}")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _parse(key: str, raw: str, tp: Any) -> Any:
+    """Parse ``raw`` as type ``tp``; bool accepts true/false/1/0/yes/no."""
+    try:
+        if tp is bool:
+            low = raw.strip().lower()
+            if low in ("true", "1", "yes", "on"):
+                return True
+            if low in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if tp is int:
+            return int(raw.replace("_", "").replace(",", ""))
+        if tp is float:
+            return float(raw)
+        if tp is str:
+            return raw
+    except ValueError:
+        pass
+    raise ConfigError(f"{key}={raw!r}: expected {_type_name(tp)}")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check/convert an already-typed value (from a grid dict or a stored config)."""
+    if isinstance(value, str) and tp is not str:
+        return _parse(key, value, tp)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r}: expected bool")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key}={value!r}: expected int")
+    if tp in (float, str) and not isinstance(value, tp):
+        raise ConfigError(f"{key}={value!r}: expected {_type_name(tp)}")
+    return value
+
+
+def all_keys() -> list[str]:
+    return list(_flat_types(Config))
+
+
+def set_key(cfg: Config, key: str, value: Any) -> Config:
+    """Return a copy of ``cfg`` with dotted ``key`` set; unknown key -> ConfigError with suggestions."""
+    flat_types = _flat_types(Config)
+    if key not in flat_types:
+        close = difflib.get_close_matches(key, flat_types, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else f"valid keys: {', '.join(flat_types)}"
+        raise ConfigError(f"unknown config key {key!r} ({hint})")
+    return _set(cfg, key.split("."), _coerce(key, value, flat_types[key]))
+
+
+def _set(obj: Any, path: list[str], value: Any) -> Any:
+    if len(path) == 1:
+        return replace(obj, **{path[0]: value})
+    return replace(obj, **{path[0]: _set(getattr(obj, path[0]), path[1:], value)})
+
+
+def _flat_types(cls: type, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, tp in _field_types(cls).items():
+        if dataclasses.is_dataclass(tp):
+            out.update(_flat_types(tp, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = tp
+    return out
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any] | list[str] | tuple[str, ...]) -> Config:
+    """Apply ``{"quant.group": 16}`` or ``["quant.group=16"]``; raises ConfigError on the first bad one."""
+    items: list[tuple[str, Any]]
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for ov in overrides:
+            if "=" not in ov:
+                raise ConfigError(f"override {ov!r} is not key=value")
+            k, v = ov.split("=", 1)
+            items.append((k.strip(), v.strip()))
+    for k, v in items:
+        cfg = set_key(cfg, k, v)
+    validate(cfg)
+    return cfg
+
+
+def to_flat_dict(cfg: Config) -> dict[str, Any]:
+    """``{"quant.codebook_size": 1024, ...}``: the form logged as MLflow params."""
+    out: dict[str, Any] = {}
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            for k, sub in to_flat_dict(v).items():
+                out[f"{f.name}.{k}"] = sub
+        else:
+            out[f.name] = v
+    return out
+
+
+def from_flat_dict(flat: dict[str, Any], strict: bool = True) -> Config:
+    """Rebuild a Config from ``to_flat_dict`` output (a stored run). Unknown keys: error if strict."""
+    cfg = Config()
+    for k, v in flat.items():
+        try:
+            cfg = set_key(cfg, k, v)
+        except ConfigError:
+            if strict:
+                raise
+    return cfg
+
+
+def to_json(cfg: Config) -> str:
+    return json.dumps(to_flat_dict(cfg), indent=1, sort_keys=True)
+
+
+def diff(a: Config, b: Config) -> dict[str, tuple[Any, Any]]:
+    fa, fb = to_flat_dict(a), to_flat_dict(b)
+    return {k: (fa[k], fb[k]) for k in fa if fa[k] != fb[k]}
+
+
+_CHOICES = {
+    "scale": SCALES,
+    "device": ("cpu", "cuda", "auto"),
+    "quant.projector": ("none", "linear", "mlp", "vqbridge"),
+    "quant.init": ("zero", "small", "default"),
+    "data.source": ("photos", "fashion_mnist", "imagefolder"),
+    "sched.kind": ("anneal", "constant", "cosine"),
+    "eval.protocol": ("fvq", "llamagen"),
+    "log.progress": ("auto", "bar", "lines", "off"),
+    "loss.lpips_net": ("vgg", "alex"),
+}
+
+_POSITIVE = ("model.channel", "quant.codebook_size", "quant.depth", "quant.group", "quant.heads",
+             "quant.mlp_layers", "quant.search_mb", "data.image_size", "data.val_size", "optim.batch",
+             "optim.base_batch", "optim.steps", "eval.batch", "log.every", "log.usage_window",
+             "log.ckpt_every")
+_FRACTIONS = ("sched.warmup", "sched.warmup_start", "sched.constant", "sched.final")
+
+
+def validate(cfg: Config) -> None:
+    """Checks that need no model construction; models/projectors validate their own combinations."""
+    flat = to_flat_dict(cfg)
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise ConfigError(f"{key}={flat[key]!r} is not one of {', '.join(choices)}")
+    for key in _POSITIVE:
+        if flat[key] <= 0:
+            raise ConfigError(f"{key}={flat[key]} must be > 0")
+    for key in _FRACTIONS:
+        if not 0.0 <= flat[key] <= 1.0:
+            raise ConfigError(f"{key}={flat[key]} must be in [0, 1]")
+    if cfg.optim.base_lr <= 0 or cfg.optim.lr_scale <= 0:
+        raise ConfigError(f"optim.base_lr={cfg.optim.base_lr} and optim.lr_scale={cfg.optim.lr_scale} must be > 0")
+    if cfg.quant.latent_dim < 0:
+        raise ConfigError(f"quant.latent_dim={cfg.quant.latent_dim} must be >= 0 (0 = same as model.channel)")
+    if cfg.data.source == "imagefolder" and not cfg.data.path:
+        raise ConfigError("data.source=imagefolder needs data.path=/path/to/dataset")
+    if cfg.eval.images > cfg.data.val_size:
+        raise ConfigError(f"eval.images={cfg.eval.images} exceeds data.val_size={cfg.data.val_size}")
+    if cfg.loss.perceptual_weight < 0 or cfg.loss.disc_weight < 0 or cfg.loss.disc_start < 0:
+        raise ConfigError("loss weights and loss.disc_start must be >= 0")

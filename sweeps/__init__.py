@@ -1,0 +1,1 @@
+"""The sweep harness: grids, identity, launchers (submitit), tracking (MLflow), searches (Optuna)."""

@@ -1,0 +1,205 @@
+"""Launch grid points with submitit: ``local`` (slots on this machine) or ``slurm`` (one job array).
+
+local: each run is a submitit LocalExecutor job (a subprocess); at most ``parallel`` run at once
+       (two single-thread runs side by side beat one two-thread run on 2 cores). The launcher waits and
+       shows a live table; Ctrl-C leaves checkpoints to resume from.
+slurm: all points of one launch are ONE job array (``executor.batch()``), with the spec from slurm/*.yaml.
+       Jobs run from a pinned copy of the code at the launch commit (``<runs>/.code/<commit>``), so
+       editing the tree while jobs queue changes nothing. The launcher returns at once;
+       ``python sweeps/run.py grid=... status=true`` shows progress.
+
+Run state lives in each run dir: ``job.json`` (who runs it), ``status.json`` (written by fvq.train).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import submitit
+
+from fvq.train import read_status, write_json
+from sweeps.job import TrainJob
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ACTIVE_SLURM = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
+                "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
+
+
+class LaunchError(RuntimeError):
+    """Refused before anything was submitted; one-line message."""
+
+
+@dataclass
+class Planned:
+    sig: str
+    run_dir: str
+    overrides: dict[str, Any]
+    state: str          # missing | finished | active | failed | stalled
+    detail: str = ""
+    cfg: Any = None     # the resolved fvq.config.Config
+
+
+def git_commit(repo: str = REPO) -> tuple[str, bool]:
+    """(commit, dirty) of the working tree; ("unknown", True) outside git."""
+    try:
+        commit = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip() != ""
+        return commit, dirty
+    except (subprocess.SubprocessError, FileNotFoundError):
+        return "unknown", True
+
+
+def snapshot_tree(repo: str = REPO) -> str:
+    """Tree id of the working tree as it is (tracked + untracked, not ignored), without touching the index."""
+    index = os.path.join(repo, ".git", "fvq-snapshot-index")
+    env = {**os.environ, "GIT_INDEX_FILE": index}
+    try:
+        subprocess.run(["git", "-C", repo, "add", "-A"], env=env, check=True, capture_output=True, timeout=60)
+        return subprocess.run(["git", "-C", repo, "write-tree"], env=env, check=True, capture_output=True,
+                              text=True, timeout=60).stdout.strip()
+    finally:
+        if os.path.exists(index):
+            os.unlink(index)
+
+
+def pin_code(commit: str, runs_root: str, dirty: bool = False) -> tuple[str, str]:
+    """Export the code jobs run to ``<runs>/.code/<id>`` once (git archive | tar); return (dir, label).
+
+    Clean tree: the launch commit. Dirty tree (only with force=true): a snapshot of the working tree as
+    it is now, labelled ``<commit>+dirty.<tree>``, so what runs is still exactly what was launched.
+    """
+    ref = snapshot_tree() if dirty else commit
+    label = f"{commit}+dirty.{ref[:10]}" if dirty else commit
+    dest = os.path.join(os.path.abspath(runs_root), ".code", ref)
+    if os.path.isdir(dest):
+        return dest, label
+    tmp = dest + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    archive = subprocess.Popen(["git", "-C", REPO, "archive", ref], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", tmp], stdin=archive.stdout, check=True)
+    if archive.wait() != 0:
+        raise LaunchError(f"git archive {ref} failed")
+    os.replace(tmp, dest)
+    return dest, label
+
+
+def classify(run_dir: str) -> tuple[str, str]:
+    """State of a run dir for the relaunch rules: finished -> skip; active -> skip; failed -> skip unless
+    retry; stalled (queued/running but nobody runs it any more, e.g. killed) or missing -> submit."""
+    status = read_status(run_dir)
+    state = status.get("state")
+    if state == "FINISHED":
+        return "finished", f"step {status.get('step')}"
+    if state == "FAILED":
+        return "failed", status.get("reason", "")
+    job = _read(os.path.join(run_dir, "job.json"))
+    if not job and not state:
+        return "missing", ""
+    if job.get("launcher") == "slurm":
+        st = slurm_state(job.get("job_id", ""))
+        if st in ACTIVE_SLURM:
+            return "active", f"slurm {job.get('job_id')} {st}"
+        return "stalled", f"slurm {job.get('job_id')} {st or 'gone'}, last step {status.get('step')}"
+    pid = status.get("pid") if state == "RUNNING" else job.get("launcher_pid")
+    if pid and _alive(int(pid)):
+        return "active", f"local pid {pid}"
+    return "stalled", f"{(state or 'queued').lower()}, nobody running it, last step {status.get('step')}"
+
+
+def slurm_state(job_id: str) -> str:
+    if not job_id:
+        return ""
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
+                             timeout=10).stdout.split()
+        if out:
+            return out[0]
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True,
+                             text=True, timeout=10).stdout.split()
+        return out[0].split()[0] if out else ""
+    except (subprocess.SubprocessError, FileNotFoundError):
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _read(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def launch_local(plans: list[Planned], runs_root: str, uri: str, experiment: str, parallel: int,
+                 show=None) -> dict[str, str]:
+    """Run every plan as a local submitit job, ``parallel`` at a time; block until all end."""
+    folder = os.path.join(runs_root, ".submitit")
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = REPO + (os.pathsep + env_path if env_path else "")  # jobs import sweeps.*
+    executor = submitit.AutoExecutor(folder=folder, cluster="local")
+    executor.update_parameters(timeout_min=24 * 60, gpus_per_node=0, tasks_per_node=1)
+    queue, running, results = list(plans), {}, {}
+    for p in plans:
+        write_json(os.path.join(p.run_dir, "job.json"), {"launcher": "local", "launcher_pid": os.getpid()})
+    while queue or running:
+        while queue and len(running) < parallel:
+            p = queue.pop(0)
+            job = executor.submit(TrainJob(p.run_dir, uri, experiment))
+            write_json(os.path.join(p.run_dir, "job.json"), {"launcher": "local", "launcher_pid": os.getpid(),
+                                                             "job_id": str(job.job_id)})
+            running[p.sig] = (p, job)
+        for sig, (p, job) in list(running.items()):
+            if job.done():
+                del running[sig]
+                try:
+                    job.result()
+                    results[sig] = "finished"
+                except Exception as e:  # the run's own status.json holds the reason
+                    results[sig] = f"failed: {read_status(p.run_dir).get('reason') or str(e).splitlines()[-1]}"
+                    tail = job.stderr() or ""
+                    print(f"[fvq] run {sig} failed; last log lines:\n" + "\n".join(tail.splitlines()[-5:]),
+                          file=sys.stderr, flush=True)
+        if show is not None:
+            show(results, running, queue)
+        time.sleep(1.0)
+    return results
+
+
+def launch_slurm(plans: list[Planned], runs_root: str, uri: str, experiment: str, spec, commit: str,
+                 dirty: bool = False) -> list[str]:
+    """Submit one job array for ``plans`` from a pinned copy of the code; return job ids."""
+    code, commit = pin_code(commit, runs_root, dirty)
+    folder = os.path.join(os.path.abspath(runs_root), ".submitit", "%j")
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    params = spec.submitit_params()
+    setup = list(params.pop("slurm_setup", []) or [])
+    setup += [f"cd {code}", f"export PYTHONPATH={code}${{PYTHONPATH:+:$PYTHONPATH}}"]
+    executor.update_parameters(slurm_setup=setup, **params)
+    max_requeues = getattr(spec, "max_requeues", 3)
+    jobs = []
+    try:
+        with executor.batch():
+            for p in plans:
+                jobs.append(executor.submit(TrainJob(p.run_dir, uri, experiment, max_requeues)))
+    except Exception as e:
+        raise LaunchError(f"sbatch refused the job array: {str(e).strip().splitlines()[-1][:300]}") from None
+    for p, job in zip(plans, jobs):
+        write_json(os.path.join(p.run_dir, "job.json"), {"launcher": "slurm", "job_id": str(job.job_id),
+                                                         "commit": commit, "code": code})
+    return [str(j.job_id) for j in jobs]

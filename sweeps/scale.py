@@ -1,0 +1,60 @@
+"""Scale presets: the same grid point at ``scale=paper`` or ``scale=cpu`` (big_vision's shrink switch).
+
+Grid points are written in the paper's own terms (ImageNet 256x256, VQ-16, K=16,384, p=16, 40 epochs).
+``resolve(point, scale)`` turns one into a full `Config`. At ``paper`` scale the values are used as they
+are; ``epochs`` becomes optimisation steps over ImageNet-1k's 1,281,167 training images.
+
+At ``cpu`` scale (built-in photos, 32x32, minutes per run on one core) sizes that cannot fit are scaled
+down by one fixed, documented rule - never dropped:
+- codebook size K / 16   (16,384 -> 1,024; 4,096 -> 256; 65,536 -> 4,096; 262,144 -> 16,384);
+- VQBridge group p / 4   (16 -> 4, 64 -> 16, 4 -> 1; at least 1): K and p shrink together, so the paper's
+  4^n pairing of p with K (Fig. 6 right) is kept and the bridge sees K/p = (paper K/p) / 4 tokens;
+- encoder/decoder: vq-16 -> cpu-4 (32x32 -> 8x8 latents), vq-8 -> cpu-2 (32x32 -> 16x16): the ratio-8 row
+  of Table 3 keeps "twice the latent resolution";
+- epochs e -> 600 x e / 40 steps (40 epochs -> 600 steps, 120 -> 1,800);
+- the bridge's last Linear starts "small" (N(0, 1e-3)) instead of exactly zero: at this scale zero init
+  stalls at ~3/4 usage with p=4 (../shared/notes/small-scale-findings.md); the paper scale keeps zero.
+Vector channel, d', depth N, projector type and schedule are used unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from fvq.config import Config, ConfigError, apply_overrides, base_config
+
+IMAGENET_TRAIN = 1_281_167
+CPU_STEPS_PER_40_EPOCHS = 600
+ARCH_TO_CPU = {"vq-16": "cpu-4", "vq-8": "cpu-2"}
+
+
+def to_scale(point: dict[str, Any], scale: str) -> dict[str, Any]:
+    """Paper-terms overrides -> overrides for ``scale`` (pseudo-key ``epochs`` becomes optim.steps)."""
+    out = dict(point)
+    epochs = out.pop("epochs", 40)
+    if scale == "paper":
+        batch = int(out.get("optim.batch", 128))
+        out["optim.steps"] = int(epochs) * IMAGENET_TRAIN // batch
+        return out
+    if scale != "cpu":
+        raise ConfigError(f"scale={scale!r} is not one of cpu, paper")
+    if "quant.codebook_size" in out:
+        out["quant.codebook_size"] = max(int(out["quant.codebook_size"]) // 16, 16)
+    if "quant.group" in out:
+        out["quant.group"] = max(int(out["quant.group"]) // 4, 1)
+    if "model.arch" in out:
+        arch = out["model.arch"]
+        if arch not in ARCH_TO_CPU:
+            raise ConfigError(f"model.arch={arch!r} has no cpu-scale counterpart (known: {', '.join(ARCH_TO_CPU)})")
+        out["model.arch"] = ARCH_TO_CPU[arch]
+    out["optim.steps"] = int(round(CPU_STEPS_PER_40_EPOCHS * float(epochs) / 40))
+    return out
+
+
+def resolve(point: dict[str, Any], scale: str, extra: dict[str, Any] | None = None) -> Config:
+    """Full config of one grid point at ``scale``; ``extra`` are command-line overrides applied last."""
+    cfg = apply_overrides(base_config(scale), {**to_scale(point, scale), **(extra or {})})
+    if cfg.quant.latent_dim == cfg.model.channel:
+        # d' = d spelled explicitly is the same science as the default 0 ("d' = d"): one signature, one run
+        cfg = replace(cfg, quant=replace(cfg.quant, latent_dim=0))
+    return cfg

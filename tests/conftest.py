@@ -1,0 +1,99 @@
+"""Shared fixtures: a real MLflow tracking server on 127.0.0.1 (started once per session)."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # `sweeps`, `slurm`, `analysis` are top-level dirs of the repo, not installed
+torch.set_num_threads(1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MLflowServer:
+    """`mlflow server` in its own process group, so stopping it also stops its uvicorn/huey workers."""
+
+    def __init__(self, root: str, port: int | None = None):
+        self.root, self.port = root, port or free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self, timeout: float = 90) -> "MLflowServer":
+        mlflow_bin = os.path.join(os.path.dirname(sys.executable), "mlflow")
+        self.log = open(os.path.join(self.root, f"mlflow-server-{self.port}.log"), "a")
+        self.proc = subprocess.Popen(
+            [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db",
+             "--artifacts-destination", f"{self.root}/artifacts", "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", "1"],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(self.uri + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited; see {self.log.name}")
+        raise RuntimeError(f"mlflow server did not answer /health within {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    server = MLflowServer(str(tmp_path_factory.mktemp("mlflow"))).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The real single-node Slurm dev cluster (slurm/dev-cluster/start.sh), with fake A100 GRES.
+
+    Skipped only when the machine cannot have it (not root, no apt). Stopped at the end if this session
+    started it, unless FVQ_KEEP_SLURM=1.
+    """
+    from slurm.devcluster import DevCluster, DevClusterError
+
+    if os.geteuid() != 0:
+        pytest.skip("the Slurm dev cluster needs root (apt-get install, daemons)")
+    cluster = DevCluster()
+    was_up = cluster.is_up()
+    t0 = time.monotonic()
+    try:
+        line = cluster.start()
+    except DevClusterError as e:
+        if e.cannot_install:
+            pytest.skip(f"no Slurm dev cluster on this machine: {e}")
+        raise
+    print(f"\n{line} ({time.monotonic() - t0:.1f}s)", flush=True)
+    saved = {k: os.environ.get(k) for k in cluster.env}
+    os.environ.update(cluster.env)  # submitit runs sbatch/sacct/scontrol with this process's environment
+    yield cluster
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    if not was_up and os.environ.get("FVQ_KEEP_SLURM") != "1":
+        cluster.stop()

@@ -1,0 +1,192 @@
+"""analysis/: every table and figure builds from small fixture CSVs; gaps are visible; collect reads a real
+MLflow store and refuses a partial grid; Tables 6 and 10 are the code's own values.
+
+tests/fixtures/results/*.csv are synthetic: made by analysis.collect from a throw-away MLflow store with
+made-up metrics (commit "fixture"), trimmed; they test plumbing, never the paper's claims.
+"""
+import importlib
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+from analysis.build import FIGURES, TABLES, build_all  # noqa: E402
+from analysis.common import NO_RUNS  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures" / "results"
+
+
+@pytest.fixture
+def results(tmp_path):
+    """The fixture CSVs plus one run's recon.png (collect copies those; a PNG is not a fixture CSV)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    out = tmp_path / "results"
+    shutil.copytree(FIXTURES, out)
+    (out / "recon").mkdir()
+    plt.imsave(out / "recon" / "bf21a9e8fb.png", np.random.default_rng(0).random((34, 130, 3)))
+    return out
+
+
+@pytest.mark.parametrize("stem", TABLES + FIGURES)
+def test_every_artefact_builds_from_fixture_csvs(stem, results, tmp_path):
+    kind = "tables" if stem.startswith("tab") else "figures"
+    gaps = importlib.import_module(f"analysis.{kind}.{stem}").build(results, tmp_path / kind)
+    assert isinstance(gaps, list)
+    for ext in ("md", "tex") if kind == "tables" else ("png", "pdf"):
+        assert (tmp_path / kind / f"{stem}.{ext}").stat().st_size > 0
+
+
+def test_tables_show_paper_and_harness_rows_side_by_side(results, tmp_path):
+    from analysis.tables import tab3_scaling
+
+    gaps = tab3_scaling.build(results, tmp_path)
+    md = (tmp_path / "tab3_scaling.md").read_text()
+    assert "| paper | 6 | FVQ | 40 | 16 | 16k | 256 | 1.30 | 6.84 | 100% |" in md
+    assert "| this harness (scale=cpu) | 6 | FVQ |" in md and "`bf21a9e8fb`" in md  # scale and signature
+    assert "COCO evaluation is not part of this harness" in md and gaps  # "—" carries its reason
+    assert "\\textsuperscript{" in (tmp_path / "tab3_scaling.tex").read_text()
+
+
+def test_a_missing_run_is_a_visible_gap_not_a_shorter_table(results, tmp_path):
+    from analysis.figures import fig6_ablations
+
+    fig, gaps = fig6_ablations.make(results)  # the depth=4 run is "missing" in the fixture
+    assert any("quant.depth=4" in g and "missing" in g for g in gaps)
+    assert "no run" in [t.get_text() for t in fig.axes[1].texts]
+    assert "L2" in fig.axes[0].get_ylabel() and "rFID" in fig.axes[1].get_ylabel()  # latent_dim has no rFID
+
+
+@pytest.mark.parametrize("stem", FIGURES)
+def test_figure_without_data_carries_the_no_runs_mark(stem, tmp_path):
+    module = importlib.import_module(f"analysis.figures.{stem}")
+    fig, gaps = module.make(tmp_path)  # an empty results dir
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    if stem == "fig1_comparison":  # panels (a) and (b) are the paper's own data
+        assert fig.axes[2].texts[0].get_text().startswith(NO_RUNS)
+    else:
+        assert any(t.startswith(NO_RUNS) for t in texts), stem
+    assert gaps, stem
+
+
+def test_build_reports_one_line_per_artefact(results, tmp_path, capsys):
+    report = build_all(results, tmp_path / "t", tmp_path / "f")
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(TABLES) + len(FIGURES) == len(report)
+    assert all(line.split(": ", 1)[1].startswith("built") for line in lines)
+    assert any("built with gaps: " in line for line in lines)
+
+
+def test_table6_is_generated_from_the_code_presets(tmp_path, monkeypatch):
+    from analysis.tables import tab6_config
+    from fvq.config import base_config
+
+    cfg = base_config("paper")
+    assert tab6_config.build(tmp_path, tmp_path) == []  # the presets agree with the paper's Table 6
+    md = (tmp_path / "tab6_config.md").read_text()
+    s = cfg.sched
+    assert f"warmup({s.warmup:g}) [baselr({s.constant:g})–linear({1 - s.constant:g})]" in md
+    assert f"β1 = {cfg.optim.beta1:g}, β2 = {cfg.optim.beta2:g}" in md and "DIFFERS" not in md
+    real = tab6_config.describe
+    monkeypatch.setattr(tab6_config, "describe", lambda scale: {**real(scale), "Linear Learning Rate": "1 to 0.1"})
+    gaps = tab6_config.build(tmp_path, tmp_path)
+    assert gaps == ["Table 6 'Linear Learning Rate' differs: paper '1 to 0.01', code '1 to 0.1'"]
+    assert "| Linear Learning Rate | 1 to 0.01 | 1 to 0.1 | DIFFERS |" in (tmp_path / "tab6_config.md").read_text()
+
+
+def test_table10_is_computed_by_fvq_flops(tmp_path):
+    pytest.importorskip("fvq.flops")
+    from analysis.tables import tab10_flops
+
+    assert tab10_flops.build(tmp_path, tmp_path) == []
+    md = (tmp_path / "tab10_flops.md").read_text()
+    for size in (16384, 262144):
+        cells = [f"{tab10_flops.flops(kind, size) / 1e9:.2f}G" for kind in ("linear", "mlp", "vqbridge")]
+        row = next(line for line in md.splitlines() if line.startswith(f"| fvq.flops.projector_flops | {size:,} |"))
+        assert all(c in row for c in cells), (row, cells)
+
+
+# ---- collect: a real local MLflow store (sqlite), runs tagged with a real grid's signatures ----------------
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = MlflowClient(uri)
+    client.create_experiment("fvq", artifact_location=f"file://{root}/artifacts")
+    return uri, client
+
+
+def log_run(client, cfg, sig, status="FINISHED", **params):
+    from mlflow.entities import Metric, Param
+
+    from fvq.config import to_flat_dict
+
+    run = client.create_run(client.get_experiment_by_name("fvq").experiment_id,
+                            tags={"signature": sig, "commit": "abc123", "scale": "cpu"})
+    flat = {**to_flat_dict(cfg), **params}
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in list(flat.items())[:100]])
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in list(flat.items())[100:]])
+    client.log_batch(run.info.run_id, metrics=[Metric("eval/rfid", 41.5, 0, 600), Metric("eval/usage", 0.97, 0, 600)]
+                     + [Metric("train/usage", s / 600, 0, s) for s in (100, 300, 600)])
+    client.set_tag(run.info.run_id, "missing.lpips", "disabled (eval.lpips=false)")
+    client.set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+def test_collect_refuses_a_partial_grid_then_writes_it_with_gaps_or_whole(store, tmp_path, capsys):
+    import pandas as pd
+
+    from analysis.collect import expected, main
+
+    uri, client = store
+    (p0, c0, s0), (p1, c1, s1) = expected("annealing", "cpu")
+    log_run(client, c0, s0)
+    log_run(client, c1, s1, status="FAILED")
+    (tmp_path / "runs" / s0).mkdir(parents=True)
+    (tmp_path / "runs" / s0 / "recon.png").write_bytes(b"png")
+    args = ["grid=annealing", f"tracking_uri={uri}", f"results={tmp_path}", f"runs_dir={tmp_path / 'runs'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{s1}: failed" in err and "allow_partial=true" in err
+    assert not (tmp_path / "annealing.csv").exists() and not (tmp_path / "recon").exists()
+
+    assert main(args + ["allow_partial=true"]) == 0
+    df = pd.read_csv(tmp_path / "annealing.csv", dtype={"signature": str})
+    gap = df[df["signature"] == s1].iloc[0]
+    assert gap["status"] == "FAILED" and pd.isna(gap["rfid"])  # the gap stays visible
+    done = df[df["signature"] == s0].iloc[0]
+    assert done["rfid"] == 41.5 and done["commit"] == "abc123" and done["source"] == "harness"
+    assert done["missing"] == "lpips: disabled (eval.lpips=false)" and json.loads(done["point"]) == p0
+    assert (tmp_path / "recon" / f"{s0}.png").read_bytes() == b"png"  # fig5 reads results/recon/ only
+
+    log_run(client, c1, s1)  # the retried run finishes: the newest FINISHED run is taken
+    assert main(args) == 0
+    curves = pd.read_csv(tmp_path / "annealing_curves.csv", dtype={"signature": str})
+    assert set(curves["signature"]) == {s0, s1} and list(curves[curves["signature"] == s0]["step"]) == [100, 300, 600]
+
+
+def test_collect_stops_when_a_default_changed_under_a_signature(store, tmp_path, capsys):
+    from analysis.collect import expected, main
+
+    uri, client = store
+    for _, cfg, sig in expected("schedule", "cpu"):
+        log_run(client, cfg, sig, **{"quant.beta": 0.5})  # logged with another science than resolved now
+    assert main(["grid=schedule", f"tracking_uri={uri}", f"results={tmp_path}", "allow_partial=true"]) == 2
+    assert "quant.beta=0.5" in capsys.readouterr().err
+
+
+def test_collect_rejects_unknown_arguments_and_grids(capsys):
+    from analysis.collect import main
+
+    assert main(["grid=nope"]) == 2 and "unknown grid 'nope'" in capsys.readouterr().err
+    assert main(["gird=annealing"]) == 2 and "is not one of grid=" in capsys.readouterr().err
+    assert main(["grid=depth", "tracking_uri=sqlite:////nonexistent/mlflow.db"]) == 2
+    assert "no MLflow store at" in capsys.readouterr().err

@@ -1,0 +1,92 @@
+"""Every grid expands, resolves at both scales and has no duplicate signature; identity rules."""
+import json
+import os
+
+import pytest
+
+from fvq.config import Config, ConfigError, to_flat_dict
+from sweeps import grids
+from sweeps.identity import IdentityError, check_stored, science_delta, signature
+from sweeps.scale import resolve, to_scale
+
+ALL = grids.names()
+
+
+def test_every_paper_ablation_has_a_grid():
+    assert set(ALL) >= {"latent_dim", "depth", "patch_size", "codebook_size", "channel", "annealing",
+                        "projector", "schedule", "scaling"}
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+@pytest.mark.parametrize("name", ALL)
+def test_grid_expands_and_resolves(name, scale):
+    mod = grids.load(name)
+    assert mod.__doc__ and "python sweeps/run.py grid=" in mod.__doc__  # names its command
+    points = list(mod.points())
+    assert points, name
+    sigs = [signature(resolve(p, scale)) for p in points]
+    assert len(set(sigs)) == len(sigs), f"duplicate signatures in grid {name}"
+    for p in points:
+        cfg = resolve(p, scale)
+        assert cfg.scale == scale
+
+
+def test_unknown_grid_lists_valid_ones():
+    with pytest.raises(ConfigError, match="unknown grid 'nope' \\(valid grids: annealing,"):
+        grids.load("nope")
+
+
+def test_cpu_shrink_rule_keeps_k_and_p_together():
+    pts = [to_scale(p, "cpu") for p in grids.load("patch_size").points()]
+    pairs = {(p["quant.codebook_size"], p["quant.group"]) for p in pts}
+    assert pairs == {(256, 1), (256, 4), (256, 16), (1024, 1), (1024, 4), (1024, 16)}
+    assert all(p["optim.steps"] == 600 for p in pts)
+    assert to_scale({"epochs": 120}, "cpu")["optim.steps"] == 1800
+    assert to_scale({"model.arch": "vq-8"}, "cpu")["model.arch"] == "cpu-2"
+    assert to_scale({"epochs": 40}, "paper")["optim.steps"] == 40 * 1_281_167 // 128
+
+
+def test_reference_point_is_shared_between_grids():
+    ref_depth = {signature(resolve(p, "cpu")) for p in grids.load("depth").points()}
+    ref_dim = {signature(resolve(p, "cpu")) for p in grids.load("latent_dim").points()}
+    assert ref_depth & ref_dim == {signature(resolve({}, "cpu"))}
+
+
+def test_signature_ignores_non_science_keys_and_sees_scale():
+    a = resolve({}, "cpu")
+    b = resolve({}, "cpu", {"threads": 2, "log.every": 5, "eval.batch": 8, "eval.every": 100})
+    assert signature(a) == signature(b)
+    assert signature(resolve({}, "paper")) != signature(a)
+    assert science_delta(Config()) == {}
+
+
+# Pinned: a change here means every stored run would be orphaned. Change only on purpose.
+GOLDEN = {
+    "cpu-reference": ({}, "cpu"),
+    "cpu-patch-4k-p4": ({"quant.codebook_size": 4096, "quant.group": 4}, "cpu"),
+    "paper-reference": ({}, "paper"),
+}
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_golden_signatures(name, golden_signatures):
+    point, scale = GOLDEN[name]
+    assert signature(resolve(point, scale)) == golden_signatures[name]
+
+
+@pytest.fixture
+def golden_signatures():
+    return {"cpu-reference": "bf21a1ff5b", "cpu-patch-4k-p4": "1e8ec7e8f5", "paper-reference": "0be3a5b0c1"}
+
+
+def test_changed_default_is_an_error(tmp_path):
+    cfg = resolve({}, "cpu")
+    d = tmp_path / signature(cfg)
+    d.mkdir()
+    stored = to_flat_dict(cfg)
+    stored["quant.beta"] = 0.5  # as if the default had been 0.5 when this run was made
+    (d / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(IdentityError, match=r"quant.beta \(stored 0.5, now 0.25\)"):
+        check_stored(cfg, str(d))
+    os.unlink(d / "config.json")
+    check_stored(cfg, str(d))  # nothing stored: fine

@@ -1,0 +1,125 @@
+"""The VQ layer: chunked search == brute force (ties included), STE, dense vs sparse codebook gradients,
+export round trip (issue #2)."""
+import pytest
+import torch
+
+from fvq.projectors import build_projector
+from fvq.quantize import QuantOut, VectorQuantizer, nearest_code
+
+
+def brute(z, cb):
+    return torch.cdist(z.double(), cb.double()).pow(2).argmin(1)
+
+
+@pytest.mark.parametrize("budget", [64, 1000, 256 * 2**20])  # bytes: many chunks ... one chunk
+@pytest.mark.parametrize("case", ["random", "duplicates", "identical", "boundary_ties"])
+def test_chunked_search_equals_brute_force(case, budget):
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(50, 8, generator=g)
+    cb = torch.randn(37, 8, generator=g)
+    if case == "duplicates":
+        cb[20:] = cb[:17]  # every later code repeats an earlier one
+    elif case == "identical":
+        cb[:] = cb[0]  # zero-initialised projector: every code the same -> index 0 everywhere
+    elif case == "boundary_ties":
+        cb = torch.randint(-1, 2, (37, 8), generator=g).float()  # integer grid: exact float ties
+        z = torch.randint(-1, 2, (50, 8), generator=g).float()
+    got = nearest_code(z, cb, budget)
+    if case == "identical":
+        assert (got == 0).all()
+    # exact ties: the lowest index wins, as argmin on the full matrix
+    d = (z[:, None] - cb[None]).pow(2).sum(-1)
+    assert torch.equal(got, d.argmin(1)) or case == "random" and torch.equal(got, brute(z, cb))
+
+
+def test_search_is_fp32_under_autocast_and_builds_no_graph():
+    z = torch.randn(64, 16, requires_grad=True)
+    cb = torch.randn(100, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        idx = nearest_code(z, cb)
+    assert torch.equal(idx, brute(z.detach(), cb.detach()))
+    assert not idx.requires_grad
+
+
+@pytest.mark.parametrize("projector", ["none", "linear", "mlp", "vqbridge"])
+@pytest.mark.parametrize("shape", [(2, 16, 4, 4), (30, 16)])
+@pytest.mark.parametrize("l2", [False, True])
+def test_shapes_and_losses(projector, shape, l2):
+    proj = None if projector == "none" else build_projector(projector, 64, 16, group=4, init="small")
+    q = VectorQuantizer(64, 16, proj, l2_norm=l2)
+    z = torch.randn(*shape)
+    out = q(z)
+    assert isinstance(out, QuantOut) and out.z_q.shape == z.shape
+    assert out.indices.shape == (shape[0], *shape[2:]) if len(shape) == 4 else out.indices.shape == (30,)
+    assert torch.allclose(out.loss, out.codebook_loss + 0.25 * out.commit_loss)
+    if len(shape) == 4:
+        assert torch.allclose(q.decode_indices(out.indices), out.z_q, atol=1e-6)
+
+
+def test_ste_gradient_reaches_the_encoder():
+    q = VectorQuantizer(32, 8)
+    z = torch.randn(4, 8, 3, 3, requires_grad=True)
+    out = q(z)
+    (out.z_q.sum() + out.loss).backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("projector", ["linear", "mlp", "vqbridge"])
+def test_projector_updates_every_code(projector):
+    """Section 2, Challenge 3: through a shared projector one step moves EVERY projected code, used or not."""
+    torch.manual_seed(0)
+    init = "small" if projector == "vqbridge" else "default"
+    q = VectorQuantizer(64, 16, build_projector(projector, 64, 16, group=4, init=init))
+    before = q.codebook().detach().clone()
+    out = q(torch.randn(8, 16))
+    assert len(out.indices.unique()) < 64
+    out.loss.backward()
+    torch.optim.SGD(q.parameters(), lr=0.1).step()
+    moved = (q.codebook().detach() - before).abs().sum(1) > 0
+    assert moved.all()
+    if projector == "vqbridge":  # attention mixes groups: even the raw codes all get gradient
+        assert (q.embedding.grad.abs().sum(1) > 0).all()
+
+
+def test_without_projector_only_selected_codes_move():
+    torch.manual_seed(0)
+    q = VectorQuantizer(64, 16)
+    before = q.codebook().detach().clone()
+    out = q(torch.randn(8, 16))
+    out.loss.backward()
+    torch.optim.SGD(q.parameters(), lr=0.1).step()
+    moved = (q.codebook().detach() - before).abs().sum(1) > 0
+    used = torch.zeros(64, dtype=torch.bool)
+    used[out.indices] = True
+    assert torch.equal(moved, used) and used.sum() < 64
+
+
+def test_zero_init_bridge_starts_with_identical_codes():
+    q = VectorQuantizer(64, 16, build_projector("vqbridge", 64, 16, group=4, init="zero"))
+    cb = q.codebook()
+    assert torch.equal(cb, cb[:1].expand_as(cb))
+    assert (q(torch.randn(10, 16)).indices == 0).all()
+
+
+@pytest.mark.parametrize("projector", ["linear", "vqbridge"])
+@pytest.mark.parametrize("l2", [False, True])
+def test_export_round_trip(projector, l2):
+    """Section 3.2: the baked codebook gives identical indices and outputs without the projector."""
+    torch.manual_seed(1)
+    q = VectorQuantizer(64, 16, build_projector(projector, 64, 16, group=4, init="default"), l2_norm=l2)
+    plain = q.export()
+    assert plain.projector is None
+    z = torch.randn(3, 16, 4, 4)
+    a, b = q(z), plain(z)
+    assert torch.equal(a.indices, b.indices)
+    assert torch.allclose(a.z_q, b.z_q, atol=1e-6)
+    assert torch.allclose(q.decode_indices(a.indices), plain.decode_indices(a.indices), atol=1e-6)
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(num_codes=0, dim=4), "num_codes=0"), (dict(num_codes=8, dim=-1), "dim=-1"),
+    (dict(num_codes=8, dim=4, beta=-1), "beta=-1"), (dict(num_codes=8, dim=4, search_budget_mb=0), "search_budget_mb"),
+])
+def test_bad_arguments(kw, words):
+    with pytest.raises(ValueError, match=words):
+        VectorQuantizer(**kw)

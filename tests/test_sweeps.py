@@ -1,0 +1,117 @@
+"""sweeps/run.py: bad input exits 2 with nothing submitted; dry/status; relaunch rules; local launches."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fvq.train import write_json
+from sweeps import grids
+from sweeps.launcher import classify
+from sweeps.scale import resolve
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Tiny runs: enough steps to exercise every stage, seconds each.
+TINY = ["optim.steps=6", "log.every=3", "log.ckpt_every=3", "data.train_size=64", "data.val_size=8",
+        "eval.images=8", "eval.batch=8", "optim.batch=8", "eval.fid=false", "log.progress=off"]
+
+
+def run(tmp_path, *args, timeout=600):
+    env = {**os.environ, "PYTHONPATH": REPO}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not os.path.exists(os.path.join(p, "sbatch")))
+    return subprocess.run([sys.executable, os.path.join(REPO, "sweeps", "run.py"), f"runs_dir={tmp_path / 'runs'}",
+                           f"tracking_uri=sqlite:///{tmp_path}/mlflow.db", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=tmp_path)
+
+
+def submitted(tmp_path) -> list[str]:
+    root = tmp_path / "runs"
+    return [d for d in os.listdir(root) if (root / d / "job.json").exists()] if root.exists() else []
+
+
+@pytest.mark.parametrize("args, words", [
+    (["grid=nope"], "unknown grid 'nope' (valid grids: annealing, channel,"),
+    (["grid=depth", "quant.grop=3"], "unknown config key 'quant.grop'"),
+    (["grid=depth", "quant.depth=two"], "quant.depth='two': expected int"),
+    (["grid=patch_size", "quant.codebook_size=1000"], "grid patch_size point 0"),
+    (["grid=depth", "launcher=slurm", "slurm=/nonexistent.yaml"], "nonexistent"),
+    (["grid=depth", "tracking_uri=http://127.0.0.1:9"], "no MLflow tracking server reachable"),
+    (["grid=depth", "scale=huge"], "scale='huge' is not one of cpu, paper"),
+    (["depth"], "is not key=value"),
+    (["search=nope"], "unknown search 'nope'"),
+])
+def test_bad_input_exit_2_nothing_submitted(tmp_path, args, words):
+    r = run(tmp_path, *args)
+    assert r.returncode == 2, r.stderr
+    assert words in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+    assert submitted(tmp_path) == []
+
+
+def test_dry_lists_points_and_submits_nothing(tmp_path):
+    r = run(tmp_path, "grid=patch_size", "dry=true")
+    assert r.returncode == 0, r.stderr
+    assert "(6 points)" in r.stdout and r.stdout.count("missing") == 6
+    assert submitted(tmp_path) == [] and not (tmp_path / "mlflow.db").exists()
+
+
+def test_relaunch_rules(tmp_path):
+    root = tmp_path / "runs"
+    states = {}
+    for i, (state, extra) in enumerate([("FINISHED", {}), ("FAILED", {"reason": "boom"}),
+                                        ("RUNNING", {"pid": 999999}), (None, {})]):
+        d = root / f"r{i}"
+        d.mkdir(parents=True)
+        if state:
+            write_json(str(d / "status.json"), {"state": state, "step": 3, **extra})
+        states[i] = classify(str(d))[0]
+    assert states == {0: "finished", 1: "failed", 2: "stalled", 3: "missing"}
+    d = root / "live"
+    d.mkdir()
+    write_json(str(d / "status.json"), {"state": "RUNNING", "step": 1, "pid": os.getpid()})
+    assert classify(str(d))[0] == "active"
+
+
+@pytest.mark.slow
+def test_local_grid_launch_then_relaunch_submits_nothing(tmp_path):
+    r = run(tmp_path, "grid=annealing", *TINY)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 points, 2 to submit" in r.stdout and "done: 2 finished, 0 failed" in r.stdout
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("fvq")
+    runs = client.search_runs([exp.experiment_id], "tags.`grid.annealing` = '1'")
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert all(r.data.tags["signature"] and r.data.tags["commit"] for r in runs)
+    again = run(tmp_path, "grid=annealing", *TINY)
+    assert again.returncode == 0 and "2 points, 0 to submit (2 finished)" in again.stdout
+    # The reference run is shared with grid=schedule: launching it trains only the two new points,
+    # and tags the shared run with both grids.
+    sched = run(tmp_path, "grid=schedule", *TINY)
+    assert "3 points, 2 to submit (1 finished)" in sched.stdout, sched.stdout + sched.stderr
+    shared = client.search_runs([exp.experiment_id], "tags.`grid.schedule` = '1' and tags.`grid.annealing` = '1'")
+    assert len(shared) == 1
+
+
+@pytest.mark.slow
+def test_failed_run_skipped_unless_retry(tmp_path):
+    bad = ["optim.base_lr=1e30", "optim.grad_clip=0", "sched.kind=constant"]
+    r = run(tmp_path, "grid=depth", *TINY, *bad[:2], "quant.depth=1")  # all points -> depth 1 -> one run
+    assert r.returncode == 1 and "1 failed" in r.stdout, r.stdout + r.stderr
+    again = run(tmp_path, "grid=depth", *TINY, *bad[:2], "quant.depth=1")
+    assert "0 to submit (1 failed)" in again.stdout
+    retry = run(tmp_path, "grid=depth", *TINY, *bad[:2], "quant.depth=1", "retry=true")
+    assert "1 to submit" in retry.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", grids.names())
+def test_smoke_one_point_of_every_grid(tmp_path, name):
+    """CPU smoke run of the first point of each grid (at cpu scale, a few steps)."""
+    from fvq.train import train
+
+    point = next(iter(grids.load(name).points()))
+    cfg = resolve(point, "cpu", dict(x.split("=") for x in TINY))
+    out = train(cfg, str(tmp_path / "run"), log=lambda *a, **k: None)
+    assert 0 < out["metrics"]["usage"] <= 1
