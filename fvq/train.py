@@ -204,7 +204,7 @@ def train(cfg: Config, run_dir: str, sink: Sink | None = None, log=print,
             if done % cfg.log.every == 0 or done == total:
                 now = time.perf_counter()
                 t0 = time.perf_counter()
-                metrics = {f"train/{k}": float(v) for k, v in terms.items()}
+                metrics = {f"train/{k}": float(v.detach()) for k, v in terms.items()}
                 metrics.update({"train/lr": lr, "train/grad_norm": float(gnorm),
                                 "train/usage": window.usage(step), "train/img_per_s":
                                 cfg.log.every * cfg.optim.batch / max(now - t_last, 1e-9)})

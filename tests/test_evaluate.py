@@ -1,0 +1,118 @@
+import os
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+
+import fvq.evaluate as ev
+from fvq.evaluate import evaluate, find_fid_weights
+
+HAVE_WEIGHTS = find_fid_weights()[0] is not None if not os.environ.get("FVQ_FID_WEIGHTS") else \
+    os.path.isfile(os.environ["FVQ_FID_WEIGHTS"])
+needs_weights = pytest.mark.skipif(not HAVE_WEIGHTS, reason="no FID Inception weights (run `make weights`)")
+
+
+class QOut(NamedTuple):
+    indices: torch.Tensor
+
+
+class _Q:
+    num_codes = 16
+
+
+class StandIn(torch.nn.Module):
+    """Identity (plus optional fixed noise) autoencoder; indices from the mean intensity of 4x4 patches."""
+
+    def __init__(self, noise: float = 0.0):
+        super().__init__()
+        self.noise, self.quantizer = noise, _Q()
+
+    def forward(self, x):
+        p = torch.nn.functional.avg_pool2d(x.mean(1, keepdim=True), 4)
+        idx = ((p + 1) / 2 * 15.999).long().clamp(0, 15).flatten(1)
+        g = torch.Generator().manual_seed(0)
+        return x + self.noise * torch.randn(x.shape, generator=g), QOut(idx)
+
+
+class ListDS(torch.utils.data.Dataset):
+    def __init__(self, xs, key):
+        self.xs, self.cache_key = xs, key
+
+    def __len__(self):
+        return len(self.xs)
+
+    def __getitem__(self, i):
+        return self.xs[i]
+
+
+def _images(n=16, seed=0, size=32):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, 3, 4, 4, generator=g) * 2 - 1  # smooth-ish images
+    return torch.nn.functional.interpolate(base, size=(size, size), mode="bilinear").clamp(-1, 1)
+
+
+def test_identity_metrics_no_fid():
+    ds = ListDS(_images(8), "ident")
+    r = evaluate(StandIn(), ds, batch_size=3, fid=False)
+    m = r.metrics
+    assert m["psnr"] == pytest.approx(ev.PSNR_CAP)  # exact reconstruction: capped, not inf
+    assert m["ssim"] == pytest.approx(1.0)
+    assert m["rec_l2"] == 0.0
+    assert m["eval_images"] == 8
+    assert 0 < m["usage"] <= 1 and m["dead_codes"] == 16 - round(m["usage"] * 16)
+    assert m["tokens_per_code"] == pytest.approx(8 * 64 / 16)
+    assert 1 <= m["perplexity"] <= 16
+    assert "lpips" in r.missing and "rfid" not in m
+
+
+def test_known_noise_psnr():
+    x = torch.zeros(4, 3, 32, 32)
+    sigma = 0.1  # in [-1,1] space -> 0.05 in [0,1] space: PSNR = 20*log10(1/0.05) = 26.02 dB
+    r = evaluate(StandIn(noise=sigma), ListDS(x, "zeros"), fid=False, max_images=4)
+    assert r.metrics["psnr"] == pytest.approx(26.02, abs=0.2)
+    assert r.metrics["rec_l2"] == pytest.approx(sigma ** 2, rel=0.05)
+    assert r.metrics["ssim"] < 0.9
+
+
+def test_lpips_module_used():
+    r = evaluate(StandIn(noise=0.1), ListDS(_images(4), "l"), fid=False,
+                 lpips_module=lambda a, b: (a - b).abs().mean((1, 2, 3)))
+    assert r.metrics["lpips"] > 0 and "lpips" not in r.missing
+
+
+def test_fid_missing_with_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("FVQ_FID_WEIGHTS", str(tmp_path / "empty" / "default_1.pt"))
+    r = evaluate(StandIn(), ListDS(_images(4), "m"), cache_dir=str(tmp_path))
+    assert "rfid" not in r.metrics
+    assert "make weights" in r.missing["rfid"] and str(tmp_path / "empty") in r.missing["rfid"]
+    assert "psnr" in r.metrics
+
+
+@needs_weights
+def test_fid_identical_zero_and_cache(tmp_path):
+    ds = ListDS(_images(16), "fid-a")
+    before = ev.stats_computed
+    r1 = evaluate(StandIn(), ds, batch_size=16, cache_dir=str(tmp_path))
+    assert abs(r1.metrics["rfid"]) < 0.5
+    assert ev.stats_computed == before + 1
+    files = list(tmp_path.glob("*.npz"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    r2 = evaluate(StandIn(noise=0.3), ds, batch_size=16, cache_dir=str(tmp_path))  # cache hit
+    assert ev.stats_computed == before + 1 and files[0].stat().st_mtime_ns == mtime
+    assert r2.metrics["rfid"] > 1.0
+
+
+@needs_weights
+def test_fid_different_sets_positive(tmp_path):
+    a = _images(16, seed=1)
+    ds = ListDS(a, "fid-b")
+
+    class Swap(StandIn):
+        def forward(self, x):
+            y, q = super().forward(x)
+            return -y.flip(-1), q  # inverted, mirrored images: clearly a different distribution
+
+    r = evaluate(Swap(), ds, batch_size=16, cache_dir=str(tmp_path))
+    assert r.metrics["rfid"] > 5.0
