@@ -262,9 +262,9 @@ def _evaluate(cfg, model, val_ds, device, lpips_module, run_dir, tracker, step, 
                    max_images=cfg.eval.images)
     missing = dict(res.missing)
     if not cfg.eval.lpips:
-        missing.setdefault("lpips", "disabled (eval.lpips=false)")
+        missing["lpips"] = "disabled (eval.lpips=false)"
     if not cfg.eval.fid:
-        missing.setdefault("rfid", "disabled (eval.fid=false)")
+        missing["rfid"] = "disabled (eval.fid=false)"
     tracker.log_metrics({f"eval/{k}": v for k, v in res.metrics.items()}, step)
     if not final:
         return dict(res.metrics)

@@ -65,6 +65,7 @@ def ensure_experiment(uri: str, name: str) -> str:
 
 def open_run(uri: str, experiment: str, run_dir: str, run_name: str, tags: dict[str, str]) -> str:
     """Return the MLflow run id bound to ``run_dir``, creating the run the first time."""
+    os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, "mlflow.json")
     client = MlflowClient(uri)
     if os.path.exists(path):
