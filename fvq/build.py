@@ -7,19 +7,39 @@ from fvq.config import Config, ConfigError
 
 
 def build_quantizer(cfg: Config):
+    """VQ (section 3), or a multi-code quantizer (quant.kind=rq / msvq, section 4.4), through the projector."""
     from fvq.projectors import build_projector
     from fvq.quantize import VectorQuantizer
 
     q, d = cfg.quant, cfg.model.channel
-    projector = None
-    if q.projector != "none":
-        projector = build_projector(q.projector, q.codebook_size, d, latent_dim=q.latent_dim, depth=q.depth,
-                                    group=q.group, heads=q.heads, mlp_ratio=q.mlp_ratio,
-                                    mlp_layers=q.mlp_layers,
-                                    # quant.init is VQBridge's last-layer init; SimVQ / MLP keep PyTorch's
-                                    init=q.init if q.projector == "vqbridge" else "default")
-    return VectorQuantizer(q.codebook_size, d, projector=projector, beta=q.beta, l2_norm=q.l2_norm,
-                           search_budget_mb=q.search_mb)
+
+    def projector():
+        if q.projector == "none":
+            return None
+        return build_projector(q.projector, q.codebook_size, d, latent_dim=q.latent_dim, depth=q.depth,
+                               group=q.group, heads=q.heads, mlp_ratio=q.mlp_ratio, mlp_layers=q.mlp_layers,
+                               # quant.init is VQBridge's last-layer init; SimVQ / MLP keep PyTorch's
+                               init=q.init if q.projector == "vqbridge" else "default")
+
+    if q.kind == "vq":
+        return VectorQuantizer(q.codebook_size, d, projector=projector(), beta=q.beta, l2_norm=q.l2_norm,
+                               search_budget_mb=q.search_mb)
+    from fvq.multicode import MultiScaleQuantizer, ResidualQuantizer
+
+    kw = dict(shared=q.shared, projector=projector, beta=q.beta, l2_norm=q.l2_norm, search_budget_mb=q.search_mb)
+    if q.kind == "rq":
+        return ResidualQuantizer(q.codebook_size, d, q.depth_codes, **kw)
+    if q.kind == "msvq":
+        from fvq.config import parse_scales
+        from fvq.models import get_arch
+
+        latent = cfg.data.image_size // 2 ** (len(get_arch(cfg.model.arch).ch_mult) - 1)
+        scales = parse_scales(q.scales)
+        if scales[-1] > latent:
+            raise ConfigError(f"quant.scales={q.scales} ends at {scales[-1]}, larger than the {latent}x{latent} "
+                              f"latent of model.arch={cfg.model.arch} at data.image_size={cfg.data.image_size}")
+        return MultiScaleQuantizer(q.codebook_size, d, scales, latent_size=latent, phi=q.phi, **kw)
+    raise ConfigError(f"quant.kind={q.kind!r} is not one of vq, rq, msvq")
 
 
 def build_model(cfg: Config):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -45,6 +46,12 @@ class QuantCfg:
     mlp_layers: int = 5          # layers of the MLP projector (MLP-5, Table 5 / Fig. 3)
     init: str = "small"          # last-layer init of the projector: zero | small | default (see projectors.py)
     search_mb: int = 256         # memory budget of the chunked nearest-code search
+    # multi-code quantizers (section 4.4, Table 4; fvq/multicode.py). The defaults are plain VQ.
+    kind: str = "vq"             # vq | rq (RQ-VAE residual stack) | msvq (VAR multi-scale residual)
+    depth_codes: int = 1         # D codes per position of kind=rq (Table 4: 8x8x4 -> 4); not quant.depth (N)
+    shared: bool = True          # one codebook for every depth/scale (RQ-VAE and VAR share); false: one each
+    scales: str = ""             # kind=msvq: side of each step's token map, increasing, "1,2,3,4,5,6,8,10,13,16"
+    phi: int = 0                 # kind=msvq: VAR's shared 3x3 "phi" refiners (VAR uses 4); 0 = none
 
 
 @dataclass(frozen=True)
@@ -292,6 +299,7 @@ _CHOICES = {
     "scale": SCALES,
     "device": ("cpu", "cuda", "auto"),
     "quant.projector": ("none", "linear", "mlp", "vqbridge"),
+    "quant.kind": ("vq", "rq", "msvq"),
     "quant.init": ("zero", "small", "default"),
     "data.source": ("photos", "fashion_mnist", "imagefolder"),
     "sched.kind": ("anneal", "constant", "cosine"),
@@ -301,7 +309,7 @@ _CHOICES = {
 }
 
 _POSITIVE = ("model.channel", "quant.codebook_size", "quant.depth", "quant.group", "quant.heads",
-             "quant.mlp_layers", "quant.search_mb", "data.image_size", "data.val_size", "optim.batch",
+             "quant.mlp_layers", "quant.search_mb", "quant.depth_codes", "data.image_size", "data.val_size", "optim.batch",
              "optim.base_batch", "optim.steps", "eval.batch", "log.every", "log.usage_window",
              "log.ckpt_every")
 _FRACTIONS = ("sched.warmup", "sched.warmup_start", "sched.constant", "sched.final")
@@ -323,9 +331,38 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optim.base_lr={cfg.optim.base_lr} and optim.lr_scale={cfg.optim.lr_scale} must be > 0")
     if cfg.quant.latent_dim < 0:
         raise ConfigError(f"quant.latent_dim={cfg.quant.latent_dim} must be >= 0 (0 = same as model.channel)")
+    _validate_multicode(cfg.quant)
     if cfg.data.source == "imagefolder" and not cfg.data.path:
         raise ConfigError("data.source=imagefolder needs data.path=/path/to/dataset")
     if cfg.eval.images > cfg.data.val_size:
         raise ConfigError(f"eval.images={cfg.eval.images} exceeds data.val_size={cfg.data.val_size}")
     if cfg.loss.perceptual_weight < 0 or cfg.loss.disc_weight < 0 or cfg.loss.disc_start < 0:
         raise ConfigError("loss weights and loss.disc_start must be >= 0")
+
+
+def parse_scales(text: str, key: str = "quant.scales") -> tuple[int, ...]:
+    """"1,2,3" -> (1, 2, 3): positive, strictly increasing, written without spaces (one spelling per run)."""
+    if not re.fullmatch(r"[0-9]+(,[0-9]+)*", text):
+        raise ConfigError(f"{key}={text!r}: expected comma-separated token-map sides such as 1,2,4,8")
+    sizes = tuple(int(x) for x in text.split(","))
+    if sizes[0] < 1 or any(b <= a for a, b in zip(sizes, sizes[1:])):
+        raise ConfigError(f"{key}={text!r}: sides must be >= 1 and strictly increasing")
+    return sizes
+
+
+def _validate_multicode(q: QuantCfg) -> None:
+    """Multi-code keys only mean something for their own kind: a stray one is an error, not a silent no-op."""
+    if q.kind != "rq" and q.depth_codes != 1:
+        raise ConfigError(f"quant.depth_codes={q.depth_codes} needs quant.kind=rq (got quant.kind={q.kind})")
+    if q.kind == "vq" and not q.shared:
+        raise ConfigError("quant.shared=false (one codebook per level) needs quant.kind=rq or msvq")
+    if q.kind == "msvq":
+        if not q.scales:
+            raise ConfigError("quant.kind=msvq needs quant.scales, e.g. quant.scales=1,2,3,4,5,6,8,10,13,16")
+        parse_scales(q.scales)
+    elif q.scales:
+        raise ConfigError(f"quant.scales={q.scales!r} needs quant.kind=msvq (got quant.kind={q.kind})")
+    if q.phi < 0:
+        raise ConfigError(f"quant.phi={q.phi} must be >= 0")
+    if q.phi and q.kind != "msvq":
+        raise ConfigError(f"quant.phi={q.phi} needs quant.kind=msvq (got quant.kind={q.kind})")

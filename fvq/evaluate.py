@@ -16,6 +16,10 @@ Metrics (over the first ``max_images`` images of ``dataset``, in order, under ``
   between 2048-d pool3 Inception features of the real val images and of their reconstructions.
 - ``eval_images``: number of images evaluated.
 
+Data-parallel (``fvq.dist``): each rank evaluates a contiguous slice; usage counts are summed over ranks,
+per-image PSNR/SSIM/LPIPS and Inception features are gathered in the 1-process order, so every metric is
+the 1-process value up to float error (never one rank's view).
+
 rFID details
 - Images are quantised to uint8 (round(255 * [0,1])), then resized to 299x299 with torch-fidelity's
   ``interpolate_bilinear_2d_like_tensorflow1x`` (the TF1 bilinear resize the original FID code uses; the
@@ -148,23 +152,14 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _usage_metrics(indices: list[torch.Tensor], num_codes: int) -> dict[str, float]:
-    try:
-        from fvq.metrics import UsageCounter
+    from fvq.metrics import UsageCounter
 
-        c = UsageCounter(num_codes)
-        for i in indices:
-            c.update(i)
-        return {"usage": float(c.usage), "perplexity": float(c.perplexity), "dead_codes": float(c.dead_codes),
-                "tokens_per_code": float(c.tokens_per_code)}
-    except ImportError:
-        counts = torch.zeros(num_codes, dtype=torch.long)
-        for i in indices:
-            counts += torch.bincount(i.reshape(-1).cpu(), minlength=num_codes)
-        p = counts.double() / max(1, int(counts.sum()))
-        ent = -(p[p > 0] * p[p > 0].log()).sum()
-        used = int((counts > 0).sum())
-        return {"usage": used / num_codes, "perplexity": float(ent.exp()), "dead_codes": float(num_codes - used),
-                "tokens_per_code": float(counts.sum()) / num_codes}
+    c = UsageCounter(num_codes)
+    for i in indices:
+        c.update(i)
+    c.all_reduce()  # data-parallel: the union of every rank's codes, not rank 0's alone
+    return {"usage": float(c.usage), "perplexity": float(c.perplexity), "dead_codes": float(c.dead_codes),
+            "tokens_per_code": float(c.tokens_per_code)}
 
 
 @torch.no_grad()
@@ -174,6 +169,8 @@ def evaluate(model, dataset, *, batch_size: int = 64, device: str = "cpu", fid: 
     """One pass over the first ``max_images`` images of ``dataset``; see the module docstring."""
     global stats_computed
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    from fvq import dist
 
     if protocol not in ("fvq", "llamagen"):
         raise ValueError(f"protocol must be 'fvq' or 'llamagen', got {protocol!r}")
@@ -203,12 +200,15 @@ def evaluate(model, dataset, *, batch_size: int = 64, device: str = "cpu", fid: 
                             ref_stats = {"mu": z["mu"], "sigma": z["sigma"]}
                     except Exception:
                         ref_stats = None
+    # Data-parallel: every rank takes part in computing real features when any rank lacks the cached stats.
+    need_real = dist.any_true(extractor is not None and ref_stats is None)
 
     indices, psnrs, ssims, sq, lp = [], [], [], 0.0, []
     real_feats, fake_feats = [], []
     n_pix = 0
-    for start in range(0, n, batch_size):
-        x = torch.stack([dataset[i] for i in range(start, min(n, start + batch_size))]).to(dev)
+    mine = dist.shard(n)  # data-parallel: this rank's contiguous slice; per-image values are gathered below
+    for start in range(mine.start, mine.stop, batch_size):
+        x = torch.stack([dataset[i] for i in range(start, min(mine.stop, start + batch_size))]).to(dev)
         x_hat, qout = model(x)
         x_hat = x_hat.float()
         indices.append(qout.indices.detach().cpu())
@@ -223,12 +223,18 @@ def evaluate(model, dataset, *, batch_size: int = 64, device: str = "cpu", fid: 
             lp.append(lpips_module(x, x_hat.clamp(-1, 1)).reshape(-1).float().cpu())
         if extractor is not None:
             fake_feats.append(extractor(yc))
-            if ref_stats is None:
+            if need_real:
                 real_feats.append(extractor(xc))
         if progress:
-            print(f"eval {min(n, start + batch_size)}/{n}", flush=True)
+            print(f"eval {min(mine.stop, start + batch_size)}/{mine.stop}", flush=True)
 
+    # Means over images are taken over the gathered per-image values (weighted by each rank's count, in
+    # the 1-process order); usage counts are summed (a union of codes); rFID uses all ranks' features.
     res.metrics.update(_usage_metrics(indices, model.quantizer.num_codes))
+    psnrs = dist.all_gather_cat(torch.tensor(psnrs, dtype=torch.float64)).tolist()
+    ssims = dist.all_gather_cat(torch.tensor(ssims, dtype=torch.float64)).tolist()
+    sq = float(dist.all_reduce(torch.tensor(sq, dtype=torch.float64)))
+    n_pix = int(dist.all_reduce(torch.tensor(n_pix)))
     res.metrics["psnr"] = float(np.mean(psnrs))
     res.metrics["ssim"] = float(np.nanmean(ssims)) if not all(math.isnan(s) for s in ssims) else float("nan")
     if math.isnan(res.metrics["ssim"]):
@@ -236,19 +242,25 @@ def evaluate(model, dataset, *, batch_size: int = 64, device: str = "cpu", fid: 
         res.missing["ssim"] = "images smaller than 3 px: SSIM undefined"
     res.metrics["rec_l2"] = sq / max(1, n_pix)
     if lpips_module is not None:
-        res.metrics["lpips"] = float(torch.cat(lp).mean())
+        res.metrics["lpips"] = float(dist.all_gather_cat(torch.cat(lp) if lp else torch.zeros(0)).mean())
     else:
         res.missing["lpips"] = "no LPIPS module (eval.lpips=false or weights absent)"
     if extractor is not None:
-        if ref_stats is None:
-            ref_stats = fid_features_to_statistics(torch.cat(real_feats))
-            stats_computed += 1
-            os.makedirs(os.path.dirname(ref_path), exist_ok=True)
-            tmp = ref_path + f".{os.getpid()}.tmp.npz"
-            np.savez(tmp, mu=ref_stats["mu"], sigma=ref_stats["sigma"])
-            os.replace(tmp, ref_path)
-        fake_stats = fid_features_to_statistics(torch.cat(fake_feats))
-        res.metrics["rfid"] = float(fid_statistics_to_metric(ref_stats, fake_stats, verbose=False)
-                                    ["frechet_inception_distance"])
+        empty = torch.zeros(0, 2048, dtype=torch.float64)
+        fake = dist.all_gather_cat(torch.cat(fake_feats) if fake_feats else empty)
+        real = dist.all_gather_cat(torch.cat(real_feats) if real_feats else empty) if need_real else None
+        rfid = None
+        if dist.is_main():  # one rank computes the statistics (a 2048x2048 sqrtm) and writes the cache
+            if need_real:
+                ref_stats = fid_features_to_statistics(real)
+                stats_computed += 1
+                os.makedirs(os.path.dirname(ref_path), exist_ok=True)
+                tmp = ref_path + f".{os.getpid()}.tmp.npz"
+                np.savez(tmp, mu=ref_stats["mu"], sigma=ref_stats["sigma"])
+                os.replace(tmp, ref_path)
+            fake_stats = fid_features_to_statistics(fake)
+            rfid = float(fid_statistics_to_metric(ref_stats, fake_stats, verbose=False)
+                         ["frechet_inception_distance"])
+        res.metrics["rfid"] = dist.broadcast_object(rfid)
     res.metrics["eval_images"] = float(n)
     return res

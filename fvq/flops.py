@@ -12,6 +12,11 @@ counting matrix products only (norms, activations, softmax and biases are neglig
               p = 16 at 16k: 4.30G;  p = 64 at 262k: 55.84G (paper 55.89G, 0.1% apart)
 
 The attention term grows with T^2: that is why the group size p must grow with K (Fig. 6 right).
+
+Multi-code quantizers (fvq/multicode.py, Table 4) project each codebook once per forward, whatever the
+number of depths or scales that use it: a shared book costs one projector forward per training step, and
+``shared=false`` costs one per level (``codebooks=`` levels). Inference costs nothing either way (the
+projected books are baked, section 3.2).
 """
 from __future__ import annotations
 
@@ -33,6 +38,13 @@ def projector_flops(kind: str, num_codes: int, dim: int, *, latent_dim: int = 0,
         per_block = t * (4 + 2 * mlp_ratio) * dl * dl + 2 * t * t * dl
         return int(io + depth * per_block)
     raise ValueError(f"projector kind={kind!r} is not one of identity, linear, mlp, vqbridge")
+
+
+def projector_flops_per_step(kind: str, num_codes: int, dim: int, *, codebooks: int = 1, **kw) -> int:
+    """Projector multiply-adds of one training step of a quantizer holding ``codebooks`` projected books."""
+    if codebooks < 1:
+        raise ValueError(f"codebooks={codebooks} must be >= 1")
+    return codebooks * projector_flops(kind, num_codes, dim, **kw)
 
 
 def projector_params(kind: str, num_codes: int, dim: int, **kw) -> int:

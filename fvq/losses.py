@@ -111,10 +111,13 @@ class VQLoss(nn.Module):
         terms["total"] = total
         return terms
 
-    def discriminator_terms(self, x: torch.Tensor, x_hat: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    def discriminator_terms(self, x: torch.Tensor, x_hat: torch.Tensor, step: int,
+                            disc: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """``disc``: the discriminator to train through (its DDP wrapper when data-parallel)."""
         if self.discriminator is None or step < self.disc_start:
             return {}
-        logits_real = self.discriminator(x.float())
-        logits_fake = self.discriminator(x_hat.detach().float())
+        disc = disc or self.discriminator
+        logits_real = disc(x.float())
+        logits_fake = disc(x_hat.detach().float())
         return {"disc": hinge_d_loss(logits_real, logits_fake),
                 "logits_real": logits_real.detach().mean(), "logits_fake": logits_fake.detach().mean()}

@@ -8,7 +8,8 @@
 - windowed usage (training curves, Fig. 3): fraction of codes selected at least once within the last
   ``window`` training steps. Cheap: one scatter per step into a last-seen-step array.
 - data-parallel: ``UsageCounter.all_reduce()`` sums the per-code counts over ranks, so usage is the union
-  of the codes used on all ranks (the official code reports one rank's usage).
+  of the codes used on all ranks (the official code reports one rank's usage); ``WindowedUsage.all_reduce()``
+  takes each code's latest step over ranks, so the training curve also counts every rank's tokens.
 """
 from __future__ import annotations
 
@@ -87,6 +88,14 @@ class WindowedUsage:
 
     def usage(self, step: int) -> float:
         return float((self.last_seen > step - self.window).sum()) / self.num_codes
+
+    def all_reduce(self) -> "WindowedUsage":
+        """Union over data-parallel ranks: a code was last seen at the latest step any rank saw it. Exact, and
+        needed only before reading usage or checkpointing (the max of maxima), not every step."""
+        from fvq.dist import all_reduce
+
+        self.last_seen = all_reduce(self.last_seen, "max")
+        return self
 
     def state_dict(self) -> dict:
         return {"last_seen": self.last_seen.clone()}

@@ -8,8 +8,9 @@ ch_mult (1, 2, 2, 4), 256x256 -> 32x32 tokens.
 The vector channel d of the codes (Table 3: 4, 8, 256, 512) is decoupled from the z channels by 1x1 convs:
 encoder -> quant_conv (z -> d) -> VQ -> post_quant_conv (d -> z) -> decoder.
 
-``cpu-4`` / ``cpu-2`` are the same architecture, narrower and shallower, for 32x32 images on CPU
-(8x8 and 16x16 latents): the stand-ins of VQ-16 and VQ-8 at ``scale=cpu`` (sweeps/scale.py).
+``cpu-4`` / ``cpu-2`` / ``cpu-8`` are the same architecture, narrower and shallower, for 32x32 images on
+CPU (8x8, 16x16 and 4x4 latents): the stand-ins of VQ-16, VQ-8 and VQ-32 (RQ-VAE's ratio-32 tokenizer of
+Table 4) at ``scale=cpu`` (sweeps/scale.py).
 """
 from __future__ import annotations
 
@@ -33,9 +34,12 @@ class ArchSpec:
 ARCHS: dict[str, ArchSpec] = {
     "vq-16": ArchSpec(128, (1, 1, 2, 2, 4), 2, 256),
     "vq-8": ArchSpec(128, (1, 2, 2, 4), 2, 256),
+    # RQ-VAE's 8x8x4 tokenizer (Table 4; rq-vae in256-rqvae-8x8x4 config): ch_mult (1, 1, 2, 2, 4, 4), 256 -> 8x8
+    "vq-32": ArchSpec(128, (1, 1, 2, 2, 4, 4), 2, 256),
     # ~0.19 s per fwd+bwd step at batch 32 on one core: 600 steps in ~2 minutes
     "cpu-4": ArchSpec(16, (1, 2, 4), 1, 64, norm_groups=8),
     "cpu-2": ArchSpec(16, (1, 2), 1, 64, norm_groups=8),
+    "cpu-8": ArchSpec(16, (1, 2, 4, 4), 1, 64, norm_groups=8),  # the vq-32 stand-in: 32x32 -> 4x4
 }
 
 

@@ -38,6 +38,16 @@ class NullSink:
     def finish(self, status: str) -> None: ...
 
 
+class NullTracker:
+    """The tracker of data-parallel ranks other than 0: no file, no thread, no sink (rank 0 records the run)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_artifact(self, path: str, subdir: str = "") -> None: ...
+    def close(self, status: str, retries: int = 3) -> None: ...
+
+
 class BufferedTracker:
     """Wraps a sink: local jsonl record + batched, failure-tolerant background shipping."""
 
@@ -97,6 +107,9 @@ class BufferedTracker:
         return True
 
     def close(self, status: str, retries: int = 3) -> None:
+        """Flush, end the sink's run with ``status``; later calls do nothing (the first status wins)."""
+        if self._local.closed:
+            return
         self._stop = True
         self._wake.set()
         self._thread.join(timeout=60)

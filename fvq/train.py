@@ -11,6 +11,10 @@ with step and reason), ``ckpt.pt`` (atomic; every ``log.ckpt_every`` steps and o
 
 Resuming from ``ckpt.pt`` reproduces the uninterrupted run bit for bit on CPU: data order and
 augmentation are pure functions of (seed, epoch, index) and every RNG state is in the checkpoint.
+
+Data-parallel (fvq/dist.py): started with several tasks (torchrun, or Slurm through sweeps/job.py), each
+rank trains on its slice of every global batch of ``optim.batch`` images and DDP averages the gradients,
+so losses, usage and weights are the 1-process run's up to float error. Only rank 0 writes files.
 """
 from __future__ import annotations
 
@@ -24,11 +28,12 @@ from typing import Any, Callable
 
 import torch
 
+from fvq import dist
 from fvq.build import build_datasets, build_loss, build_model, resolve_device
 from fvq.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fvq.config import NON_SCIENCE_KEYS, Config, to_flat_dict, to_json
 from fvq.schedule import lr_factor
-from fvq.track import BufferedTracker, Sink
+from fvq.track import BufferedTracker, NullTracker, Sink
 
 
 class RunFailed(RuntimeError):
@@ -93,8 +98,11 @@ class _Epoched(torch.utils.data.Dataset):
         return self.ds[i]
 
 
-def batch_plan(n: int, batch: int, seed: int, start: int, total: int):
-    """Index lists for steps start..total-1: each epoch a seeded permutation, last partial batch dropped."""
+def batch_plan(n: int, batch: int, seed: int, start: int, total: int, rank: int = 0, world: int = 1):
+    """Index lists for steps start..total-1: each epoch a seeded permutation, last partial batch dropped.
+
+    Data-parallel: ``batch`` is the global batch and rank r gets the r-th contiguous slice of each one, so
+    the ranks' micro-batches of a step together are exactly the 1-process batch."""
     from fvq.data import epoch_permutation
 
     per_epoch = n // batch
@@ -105,23 +113,49 @@ def batch_plan(n: int, batch: int, seed: int, start: int, total: int):
         epoch, k = divmod(step, per_epoch)
         if epoch != perm_epoch:
             perm_epoch, perm = epoch, epoch_permutation(n, seed, epoch)
-        yield [(epoch, int(i)) for i in perm[k * batch:(k + 1) * batch]]
+        per = batch // world
+        lo = k * batch + rank * per
+        yield [(epoch, int(i)) for i in perm[lo:lo + per]]
 
 
 def train(cfg: Config, run_dir: str, sink: Sink | None = None, log=print,
           on_eval: Callable[[int, dict[str, float]], bool] | None = None) -> dict[str, Any]:
     """Train, evaluate, return ``final.json``'s content. ``on_eval(step, metrics)`` is called after each
-    intermediate evaluation (``eval.every``); returning True stops the run as PRUNED (Optuna pruning)."""
-    prepare_run_dir(cfg, run_dir)
+    intermediate evaluation (``eval.every``); returning True stops the run as PRUNED (Optuna pruning).
+    Data-parallel when the environment names several ranks (fvq/dist.py); ``sink`` is used by rank 0 only."""
+    device, own_group = dist.init_from_env(resolve_device(cfg))
+    try:
+        return _train(cfg, run_dir, device, sink, log, on_eval)
+    finally:
+        if own_group:
+            dist.destroy()
+
+
+def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, log,
+           on_eval: Callable[[int, dict[str, float]], bool] | None) -> dict[str, Any]:
+    main, rank, world = dist.is_main(), dist.rank(), dist.world()
+    if not main:
+        log = _quiet
+    dist.on_main(prepare_run_dir, cfg, run_dir)
+    if cfg.optim.batch % world:
+        raise RunFailed(f"optim.batch={cfg.optim.batch} (the global batch) is not divisible by {world} processes")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+
+    def set_status(state: dict[str, Any]) -> None:
+        if main:
+            write_json(os.path.join(run_dir, "status.json"), state)
 
     # ---- data, model, losses, optimisers --------------------------------------------------------------
     train_ds, val_ds = build_datasets(cfg)
     model = build_model(cfg).to(device)
     vqloss, lpips_module, disc = build_loss(cfg, device)
+    # Training goes through the DDP wrappers (gradients all-reduced: encoder, decoder, raw codebook and the
+    # VQBridge projector are shared parameters, so the projected codebook stays identical on every rank).
+    # The generator's adversarial term uses the bare discriminator: its gradients there are discarded.
+    ddp_model = dist.wrap(model, device)
+    ddp_disc = dist.wrap(disc, device, sync_bn=True) if disc is not None else None
     betas = (cfg.optim.beta1, cfg.optim.beta2)
     # One optimiser for encoder + decoder + raw codebook + projector: the projector is trained jointly
     # with the codebook (section 3.1, f(C) "with joint optimization over c").
@@ -149,28 +183,32 @@ def train(cfg: Config, run_dir: str, sink: Sink | None = None, log=print,
         log(f"[fvq] resumed {run_dir} at step {start}/{total}", flush=True)
 
     def checkpoint(step: int) -> None:
+        window.all_reduce()  # every rank calls checkpoint() at the same steps; rank 0 writes
+        if not main:
+            return
         save_checkpoint(ckpt_path, {
             "step": step, "model": model.state_dict(), "opt": opt.state_dict(),
             "disc": disc.state_dict() if disc is not None else None,
             "opt_d": opt_d.state_dict() if opt_d is not None else None,
             "window": window.state_dict(), "rng": rng_state(), "config": to_flat_dict(cfg)})
 
-    tracker = BufferedTracker(sink, run_dir, log=log)
+    tracker = BufferedTracker(sink, run_dir, log=log) if main else NullTracker()  # rank 0 records the run
     if not resumed:
         n_params = sum(p.numel() for p in model.parameters())
         tracker.log_params({**to_flat_dict(cfg), "derived.lr": cfg.lr, "derived.params": n_params})
-    write_json(os.path.join(run_dir, "status.json"), {"state": "RUNNING", "step": start, "pid": os.getpid()})
+    set_status({"state": "RUNNING", "step": start, "pid": os.getpid()})
 
     # SIGTERM (Slurm preemption / scancel) and SIGUSR1 (time limit warning): finish the step, checkpoint.
     stop_signal: list[int] = []
     old_handlers = {s: signal.signal(s, lambda n, f: stop_signal.append(n)) for s in (signal.SIGTERM, signal.SIGUSR1)}
-    progress = _Progress(cfg, start, total, log)
+    progress = _Progress(cfg, start, total, log, enabled=main)
     track_time = 0.0
     t_last = time.perf_counter()
     status = "FAILED"
     try:
         loader = torch.utils.data.DataLoader(
-            _Epoched(train_ds), batch_sampler=batch_plan(len(train_ds), cfg.optim.batch, cfg.seed, start, total),
+            _Epoched(train_ds), batch_sampler=batch_plan(len(train_ds), cfg.optim.batch, cfg.seed, start, total,
+                                                         rank, world),
             num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
         for step, x in enumerate(loader, start=start):
             lr = cfg.lr * lr_factor(step, total, cfg.sched)
@@ -179,10 +217,13 @@ def train(cfg: Config, run_dir: str, sink: Sink | None = None, log=print,
             model.train()
             x = x.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                x_hat, q = model(x)
+                x_hat, q = ddp_model(x)
                 terms = vqloss.generator_terms(x, x_hat, q, step)
             loss = terms["total"]
-            if not torch.isfinite(loss):
+            # Averaged over ranks (one small all-reduce): the values of the global batch, and the same
+            # verdict on every rank (one rank raising alone would leave the others waiting in a collective).
+            terms = dist.mean_terms(terms)
+            if not torch.isfinite(terms["total"]):
                 bad = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
                 raise RunFailed(f"non-finite loss at step {step} ({bad})")
             opt.zero_grad(set_to_none=True)
@@ -193,15 +234,16 @@ def train(cfg: Config, run_dir: str, sink: Sink | None = None, log=print,
                 for group in opt_d.param_groups:
                     group["lr"] = lr  # the discriminator follows the same schedule
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    d_terms = vqloss.discriminator_terms(x, x_hat.detach(), step)
+                    d_terms = vqloss.discriminator_terms(x, x_hat.detach(), step, disc=ddp_disc)
                 opt_d.zero_grad(set_to_none=True)
                 d_terms["disc"].backward()
                 opt_d.step()
-                terms = {**terms, **d_terms}
+                terms = {**terms, **dist.mean_terms(d_terms)}
             window.update(q.indices, step)
             done = step + 1
 
             if done % cfg.log.every == 0 or done == total:
+                window.all_reduce()  # the curve counts every rank's codes (a union), not rank 0's
                 now = time.perf_counter()
                 t0 = time.perf_counter()
                 metrics = {f"train/{k}": float(v.detach()) for k, v in terms.items()}
@@ -211,37 +253,43 @@ def train(cfg: Config, run_dir: str, sink: Sink | None = None, log=print,
                 metrics["time/track_share"] = track_time / max(now - t_last, 1e-9)
                 tracker.log_metrics(metrics, done)
                 progress.update(done, metrics)
-                write_json(os.path.join(run_dir, "status.json"), {"state": "RUNNING", "step": done, "pid": os.getpid()})
+                set_status({"state": "RUNNING", "step": done, "pid": os.getpid()})
                 track_time = time.perf_counter() - t0
                 t_last = time.perf_counter()
-            if done % cfg.log.ckpt_every == 0 or stop_signal:
+            stopping = dist.any_true(bool(stop_signal))  # a signal may reach the ranks steps apart
+            if done % cfg.log.ckpt_every == 0 or stopping:
                 checkpoint(done)
-            if stop_signal:
-                raise Preempted(f"signal {stop_signal[0]} at step {done}: checkpoint written")
+            if stopping:
+                dist.barrier()  # no rank exits (so no launcher kills rank 0) before the checkpoint is written
+                raise Preempted(f"signal {(stop_signal or ['on another rank'])[0]} at step {done}: "
+                                f"checkpoint written")
             if cfg.eval.every and done % cfg.eval.every == 0 and done < total:
                 interim = _evaluate(cfg, model, val_ds, device, lpips_module, run_dir, tracker, done, final=False)
-                if on_eval is not None and on_eval(done, interim):
+                if dist.broadcast_object(main and on_eval is not None and bool(on_eval(done, interim))):
                     status = "KILLED"
                     out = {"step": done, "metrics": interim, "missing": {}, "pruned": True}
-                    write_json(os.path.join(run_dir, "final.json"), out)
-                    write_json(os.path.join(run_dir, "status.json"), {"state": "FINISHED", "step": done,
-                                                                      "pruned": True})
+                    if main:
+                        write_json(os.path.join(run_dir, "final.json"), out)
+                    tracker.close(status)
+                    set_status({"state": "FINISHED", "step": done, "pruned": True})
                     return out
         progress.close()
         if start < total:
             checkpoint(total)
         result = _evaluate(cfg, model, val_ds, device, lpips_module, run_dir, tracker, total, final=True)
         status = "FINISHED"
-        write_json(os.path.join(run_dir, "status.json"), {"state": "FINISHED", "step": total})
+        # Close the tracker first: a run dir that says FINISHED has its MLflow run ended too (observers,
+        # such as `run.py status=` and the tests, poll status.json and then read MLflow).
+        tracker.close(status)
+        set_status({"state": "FINISHED", "step": total})
         return result
     except Preempted:
         status = "KILLED"
-        write_json(os.path.join(run_dir, "status.json"), {"state": "PREEMPTED", "step": read_status(run_dir).get("step")})
+        set_status({"state": "PREEMPTED", "step": read_status(run_dir).get("step")})
         raise
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        write_json(os.path.join(run_dir, "status.json"), {"state": "FAILED", "reason": reason,
-                                                          "step": read_status(run_dir).get("step")})
+        set_status({"state": "FAILED", "reason": reason, "step": read_status(run_dir).get("step")})
         tracker.set_tags({"failure": reason[:250]})
         raise
     finally:
@@ -253,7 +301,8 @@ def train(cfg: Config, run_dir: str, sink: Sink | None = None, log=print,
 
 @torch.no_grad()
 def _evaluate(cfg, model, val_ds, device, lpips_module, run_dir, tracker, step, final: bool) -> dict[str, Any]:
-    """Usage over the whole val set, PSNR, SSIM, LPIPS, rFID; missing metrics are recorded with reasons."""
+    """Usage over the whole val set, PSNR, SSIM, LPIPS, rFID; missing metrics are recorded with reasons.
+    Every rank evaluates its shard (fvq/evaluate.py reduces); rank 0 writes the artifacts."""
     from fvq.evaluate import evaluate
 
     model.eval()
@@ -268,9 +317,11 @@ def _evaluate(cfg, model, val_ds, device, lpips_module, run_dir, tracker, step, 
     tracker.log_metrics({f"eval/{k}": v for k, v in res.metrics.items()}, step)
     if not final:
         return dict(res.metrics)
+    out = {"step": step, "metrics": res.metrics, "missing": missing}
+    if not dist.is_main():
+        return out
     tracker.set_tags({f"missing.{k}": v[:250] for k, v in missing.items()})
     _save_artifacts(model, val_ds, device, run_dir)
-    out = {"step": step, "metrics": res.metrics, "missing": missing}
     write_json(os.path.join(run_dir, "final.json"), out)
     for name in ("config.json", "final.json", "recon.png", "codebook.pt"):
         tracker.log_artifact(os.path.join(run_dir, name))
@@ -289,11 +340,15 @@ def _save_artifacts(model, val_ds, device, run_dir: str, n: int = 8) -> None:
     torch.save({"codebook": plain.codebook().detach().cpu()}, os.path.join(run_dir, "codebook.pt"))
 
 
+def _quiet(*args, **kwargs) -> None:
+    """The log of ranks other than 0: one rank speaks for the run."""
+
+
 class _Progress:
     """A bar on interactive terminals; flushed log lines under Slurm (or when not a tty)."""
 
-    def __init__(self, cfg: Config, start: int, total: int, log):
-        mode = cfg.log.progress
+    def __init__(self, cfg: Config, start: int, total: int, log, enabled: bool = True):
+        mode = cfg.log.progress if enabled else "off"
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() and "SLURM_JOB_ID" not in os.environ else "lines"
         self.mode, self.total, self.log, self.bar = mode, total, log, None
@@ -345,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)
         return 3
-    print(json.dumps(result, indent=1))
+    if dist.env_rank() == 0:
+        print(json.dumps(result, indent=1))
     return 0
 
 

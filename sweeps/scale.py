@@ -9,8 +9,12 @@ down by one fixed, documented rule - never dropped:
 - codebook size K / 16   (16,384 -> 1,024; 4,096 -> 256; 65,536 -> 4,096; 262,144 -> 16,384);
 - VQBridge group p / 4   (16 -> 4, 64 -> 16, 4 -> 1; at least 1): K and p shrink together, so the paper's
   4^n pairing of p with K (Fig. 6 right) is kept and the bridge sees K/p = (paper K/p) / 4 tokens;
-- encoder/decoder: vq-16 -> cpu-4 (32x32 -> 8x8 latents), vq-8 -> cpu-2 (32x32 -> 16x16): the ratio-8 row
-  of Table 3 keeps "twice the latent resolution";
+- encoder/decoder: vq-16 -> cpu-4 (32x32 -> 8x8 latents), vq-8 -> cpu-2 (32x32 -> 16x16), vq-32 -> cpu-8
+  (32x32 -> 4x4): the ratio-8 row of Table 3 keeps "twice the latent resolution" and RQ-VAE's ratio-32
+  tokenizer of Table 4 (8x8x4) keeps "half" (4x4x4 at cpu scale);
+- multi-scale token maps (quant.scales, VAR): the steps whose side fits the cpu latent are kept and the
+  last step stays the full latent (VAR quantizes the un-pooled residual last), appended if it is missing:
+  1,2,3,4,5,6,8,10,13,16 on a 16x16 latent -> 1,2,3,4,5,6,8 on the 8x8 cpu latent (680 -> 155 tokens);
 - epochs e -> 600 x e / 40 steps (40 epochs -> 600 steps, 120 -> 1,800);
 - the bridge's last Linear starts "small" (N(0, 1e-3)) instead of exactly zero: at this scale zero init
   stalls at ~3/4 usage with p=4 (../shared/notes/small-scale-findings.md); the paper scale keeps zero.
@@ -25,7 +29,7 @@ from fvq.config import Config, ConfigError, apply_overrides, base_config
 
 IMAGENET_TRAIN = 1_281_167
 CPU_STEPS_PER_40_EPOCHS = 600
-ARCH_TO_CPU = {"vq-16": "cpu-4", "vq-8": "cpu-2"}
+ARCH_TO_CPU = {"vq-16": "cpu-4", "vq-8": "cpu-2", "vq-32": "cpu-8"}
 
 
 def to_scale(point: dict[str, Any], scale: str) -> dict[str, Any]:
@@ -47,8 +51,27 @@ def to_scale(point: dict[str, Any], scale: str) -> dict[str, Any]:
         if arch not in ARCH_TO_CPU:
             raise ConfigError(f"model.arch={arch!r} has no cpu-scale counterpart (known: {', '.join(ARCH_TO_CPU)})")
         out["model.arch"] = ARCH_TO_CPU[arch]
+    if "quant.scales" in out:
+        out["quant.scales"] = shrink_scales(out["quant.scales"], cpu_latent_side(out))
     out["optim.steps"] = int(round(CPU_STEPS_PER_40_EPOCHS * float(epochs) / 40))
     return out
+
+
+def cpu_latent_side(cpu_point: dict[str, Any]) -> int:
+    """Latent side of a cpu-scale point: image size over the cpu arch's downsampling ratio."""
+    from fvq.models import get_arch
+
+    base = base_config("cpu")
+    arch = get_arch(cpu_point.get("model.arch", base.model.arch))
+    return int(cpu_point.get("data.image_size", base.data.image_size)) // 2 ** (len(arch.ch_mult) - 1)
+
+
+def shrink_scales(scales: str, side: int) -> str:
+    """Keep the steps that fit a side x side latent; the last step is the full latent (module docstring)."""
+    from fvq.config import parse_scales
+
+    kept = [s for s in parse_scales(scales) if s <= side]
+    return ",".join(map(str, kept if kept and kept[-1] == side else [*kept, side]))
 
 
 def resolve(point: dict[str, Any], scale: str, extra: dict[str, Any] | None = None) -> Config:

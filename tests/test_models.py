@@ -12,7 +12,8 @@ def model(arch="cpu-4", channel=16, k=64):
                                                                               init="small")))
 
 
-@pytest.mark.parametrize("arch, ratio", [("cpu-4", 4), ("cpu-2", 2), ("vq-8", 8), ("vq-16", 16)])
+@pytest.mark.parametrize("arch, ratio", [("cpu-4", 4), ("cpu-2", 2), ("cpu-8", 8), ("vq-8", 8), ("vq-16", 16),
+                                         ("vq-32", 32)])
 def test_ratio(arch, ratio):
     with torch.device("meta"):
         m = model(arch)
@@ -44,8 +45,8 @@ def test_gradient_reaches_encoder_through_ste():
 
 
 def test_bad_arch_and_image_size():
-    with pytest.raises(ValueError, match="model.arch='vq-32' is not one of vq-16, vq-8, cpu-4, cpu-2"):
-        model("vq-32")
+    with pytest.raises(ValueError, match="model.arch='vq-64' is not one of vq-16, vq-8, vq-32, cpu-4, cpu-2, cpu-8"):
+        model("vq-64")
     with pytest.raises(ValueError, match="data.image_size=30 is not divisible by the downsampling ratio 4"):
         model().check_image_size(30)
-    assert set(ARCHS) == {"vq-16", "vq-8", "cpu-4", "cpu-2"}
+    assert set(ARCHS) == {"vq-16", "vq-8", "vq-32", "cpu-4", "cpu-2", "cpu-8"}
