@@ -23,7 +23,7 @@ METRICS = ("rfid", "psnr", "ssim", "lpips", "usage", "perplexity", "dead_codes",
 CURVES = ("train/usage", "train/vq", "train/rec", "train/total", "train/lr")
 SWEPT = ("quant.codebook_size", "quant.group", "quant.projector", "quant.latent_dim", "quant.depth",
          "quant.l2_norm", "model.channel", "model.arch", "sched.kind", "sched.warmup", "optim.steps",
-         "data.image_size")
+         "data.image_size", "quant.kind", "quant.depth_codes", "quant.scales", "quant.shared", "quant.phi")
 IDS = {"signature": str, "paper_signature": str, "run_id": str, "commit": str, "grid": str}
 NO_RUNS = "no runs yet"
 PAPER_BLANK = "not reported in the paper"

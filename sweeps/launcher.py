@@ -101,7 +101,7 @@ def classify(run_dir: str) -> tuple[str, str]:
         return "finished", f"step {status.get('step')}"
     if state == "FAILED":
         return "failed", status.get("reason", "")
-    job = _read(os.path.join(run_dir, "job.json"))
+    job = read_json(os.path.join(run_dir, "job.json"))
     if not job and not state:
         return "missing", ""
     if job.get("launcher") == "slurm":
@@ -138,7 +138,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _read(path: str) -> dict:
+def read_json(path: str) -> dict:
     try:
         with open(path) as f:
             return json.load(f)

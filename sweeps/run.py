@@ -108,10 +108,10 @@ def table(plans: list[Planned], results: dict | None = None) -> str:
 def write_run(p: Planned, grid_name: str, scale: str, commit: str) -> None:
     """config.json (the science, read back by the job) and tags.json (merged over every grid)."""
     from fvq.train import prepare_run_dir, write_json
-    from sweeps.launcher import _read
+    from sweeps.launcher import read_json
 
     prepare_run_dir(p.cfg, p.run_dir)
-    tags = _read(os.path.join(p.run_dir, "tags.json"))
+    tags = read_json(os.path.join(p.run_dir, "tags.json"))
     tags.update({"signature": p.sig, "commit": commit, "scale": scale, f"grid.{grid_name}": "1"})
     tags["grids"] = ",".join(sorted({*tags.get("grids", "").split(","), grid_name} - {""}))
     write_json(os.path.join(p.run_dir, "tags.json"), tags)
@@ -186,9 +186,9 @@ def main(argv: list[str]) -> int:
 
 def _tag_existing(p: Planned, opts: dict) -> None:
     """A run made by another grid now also belongs to this one: add the grid tag to its MLflow run."""
-    from sweeps.launcher import _read
+    from sweeps.launcher import read_json
 
-    ml = _read(os.path.join(p.run_dir, "mlflow.json"))
+    ml = read_json(os.path.join(p.run_dir, "mlflow.json"))
     if ml.get("tracking_uri") == opts["tracking_uri"]:
         try:
             from mlflow.tracking import MlflowClient

@@ -72,12 +72,22 @@ def run_search(opts: dict, overrides: dict) -> int:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(t.params)
-    commit, _ = git_commit()
+    commit, dirty = git_commit()
     spec = None
     if opts["launcher"] == "slurm":
         from slurm.spec import load_spec
 
         spec = load_spec(opts["slurm"])
+        if dirty and opts["force"].lower() not in ("1", "true", "yes"):
+            raise ConfigError("the working tree has uncommitted changes; Slurm jobs run from the launch commit - "
+                              "commit them, or pass force=true")
+    from sweeps.tracking import check_reachable, ensure_experiment
+
+    check_reachable(opts["tracking_uri"])
+    # Create the experiment (and, for sqlite, the schema) here, once: parallel jobs that each found an empty
+    # database would race on MLflow's alembic migrations and fail.
+    ensure_experiment(opts["tracking_uri"], opts["experiment"])
+    failures: list[str] = []
     done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     while (n_done := len(study.get_trials(deepcopy=False, states=done_states))) < trials:
         batch, plans = [], []
@@ -114,8 +124,12 @@ def run_search(opts: dict, overrides: dict) -> int:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             elif value is None:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                failures.append(f"{plan.run_dir} ({classify(plan.run_dir)[1] or 'no final metric'})")
             else:
                 study.tell(trial, value)
+        if len(failures) >= max(2, trials // 2):
+            # a search that keeps failing would otherwise ask for new trials forever
+            raise RuntimeError(f"search stopped after {len(failures)} failed trials; first: {failures[0]}")
     best = study.best_trial
     print(f"best of {len(study.trials)} trials: {best.value:.4g} with {best.params} "
           f"(run {best.user_attrs.get('signature')})")

@@ -22,7 +22,8 @@ def optimizer() -> str:
     """The optimizer class fvq/train.py constructs for the tokenizer (not a config key)."""
     import fvq.train
 
-    found = re.findall(r"torch\.optim\.(\w+)\(model\.parameters\(\)", inspect.getsource(fvq.train.train))
+    # the whole module: the loop may build its optimiser in a helper (e.g. _train under DDP)
+    found = re.findall(r"torch\.optim\.(\w+)\(model\.parameters\(\)", inspect.getsource(fvq.train))
     return found[0] if found else "unknown"
 
 
