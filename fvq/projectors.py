@@ -17,10 +17,13 @@ cure for the sparse codebook gradients of Challenge 3 (section 2).
 Facts from the official code (not in the paper's text): 4 attention heads, MLP ratio 2, LayerNorms without
 affine parameters, no positional embedding, xavier-uniform weights and zero biases, and the last Linear
 initialised to exactly zero, so every projected code starts identical and ties decide the first
-assignments. That last-layer init is the ``init`` option: ``zero`` (official), ``small`` (N(0, 1e-3),
+assignments. That last-layer init is the ``init`` option: ``zero`` (official), ``small`` (N(0, 1e-4),
 zero bias) or ``default`` (PyTorch's). It matters at small scale: with p=4, zero init stalled near 3/4
-usage (all codes at one in-group position share one slice of W_exp and live or die together), small
-random init reached ~100% (../shared/notes/small-scale-findings.md).
+usage (all codes at one in-group position share one slice of W_exp and live or die together; a slice none
+of whose codes is ever picked gets no gradient). Measured on the cpu reference (K=1,024, p=4, lr 1e-4, 300
+steps): std 1e-2 collapsed (usage 0.08), 1e-3 stalled at exactly 0.75, 1e-4 reached ~0.98, PyTorch's
+default collapsed like plain VQ (../shared/notes/small-scale-findings.md saw the same with 1e-3 in
+another small model: the sweet spot is "as close to zero as still breaks the ties").
 
 Group size p: the official scripts use p=16 at K=16,384 and p=64 at K=65,536 and 262,144; those values
 reproduce Table 10's FLOPs. The paper's text suggests scaling p by 4x with K (p=256 at 262k); the value is a
@@ -55,7 +58,7 @@ def _init_last(layer: nn.Linear, init: str) -> None:
         nn.init.zeros_(layer.weight)
         nn.init.zeros_(layer.bias)
     elif init == "small":
-        nn.init.normal_(layer.weight, std=1e-3)
+        nn.init.normal_(layer.weight, std=1e-4)
         nn.init.zeros_(layer.bias)
     # "default": keep PyTorch's init
 

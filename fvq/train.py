@@ -134,8 +134,7 @@ def train(cfg: Config, run_dir: str, sink: Sink | None = None, log=print,
 def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, log,
            on_eval: Callable[[int, dict[str, float]], bool] | None) -> dict[str, Any]:
     main, rank, world = dist.is_main(), dist.rank(), dist.world()
-    if not main:
-        log = _quiet
+    log = log if main else (lambda *a, **k: None)  # rank 0 speaks for the run
     dist.on_main(prepare_run_dir, cfg, run_dir)
     if cfg.optim.batch % world:
         raise RunFailed(f"optim.batch={cfg.optim.batch} (the global batch) is not divisible by {world} processes")
@@ -261,8 +260,7 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
                 checkpoint(done)
             if stopping:
                 dist.barrier()  # no rank exits (so no launcher kills rank 0) before the checkpoint is written
-                raise Preempted(f"signal {(stop_signal or ['on another rank'])[0]} at step {done}: "
-                                f"checkpoint written")
+                raise Preempted(f"signal {(stop_signal or ['on another rank'])[0]} at step {done}: checkpoint written")
             if cfg.eval.every and done % cfg.eval.every == 0 and done < total:
                 interim = _evaluate(cfg, model, val_ds, device, lpips_module, run_dir, tracker, done, final=False)
                 if dist.broadcast_object(main and on_eval is not None and bool(on_eval(done, interim))):
@@ -338,10 +336,6 @@ def _save_artifacts(model, val_ds, device, run_dir: str, n: int = 8) -> None:
     torchvision.utils.save_image(grid, os.path.join(run_dir, "recon.png"), nrow=len(x), padding=1)
     plain = model.quantizer.export()
     torch.save({"codebook": plain.codebook().detach().cpu()}, os.path.join(run_dir, "codebook.pt"))
-
-
-def _quiet(*args, **kwargs) -> None:
-    """The log of ranks other than 0: one rank speaks for the run."""
 
 
 class _Progress:

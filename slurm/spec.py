@@ -28,7 +28,7 @@ class SlurmSpec:
     account: str = ""                 # "" = none (the user's default account)
     qos: str = ""                     # "" = none (the partition's default QOS)
     nodes: int = 1
-    tasks_per_node: int = 1           # fvq.train is one process per run: keep 1 until it is data-parallel
+    tasks_per_node: int = 1           # processes (data-parallel ranks) per node: one per GPU
     gpus_per_node: int = 0
     gpu_type: str = ""                # GRES type: "a100" -> --gres=gpu:a100:N; "" -> --gres=gpu:N
     cpus_per_task: int = 1

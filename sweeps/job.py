@@ -7,6 +7,10 @@ Requeues: a preempted or ``scontrol requeue``d job gets SIGTERM; `fvq.train` fin
 checkpoint and stops; Slurm starts the job again and it resumes from that checkpoint in the same MLflow
 run. On a time limit submitit calls `checkpoint()` (SIGUSR2) and resubmits this same callable. Requeues
 are bounded: past ``max_requeues`` restarts the run is marked FAILED instead of looping forever.
+
+Several tasks (``tasks_per_node`` x ``nodes`` > 1, slurm/a100x8.yaml, a100x16.yaml): every task runs this
+callable; they form one data-parallel run (fvq/dist.py). Only rank 0 counts attempts, opens the MLflow run
+and tracks; a requeued job restarts all tasks and every rank resumes from rank 0's checkpoint.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ import time
 
 import submitit
 
+from fvq import dist
+from fvq.build import resolve_device
 from fvq.config import from_flat_dict
 from fvq.train import Preempted, read_status, train, write_json
 
@@ -29,10 +35,35 @@ class TrainJob(submitit.helpers.Checkpointable):
         self.max_requeues = max_requeues
 
     def __call__(self) -> dict:
-        from sweeps.tracking import MLflowSink, open_run  # mlflow is imported by the job, never by fvq/
+        from sweeps.search import pruning_callback
+        from sweeps.tracking import MLflowSink
 
         with open(os.path.join(self.run_dir, "config.json")) as f:
             cfg = from_flat_dict(json.load(f))
+        env = submitit.JobEnvironment() if "SUBMITIT_EXECUTOR" in os.environ else None
+        if env is not None and env.num_tasks > 1:
+            # Data-parallel (one task per GPU): fvq reads only torchrun-style variables; submitit derives them
+            # from this Slurm job (master = first node, a port from the job id, rank = global task rank).
+            # CUDA_VISIBLE_DEVICES is left as Slurm set it; fvq picks cuda:LOCAL_RANK among the visible GPUs.
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        # Join the process group here already, so that rank 0's verdict on the attempt reaches every rank.
+        _, own_group = dist.init_from_env(resolve_device(cfg))
+        try:
+            run_id = dist.on_main(self._start, env)  # raises on every rank when rank 0 gives up
+            main = dist.is_main()
+            sink = MLflowSink(self.tracking_uri, run_id) if main else None  # rank 0 alone tracks the run
+            return train(cfg, self.run_dir, sink, on_eval=pruning_callback(self.run_dir) if main else None)
+        except Preempted as e:
+            print(f"[fvq] {e}; waiting to be requeued", flush=True)
+            raise
+        finally:
+            if own_group:
+                dist.destroy()
+
+    def _start(self, env) -> str:
+        """Rank 0: count this start (bounded requeues), open or re-open the MLflow run; its run id."""
+        from sweeps.tracking import open_run  # mlflow is imported by the job, never by fvq/
+
         attempts = self._count_attempt()
         if attempts > self.max_requeues + 1:
             reason = f"gave up after {attempts - 1} starts (max_requeues={self.max_requeues})"
@@ -40,19 +71,13 @@ class TrainJob(submitit.helpers.Checkpointable):
                        {"state": "FAILED", "reason": reason, "step": read_status(self.run_dir).get("step")})
             raise RuntimeError(reason)
         tags = self._tags()
-        env = submitit.JobEnvironment() if "SUBMITIT_EXECUTOR" in os.environ else None
         if env is not None:
             tags.update({"job_id": str(env.job_id), "host": socket.gethostname()})
+            if env.num_tasks > 1:
+                tags.update({"world_size": str(env.num_tasks), "nodes": str(env.num_nodes)})
         run_id = open_run(self.tracking_uri, self.experiment, self.run_dir, tags.get("signature", "run"), tags)
         print(f"[fvq] run {self.run_dir} attempt {attempts} -> MLflow run {run_id}", flush=True)
-        from sweeps.search import pruning_callback
-
-        try:
-            return train(cfg, self.run_dir, MLflowSink(self.tracking_uri, run_id),
-                         on_eval=pruning_callback(self.run_dir))
-        except Preempted as e:
-            print(f"[fvq] {e}; waiting to be requeued", flush=True)
-            raise
+        return run_id
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         # fvq.train checkpoints every log.ckpt_every steps and on SIGTERM; resubmitting the same callable

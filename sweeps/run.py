@@ -96,12 +96,17 @@ def plan(grid_name: str, scale: str, overrides: dict, runs_root: str) -> list[Pl
     return list(out.values())
 
 
+_ORDER = {"quant": 0, "model": 1, "optim": 2, "sched": 3, "loss": 4}
+
+
 def table(plans: list[Planned], results: dict | None = None) -> str:
-    rows = [f"{'signature':<11} {'state':<9} {'overrides (vs code defaults)':<60} detail"]
+    rows = [f"{'signature':<11} {'state':<9} {'overrides (vs code defaults)':<100} detail"]
     for p in plans:
         state = (results or {}).get(p.sig, p.state)
-        ov = " ".join(f"{k.split('.')[-1]}={v}" for k, v in p.overrides.items() if k != "scale")
-        rows.append(f"{p.sig:<11} {state[:9]:<9} {ov[:60]:<60} {p.detail}")
+        # the science that tells grid points apart first; data/eval/log settings shared by a scale last
+        keys = sorted((k for k in p.overrides if k != "scale"), key=lambda k: (_ORDER.get(k.split(".")[0], 9), k))
+        ov = " ".join(f"{k.split('.')[-1]}={p.overrides[k]}" for k in keys)
+        rows.append(f"{p.sig:<11} {state[:9]:<9} {ov[:100]:<100} {p.detail}")
     return "\n".join(rows)
 
 

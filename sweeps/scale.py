@@ -16,8 +16,10 @@ down by one fixed, documented rule - never dropped:
   last step stays the full latent (VAR quantizes the un-pooled residual last), appended if it is missing:
   1,2,3,4,5,6,8,10,13,16 on a 16x16 latent -> 1,2,3,4,5,6,8 on the 8x8 cpu latent (680 -> 155 tokens);
 - epochs e -> 600 x e / 40 steps (40 epochs -> 600 steps, 120 -> 1,800);
-- the bridge's last Linear starts "small" (N(0, 1e-3)) instead of exactly zero: at this scale zero init
+- the bridge's last Linear starts "small" (N(0, 1e-4)) instead of exactly zero: at this scale zero init
   stalls at ~3/4 usage with p=4 (../shared/notes/small-scale-findings.md); the paper scale keeps zero.
+- lr: the cpu scale keeps the paper's 1e-4 at batch 32 (optim.lr_scale=4) instead of scaling it linearly
+  to 2.5e-5, which was too small for 600 steps (fvq/config.py OptimCfg.lr_scale);
 Vector channel, d', depth N, projector type and schedule are used unchanged.
 """
 from __future__ import annotations

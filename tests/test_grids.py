@@ -76,7 +76,7 @@ def test_golden_signatures(name, golden_signatures):
 
 @pytest.fixture
 def golden_signatures():
-    return {"cpu-reference": "bf21a9e8fb", "cpu-patch-4k-p4": "153b4b51de", "paper-reference": "bd0febea44"}
+    return {"cpu-reference": "bf21a9e8fb", "cpu-patch-4k-p4": "153b4b51de", "paper-reference": "b8291ad7ac"}
 
 
 def test_changed_default_is_an_error(tmp_path):

@@ -93,7 +93,7 @@ fi
 
 # --- 2. configuration ------------------------------------------------------------------------------------
 HOST="$(hostname -s)"
-CPUS="$(nproc)"
+CPUS="$(nproc --all)"  # --all: plain nproc obeys OMP_NUM_THREADS (=1 in tests), not the node
 # A RealMemory above what slurmd detects drains the node; take slurmd's own figure.
 MEM="$(SLURM_CONF=/dev/null timeout 10 slurmd -C 2>/dev/null | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' \
       | head -n1 || true)"
