@@ -231,6 +231,10 @@ def evaluate(model, dataset, *, batch_size: int = 64, device: str = "cpu", fid: 
     # Means over images are taken over the gathered per-image values (weighted by each rank's count, in
     # the 1-process order); usage counts are summed (a union of codes); rFID uses all ranks' features.
     res.metrics.update(_usage_metrics(indices, model.quantizer.num_codes))
+    q = model.quantizer
+    if hasattr(q, "level_counts"):  # multi-code quantizers (fvq/multicode.py): usage per depth/scale, Table 4
+        counts = sum((q.level_counts(i) for i in indices), torch.zeros(q.levels, q.num_codes, dtype=torch.long))
+        res.metrics.update(q.level_usage(dist.all_reduce(counts)))  # counts add over ranks, fractions do not
     psnrs = dist.all_gather_cat(torch.tensor(psnrs, dtype=torch.float64)).tolist()
     ssims = dist.all_gather_cat(torch.tensor(ssims, dtype=torch.float64)).tolist()
     sq = float(dist.all_reduce(torch.tensor(sq, dtype=torch.float64)))

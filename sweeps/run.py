@@ -2,13 +2,14 @@
 
     python sweeps/run.py grid=patch_size                      # cpu scale, local launcher, sqlite MLflow
     python sweeps/run.py grid=patch_size dry=true             # list points: signature, overrides, status
-    python sweeps/run.py grid=patch_size status=true          # live table of the grid's runs
+    python sweeps/run.py grid=patch_size status=true          # live table, refreshed until no run is active
+    python sweeps/run.py grid=patch_size status=true watch=0  # one snapshot
     python sweeps/run.py grid=scaling scale=paper launcher=slurm slurm=a100x16 tracking_uri=http://...
     python sweeps/run.py search=vqbridge_lr trials=8          # Optuna search through the same launcher
 
 Harness keys: grid | search, scale (cpu | paper), launcher (local | slurm; default slurm when sbatch is on
 PATH and sinfo answers), slurm (spec name in slurm/ or a path), runs_dir, tracking_uri, experiment, parallel (local slots),
-dry, status, retry (resubmit failed runs), force (launch a dirty tree on Slurm), trials (searches).
+dry, status (watch=SECONDS between refreshes, 0 = once), retry (resubmit failed runs), force (launch a dirty tree on Slurm), trials (searches).
 Every other ``key=value`` is a config override applied to every point (e.g. ``optim.steps=100``).
 
 Relaunch rules: finished -> skip; queued/running -> skip; failed -> skip unless retry=true;
@@ -35,7 +36,7 @@ from sweeps.scale import resolve  # noqa: E402
 HARNESS = {"grid": "", "search": "", "scale": "cpu", "launcher": "", "slurm": "a100x1",
            "runs_dir": os.path.join(REPO, "runs"), "tracking_uri": "", "experiment": "fvq", "parallel": "2",
            "dry": "false", "status": "false", "retry": "false", "force": "false", "trials": "8",
-           "storage": ""}
+           "storage": "", "watch": "10"}
 TRUE = ("1", "true", "yes", "on")
 
 
@@ -110,6 +111,37 @@ def table(plans: list[Planned], results: dict | None = None) -> str:
     return "\n".join(rows)
 
 
+def watch(plans: list[Planned], opts: dict, runs_root: str, every: int) -> int:
+    """The status table with each run's progress, redrawn every ``every`` s while any run is active."""
+    import time
+
+    from fvq.train import read_status
+
+    while True:
+        for p in plans:
+            p.state, p.detail = classify(p.run_dir)
+            st, final = read_status(p.run_dir), _final_metrics(p.run_dir)
+            progress = f"{st.get('step', 0)}/{p.cfg.optim.steps}"
+            usage = final.get("usage")
+            p.detail = f"{progress:>11}  " + (f"usage={usage:.3f} psnr={final.get('psnr', float('nan')):.2f}  "
+                                              if usage is not None else "") + p.detail
+        counts = ", ".join(f"{sum(p.state == s for p in plans)} {s}" for s in sorted({p.state for p in plans}))
+        text = (f"grid={opts['grid']} scale={opts['scale']} runs_dir={runs_root} ({len(plans)} points: {counts})"
+                f"  {time.strftime('%H:%M:%S')}\n{table(plans)}")
+        if every and sys.stdout.isatty():
+            print("\033[H\033[J", end="")  # redraw in place on a terminal; append under a pipe
+        print(text, flush=True)
+        if not every or not any(p.state == "active" for p in plans):
+            return 0
+        time.sleep(every)
+
+
+def _final_metrics(run_dir: str) -> dict:
+    from sweeps.launcher import read_json
+
+    return read_json(os.path.join(run_dir, "final.json")).get("metrics", {})
+
+
 def write_run(p: Planned, grid_name: str, scale: str, commit: str) -> None:
     """config.json (the science, read back by the job) and tags.json (merged over every grid)."""
     from fvq.train import prepare_run_dir, write_json
@@ -131,7 +163,11 @@ def main(argv: list[str]) -> int:
             return run_search(opts, overrides)
         runs_root = os.path.abspath(opts["runs_dir"])
         plans = plan(opts["grid"], opts["scale"], overrides, runs_root)
-        if opts["dry"].lower() in TRUE or opts["status"].lower() in TRUE:
+        if opts["status"].lower() in TRUE:
+            if not opts["watch"].isdigit():
+                raise ConfigError(f"watch={opts['watch']!r}: expected seconds (an int >= 0)")
+            return watch(plans, opts, runs_root, int(opts["watch"]))
+        if opts["dry"].lower() in TRUE:
             print(f"grid={opts['grid']} scale={opts['scale']} runs_dir={runs_root} ({len(plans)} points)")
             print(table(plans))
             return 0

@@ -257,6 +257,8 @@ def test_smoke_every_row_at_cpu_scale(tmp_path, row):
     out = train(cfg, str(tmp_path / "run"), log=lambda *a, **k: None)
     assert 0 < out["metrics"]["usage"] <= 1 and out["metrics"]["psnr"] > 0
     assert (tmp_path / "run" / "codebook.pt").exists()
+    levels = cfg.quant.depth_codes if cfg.quant.kind == "rq" else len(cfg.quant.scales.split(","))
+    assert [f"usage_l{i}" in out["metrics"] for i in range(levels + 1)] == [True] * levels + [False]
 
 
 def test_table4_shows_paper_and_harness_rows(tmp_path):

@@ -40,6 +40,7 @@ def submitted(tmp_path) -> list[str]:
     (["grid=depth", "scale=huge"], "scale='huge' is not one of cpu, paper"),
     (["depth"], "is not key=value"),
     (["search=nope"], "unknown search 'nope'"),
+    (["grid=depth", "status=true", "watch=soon"], "watch='soon': expected seconds"),
 ])
 def test_bad_input_exit_2_nothing_submitted(tmp_path, args, words):
     r = run(tmp_path, *args)
@@ -53,6 +54,12 @@ def test_dry_lists_points_and_submits_nothing(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "(6 points)" in r.stdout and r.stdout.count("missing") == 6
     assert submitted(tmp_path) == [] and not (tmp_path / "mlflow.db").exists()
+
+
+def test_status_snapshot_shows_progress_of_each_point(tmp_path):
+    r = run(tmp_path, "grid=depth", "status=true", "watch=0", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "(3 points: 3 missing)" in r.stdout and r.stdout.count("0/6") == 3, r.stdout
 
 
 def test_relaunch_rules(tmp_path):
