@@ -16,6 +16,9 @@ down by one fixed, documented rule - never dropped:
   last step stays the full latent (VAR quantizes the un-pooled residual last), appended if it is missing:
   1,2,3,4,5,6,8,10,13,16 on a 16x16 latent -> 1,2,3,4,5,6,8 on the 8x8 cpu latent (680 -> 155 tokens);
 - epochs e -> 600 x e / 40 steps (40 epochs -> 600 steps, 120 -> 1,800);
+- at paper scale the linear (SimVQ) and MLP baselines keep PyTorch's default init (see to_scale); at cpu
+  scale every projector's last layer starts "small" (measured on the cpu reference: the linear projector
+  collapses to ~1-2% usage in 300 steps with either init, small 0.020 vs default 0.010);
 - the bridge's last Linear starts "small" (N(0, 1e-4)) instead of exactly zero: at this scale zero init
   stalls at ~3/4 usage with p=4 (../shared/notes/small-scale-findings.md); the paper scale keeps zero.
 - lr: the cpu scale keeps the paper's 1e-4 at batch 32 (optim.lr_scale=4) instead of scaling it linearly
@@ -41,6 +44,10 @@ def to_scale(point: dict[str, Any], scale: str) -> dict[str, Any]:
     if scale == "paper":
         batch = int(out.get("optim.batch", 128))
         out["optim.steps"] = int(epochs) * IMAGENET_TRAIN // batch
+        if out.get("quant.projector") in ("linear", "mlp"):
+            # zero last-layer init is the official VQBridge's; a zero-initialised linear/MLP projector would
+            # map every code to one vector, so the SimVQ / MLP baselines keep PyTorch's default init.
+            out.setdefault("quant.init", "default")
         return out
     if scale != "cpu":
         raise ConfigError(f"scale={scale!r} is not one of cpu, paper")

@@ -46,6 +46,12 @@ def test_cpu_shrink_rule_keeps_k_and_p_together():
     assert to_scale({"epochs": 40}, "paper")["optim.steps"] == 40 * 1_281_167 // 128
 
 
+def test_paper_baselines_keep_default_init_and_the_bridge_starts_at_zero():
+    inits = {p["quant.projector"]: resolve(p, "paper").quant.init for p in grids.load("projector").points()}
+    assert inits == {"linear": "default", "mlp": "default", "vqbridge": "zero"}
+    assert {resolve(p, "cpu").quant.init for p in grids.load("projector").points()} == {"small"}
+
+
 def test_reference_point_is_shared_between_grids():
     ref_depth = {signature(resolve(p, "cpu")) for p in grids.load("depth").points()}
     ref_dim = {signature(resolve(p, "cpu")) for p in grids.load("latent_dim").points()}
