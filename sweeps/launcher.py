@@ -35,6 +35,13 @@ class LaunchError(RuntimeError):
     """Refused before anything was submitted; one-line message."""
 
 
+def refuse_dirty(dirty: bool, force: str) -> None:
+    """Slurm jobs run from the launch commit: an uncommitted tree is refused unless force=true."""
+    if dirty and force.lower() not in ("1", "true", "yes", "on"):
+        raise LaunchError("the working tree has uncommitted changes; Slurm jobs run from the launch "
+                          "commit - commit them, or pass force=true to launch a snapshot of the tree as it is")
+
+
 @dataclass
 class Planned:
     sig: str

@@ -30,7 +30,7 @@ from fvq.config import ConfigError, to_flat_dict  # noqa: E402
 from sweeps import grids  # noqa: E402
 from sweeps.identity import IdentityError, check_stored, science_delta, signature  # noqa: E402
 from sweeps.launcher import (REPO, LaunchError, Planned, classify, git_commit, launch_local,  # noqa: E402
-                             launch_slurm)
+                             launch_slurm, refuse_dirty)
 from sweeps.scale import resolve  # noqa: E402
 
 HARNESS = {"grid": "", "search": "", "scale": "cpu", "launcher": "", "slurm": "a100x1",
@@ -179,9 +179,7 @@ def main(argv: list[str]) -> int:
             from slurm.spec import load_spec
 
             spec = load_spec(opts["slurm"])
-            if dirty and opts["force"].lower() not in TRUE:
-                raise LaunchError("the working tree has uncommitted changes; Slurm jobs run from the launch "
-                                  "commit - commit them, or pass force=true to launch a snapshot of the tree as it is")
+            refuse_dirty(dirty, opts["force"])
         from sweeps.tracking import check_reachable, ensure_experiment
 
         check_reachable(opts["tracking_uri"])

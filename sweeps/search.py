@@ -20,7 +20,7 @@ import optuna
 from fvq.config import ConfigError
 from sweeps import searches
 from sweeps.identity import check_stored, science_delta, signature
-from sweeps.launcher import REPO, Planned, classify, launch_local, launch_slurm, git_commit
+from sweeps.launcher import REPO, Planned, classify, git_commit, launch_local, launch_slurm, refuse_dirty
 from sweeps.scale import resolve
 
 
@@ -66,24 +66,22 @@ def run_search(opts: dict, overrides: dict) -> int:
     if "mlflow" in os.path.basename(storage):
         raise ConfigError(f"storage={storage}: Optuna must not share MLflow's sqlite file")
     trials = int(opts["trials"])
-    study = optuna.create_study(study_name=f"{opts['search']}-{scale}", storage=storage, direction="minimize",
-                                load_if_exists=True,
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(t.params)
     commit, dirty = git_commit()
     spec = None
     if opts["launcher"] == "slurm":
         from slurm.spec import load_spec
 
         spec = load_spec(opts["slurm"])
-        if dirty and opts["force"].lower() not in ("1", "true", "yes"):
-            raise ConfigError("the working tree has uncommitted changes; Slurm jobs run from the launch commit - "
-                              "commit them, or pass force=true")
+        refuse_dirty(dirty, opts["force"])
     from sweeps.tracking import check_reachable, ensure_experiment
 
     check_reachable(opts["tracking_uri"])
+    study = optuna.create_study(study_name=f"{opts['search']}-{scale}", storage=storage, direction="minimize",
+                                load_if_exists=True,
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(t.params)
     # Create the experiment (and, for sqlite, the schema) here, once: parallel jobs that each found an empty
     # database would race on MLflow's alembic migrations and fail.
     ensure_experiment(opts["tracking_uri"], opts["experiment"])
