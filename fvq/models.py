@@ -8,9 +8,11 @@ ch_mult (1, 2, 2, 4), 256x256 -> 32x32 tokens.
 The vector channel d of the codes (Table 3: 4, 8, 256, 512) is decoupled from the z channels by 1x1 convs:
 encoder -> quant_conv (z -> d) -> VQ -> post_quant_conv (d -> z) -> decoder.
 
-``cpu-4`` / ``cpu-2`` / ``cpu-8`` are the same architecture, narrower and shallower, for 32x32 images on
-CPU (8x8, 16x16 and 4x4 latents): the stand-ins of VQ-16, VQ-8 and VQ-32 (RQ-VAE's ratio-32 tokenizer of
-Table 4) at ``scale=cpu`` (sweeps/scale.py).
+``cpu-4`` / ``cpu-2`` / ``cpu-8`` are the same code, narrower and shallower, for 32x32 images on CPU (8x8,
+16x16 and 4x4 latents): the stand-ins of VQ-16, VQ-8 and VQ-32 (RQ-VAE's ratio-32 tokenizer of Table 4) at
+``scale=cpu`` (sweeps/scale.py). With ``num_res_blocks=0`` the encoder has no per-level res blocks, so it
+stays at 8 channels down to its middle block (res, attention, res); the decoder keeps one res block per
+level (32, 16, 8 channels). Chosen for speed: the grid of Fig. 6 right must run in minutes on 2 cores.
 """
 from __future__ import annotations
 
@@ -36,10 +38,12 @@ ARCHS: dict[str, ArchSpec] = {
     "vq-8": ArchSpec(128, (1, 2, 2, 4), 2, 256),
     # RQ-VAE's 8x8x4 tokenizer (Table 4; rq-vae in256-rqvae-8x8x4 config): ch_mult (1, 1, 2, 2, 4, 4), 256 -> 8x8
     "vq-32": ArchSpec(128, (1, 1, 2, 2, 4, 4), 2, 256),
-    # ~0.19 s per fwd+bwd step at batch 32 on one core: 600 steps in ~2 minutes
-    "cpu-4": ArchSpec(16, (1, 2, 4), 1, 64, norm_groups=8),
-    "cpu-2": ArchSpec(16, (1, 2), 1, 64, norm_groups=8),
-    "cpu-8": ArchSpec(16, (1, 2, 4, 4), 1, 64, norm_groups=8),  # the vq-32 stand-in: 32x32 -> 4x4
+    # cpu-4 with VQBridge K=1,024: ~0.38 s per fwd+bwd step at batch 32 on one core of this 2-core machine,
+    # 300 steps in ~2 minutes. Its predecessor (ch 16, one res block per level; commits before session 3's
+    # preset change) took ~1.0 s per step here: 8 base channels and no per-level res blocks cut it 2.6x.
+    "cpu-4": ArchSpec(8, (1, 2, 4), 0, 64, norm_groups=4),
+    "cpu-2": ArchSpec(8, (1, 2), 0, 64, norm_groups=4),
+    "cpu-8": ArchSpec(8, (1, 2, 4, 4), 0, 64, norm_groups=4),  # the vq-32 stand-in: 32x32 -> 4x4
 }
 
 

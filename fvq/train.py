@@ -306,7 +306,7 @@ def _evaluate(cfg, model, val_ds, device, lpips_module, run_dir, tracker, step, 
     model.eval()
     res = evaluate(model, val_ds, batch_size=cfg.eval.batch, device=str(device), fid=cfg.eval.fid,
                    lpips_module=lpips_module if cfg.eval.lpips else None, protocol=cfg.eval.protocol,
-                   max_images=cfg.eval.images)
+                   max_images=cfg.eval.images, fid_images=cfg.eval.fid_images)
     missing = dict(res.missing)
     if not cfg.eval.lpips:
         missing["lpips"] = "disabled (eval.lpips=false)"

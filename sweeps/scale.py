@@ -15,14 +15,15 @@ down by one fixed, documented rule - never dropped:
 - multi-scale token maps (quant.scales, VAR): the steps whose side fits the cpu latent are kept and the
   last step stays the full latent (VAR quantizes the un-pooled residual last), appended if it is missing:
   1,2,3,4,5,6,8,10,13,16 on a 16x16 latent -> 1,2,3,4,5,6,8 on the 8x8 cpu latent (680 -> 155 tokens);
-- epochs e -> 600 x e / 40 steps (40 epochs -> 600 steps, 120 -> 1,800);
+- epochs e -> 300 x e / 40 steps (40 epochs -> 300 steps, 120 -> 900);
 - at paper scale the linear (SimVQ) and MLP baselines keep PyTorch's default init (see to_scale); at cpu
   scale every projector's last layer starts "small" (measured on the cpu reference: the linear projector
   collapses to ~1-2% usage in 300 steps with either init, small 0.020 vs default 0.010);
 - the bridge's last Linear starts "small" (N(0, 1e-4)) instead of exactly zero: at this scale zero init
   stalls at ~3/4 usage with p=4 (../shared/notes/small-scale-findings.md); the paper scale keeps zero.
-- lr: the cpu scale keeps the paper's 1e-4 at batch 32 (optim.lr_scale=4) instead of scaling it linearly
-  to 2.5e-5, which was too small for 600 steps (fvq/config.py OptimCfg.lr_scale);
+- lr: the cpu scale uses 2e-4 at batch 32 (optim.lr_scale=8) instead of the linearly scaled 2.5e-5, which
+  is far too small for 300 steps (measured: fvq/config.py OptimCfg.lr_scale);
+- rFID over the first 64 of the 256 evaluated images (eval.fid_images; the Inception pass dominates a cpu run);
 Vector channel, d', depth N, projector type and schedule are used unchanged.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 from fvq.config import Config, ConfigError, apply_overrides, base_config
 
 IMAGENET_TRAIN = 1_281_167
-CPU_STEPS_PER_40_EPOCHS = 600
+CPU_STEPS_PER_40_EPOCHS = 300
 ARCH_TO_CPU = {"vq-16": "cpu-4", "vq-8": "cpu-2", "vq-32": "cpu-8"}
 
 

@@ -116,3 +116,15 @@ def test_fid_different_sets_positive(tmp_path):
 
     r = evaluate(Swap(), ds, batch_size=16, cache_dir=str(tmp_path))
     assert r.metrics["rfid"] > 5.0
+
+
+@needs_weights
+def test_fid_images_subset_counts_and_cache_key(tmp_path):
+    """eval.fid_images: rFID over the first N images only (split across batches), reported, own cache entry."""
+    ds = ListDS(_images(12, seed=2), "fid-c")
+    r = evaluate(StandIn(), ds, batch_size=5, cache_dir=str(tmp_path), fid_images=7)
+    assert r.metrics["fid_images"] == 7 and r.metrics["eval_images"] == 12 and abs(r.metrics["rfid"]) < 0.5
+    full = evaluate(StandIn(), ds, batch_size=5, cache_dir=str(tmp_path))
+    assert full.metrics["fid_images"] == 12 and len(list(tmp_path.glob("*.npz"))) == 2
+    one = evaluate(StandIn(), ds, cache_dir=str(tmp_path), fid_images=1)
+    assert "rfid" not in one.metrics and "at least 2" in one.missing["rfid"]

@@ -220,7 +220,7 @@ def test_grid_rows_follow_table4_at_both_scales():
     cpu = [resolve(p, "cpu") for _, p in ROWS]
     assert [c.model.arch for c in cpu] == ["cpu-8"] * 3 + ["cpu-4"] * 2
     assert all(c.quant.scales == "1,2,3,4,5,6,8" for c in cpu[3:])
-    assert [c.optim.steps for c in cpu] == [150, 750, 150, 600, 600]
+    assert [c.optim.steps for c in cpu] == [75, 375, 75, 300, 300]
     assert [c.quant.codebook_size for c in cpu] == [1024, 1024, 1024, 256, 1024]
     assert shrink_scales("1,2,4,16", 8) == "1,2,4,8" and shrink_scales("1,2,8", 8) == "1,2,8"
 

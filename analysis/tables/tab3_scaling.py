@@ -3,7 +3,7 @@
 Each paper row is followed by our run(s) of the same grid point (sweeps/grids/scaling.py ROWS), found by
 the point's paper-terms signature in any results/<grid>.csv, so the reference run shared with other grids
 counts here too. At scale=cpu the sizes are shrunk by the fixed rule of sweeps/scale.py (K/16, 40 epochs ->
-600 steps, vq-16 -> cpu-4): the "ran" column says what actually ran.
+300 steps, vq-16 -> cpu-4): the "ran" column says what actually ran.
 
     python -m analysis.tables.tab3_scaling [--results results --out results/tables]
 """
