@@ -20,6 +20,8 @@ projected books are baked, section 3.2).
 """
 from __future__ import annotations
 
+import functools
+
 
 def projector_flops(kind: str, num_codes: int, dim: int, *, latent_dim: int = 0, depth: int = 2, group: int = 16,
                     heads: int = 4, mlp_ratio: float = 2.0, mlp_layers: int = 5) -> int:
@@ -55,3 +57,34 @@ def projector_params(kind: str, num_codes: int, dim: int, **kw) -> int:
 
     with torch.device("meta"):
         return sum(p.numel() for p in build_projector(kind, num_codes, dim, **kw).parameters())
+
+
+def train_step_flops(cfg) -> int:
+    """Rough FLOPs of one training step of ``cfg`` (a `fvq.config.Config`): encoder + decoder counted on the
+    meta device (nothing allocated), the projector from `projector_flops`, x3 for forward + backward, plus
+    the gradient-free nearest-code search (N x K x d). Only used to order jobs (longest first); it leaves
+    out losses, norms and the discriminator."""
+    q, d, b, s = cfg.quant, cfg.model.channel, cfg.optim.batch, cfg.data.image_size
+    conv, ratio = _autoencoder_flops(cfg.model.arch, d, b, s)
+    tokens = b * (s // ratio) ** 2
+    levels = q.depth_codes if q.kind == "rq" else len(q.scales.split(",")) if q.kind == "msvq" else 1
+    proj = 0 if q.projector == "none" else projector_flops(
+        q.projector, q.codebook_size, d, latent_dim=q.latent_dim, depth=q.depth, group=q.group, heads=q.heads,
+        mlp_ratio=q.mlp_ratio, mlp_layers=q.mlp_layers)
+    books = 1 if q.shared else levels
+    return int(3 * (conv + 2 * books * proj) + 2 * levels * tokens * q.codebook_size * d)
+
+
+@functools.lru_cache(maxsize=64)
+def _autoencoder_flops(arch: str, channel: int, batch: int, size: int) -> tuple[int, int]:
+    """(forward FLOPs of encoder + 1x1 convs + decoder, downsampling ratio), counted on the meta device."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fvq.models import VQModel
+
+    with torch.device("meta"):
+        m = VQModel(arch, channel, torch.nn.Identity())
+        with FlopCounterMode(display=False) as fc:
+            m.decode(m.quant_conv(m.encoder(torch.empty(batch, 3, size, size))))
+    return int(fc.get_total_flops()), m.ratio

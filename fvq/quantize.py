@@ -23,6 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+CPU_TILE_BYTES = 8 * 2**20
+
+
 class QuantOut(NamedTuple):
     z_q: torch.Tensor            # quantized, straight-through; same shape as the input
     indices: torch.Tensor        # input shape without the channel dim
@@ -41,6 +44,11 @@ def nearest_code(z: torch.Tensor, codebook: torch.Tensor, budget_bytes: int = 25
         # ||z - c||^2 = ||z||^2 - 2 z.c + ||c||^2; ||z||^2 is constant per row, so it cannot change the argmin.
         cb_sq = (cb * cb).sum(1)
         chunk = max(1, min(k, budget_bytes // max(4 * n, 1)))
+        if z.device.type == "cpu":
+            # On CPU a distance tile that stays in cache beats one big buffer: with 8 MiB tiles the search runs
+            # at 0.98-0.99x the bare (N,d)@(d,K) product, with the whole budget (256 MiB) at 1.21-1.24x
+            # (N=4,096, d=256, K=16k/65k, 2 threads; benchmarks/quantizer.py). GPUs keep big chunks.
+            chunk = min(chunk, max(256, CPU_TILE_BYTES // max(4 * n, 1)))
         best_val = torch.full((n,), float("inf"), device=z.device)
         best_idx = torch.zeros(n, dtype=torch.long, device=z.device)
         buf = torch.empty(n, chunk, device=z.device)

@@ -96,3 +96,15 @@ def test_changed_default_is_an_error(tmp_path):
         check_stored(cfg, str(d))
     os.unlink(d / "config.json")
     check_stored(cfg, str(d))  # nothing stored: fine
+
+
+def test_local_launcher_orders_longest_first():
+    """est_cost (steps x fvq.flops.train_step_flops) ranks the patch-size grid as measured on 2 cores: the
+    K=1,024 p=1 bridge (1,024 tokens, ~0.8 s/step) before p=4 (~0.38 s) before K=256 p=16 (~0.28 s)."""
+    from sweeps.launcher import est_cost
+
+    cost = {(c.quant.codebook_size, c.quant.group): est_cost(c)
+            for c in (resolve(p, "cpu") for p in grids.load("patch_size").points())}
+    assert cost[(1024, 1)] > 2 * cost[(1024, 4)] and cost[(1024, 4)] > cost[(256, 16)] > 0
+    assert est_cost(resolve({"epochs": 120}, "cpu")) == pytest.approx(3 * est_cost(resolve({}, "cpu")))
+    assert est_cost(None) == 0.0
