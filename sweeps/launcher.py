@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import submitit
@@ -50,6 +50,7 @@ class Planned:
     state: str          # missing | finished | active | failed | stalled
     detail: str = ""
     cfg: Any = None     # the resolved fvq.config.Config
+    grids: list[str] = field(default_factory=list)  # every grid of this launch that holds the point
 
 
 def git_commit(repo: str = REPO) -> tuple[str, bool]:

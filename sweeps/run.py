@@ -4,6 +4,7 @@
     python sweeps/run.py grid=patch_size dry=true             # list points: signature, overrides, status
     python sweeps/run.py grid=patch_size status=true          # live table, refreshed until no run is active
     python sweeps/run.py grid=patch_size status=true watch=0  # one snapshot
+    python sweeps/run.py grid=depth,latent_dim                # several grids in one launch (or grid=all)
     python sweeps/run.py grid=scaling scale=paper launcher=slurm slurm=a100x16 tracking_uri=http://...
     python sweeps/run.py search=vqbridge_lr trials=8          # Optuna search through the same launcher
 
@@ -72,28 +73,41 @@ def parse(argv: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     return opts, overrides
 
 
+def grid_names(spec: str) -> list[str]:
+    """``patch_size`` -> [patch_size]; ``depth,latent_dim`` -> both; ``all`` -> every grid (one launch)."""
+    names = grids.names() if spec == "all" else [n for n in spec.split(",") if n]
+    for n in names:
+        grids.load(n)  # an unknown name is a ConfigError listing the valid ones
+    return names
+
+
 def plan(grid_name: str, scale: str, overrides: dict, runs_root: str) -> list[Planned]:
-    """Expand, resolve, validate and classify every point; raises before anything is submitted."""
+    """Expand, resolve, validate and classify every point of one grid, or of several (``a,b`` / ``all``:
+    a point shared by grids is one run, tagged with each); raises before anything is submitted."""
     import torch
 
     from fvq.build import build_quantizer
     from fvq.models import ARCHS
 
     out: dict[str, Planned] = {}
-    for i, point in enumerate(grids.load(grid_name).points()):
-        try:
-            cfg = resolve(point, scale, overrides)
-            with torch.device("meta"):  # builds the projector to validate K/p/d'/heads, allocates nothing
-                build_quantizer(cfg)
-            if cfg.model.arch not in ARCHS:
-                raise ConfigError(f"model.arch={cfg.model.arch!r} is not one of {', '.join(ARCHS)}")
-        except ValueError as e:
-            raise ConfigError(f"grid {grid_name} point {i} {point}: {e}") from None
-        sig = signature(cfg)
-        run_dir = os.path.join(runs_root, sig)
-        check_stored(cfg, run_dir)
-        state, detail = classify(run_dir)
-        out.setdefault(sig, Planned(sig, run_dir, science_delta(cfg), state, detail, cfg))
+    for name in grid_names(grid_name):
+        for i, point in enumerate(grids.load(name).points()):
+            try:
+                cfg = resolve(point, scale, overrides)
+                with torch.device("meta"):  # builds the projector to validate K/p/d'/heads, allocates nothing
+                    build_quantizer(cfg)
+                if cfg.model.arch not in ARCHS:
+                    raise ConfigError(f"model.arch={cfg.model.arch!r} is not one of {', '.join(ARCHS)}")
+            except ValueError as e:
+                raise ConfigError(f"grid {name} point {i} {point}: {e}") from None
+            sig = signature(cfg)
+            run_dir = os.path.join(runs_root, sig)
+            check_stored(cfg, run_dir)
+            if sig not in out:
+                state, detail = classify(run_dir)
+                out[sig] = Planned(sig, run_dir, science_delta(cfg), state, detail, cfg)
+            if name not in out[sig].grids:
+                out[sig].grids.append(name)
     return list(out.values())
 
 
@@ -143,14 +157,16 @@ def _final_metrics(run_dir: str) -> dict:
 
 
 def write_run(p: Planned, grid_name: str, scale: str, commit: str) -> None:
-    """config.json (the science, read back by the job) and tags.json (merged over every grid)."""
+    """config.json (the science, read back by the job) and tags.json (merged over every grid: the plan's
+    own grids, or ``grid_name`` for a search trial)."""
     from fvq.train import prepare_run_dir, write_json
     from sweeps.launcher import read_json
 
     prepare_run_dir(p.cfg, p.run_dir)
     tags = read_json(os.path.join(p.run_dir, "tags.json"))
-    tags.update({"signature": p.sig, "commit": commit, "scale": scale, f"grid.{grid_name}": "1"})
-    tags["grids"] = ",".join(sorted({*tags.get("grids", "").split(","), grid_name} - {""}))
+    names = p.grids or [grid_name]
+    tags.update({"signature": p.sig, "commit": commit, "scale": scale, **{f"grid.{n}": "1" for n in names}})
+    tags["grids"] = ",".join(sorted({*tags.get("grids", "").split(","), *names} - {""}))
     write_json(os.path.join(p.run_dir, "tags.json"), tags)
 
 
@@ -219,7 +235,8 @@ def main(argv: list[str]) -> int:
     print(table(plans))
     failed = [s for s, r in results.items() if r.startswith("failed")]
     print(f"done: {len(results) - len(failed)} finished, {len(failed)} failed. Browse: make mlflow-ui "
-          f"(experiment {opts['experiment']!r}, filter tags.\"grid.{opts['grid']}\" = '1')")
+          f"(experiment {opts['experiment']!r}, filter "
+          + " or ".join(f"tags.\"grid.{n}\" = '1'" for n in grid_names(opts["grid"])) + ")")
     return 1 if failed else 0
 
 
@@ -232,7 +249,8 @@ def _tag_existing(p: Planned, opts: dict) -> None:
         try:
             from mlflow.tracking import MlflowClient
 
-            MlflowClient(opts["tracking_uri"]).set_tag(ml["run_id"], f"grid.{opts['grid']}", "1")
+            for name in p.grids or grid_names(opts["grid"]):
+                MlflowClient(opts["tracking_uri"]).set_tag(ml["run_id"], f"grid.{name}", "1")
         except Exception as e:  # tags are a convenience; never fail a launch on them
             print(f"[fvq] could not tag run {p.sig}: {e}", file=sys.stderr)
 

@@ -32,6 +32,7 @@ def submitted(tmp_path) -> list[str]:
 
 @pytest.mark.parametrize("args, words", [
     (["grid=nope"], "unknown grid 'nope' (valid grids: annealing, channel,"),
+    (["grid=depth,nope"], "unknown grid 'nope' (valid grids: annealing, channel,"),
     (["grid=depth", "quant.grop=3"], "unknown config key 'quant.grop'"),
     (["grid=depth", "quant.depth=two"], "quant.depth='two': expected int"),
     (["grid=patch_size", "quant.codebook_size=1000"], "grid patch_size point 2"),
@@ -54,6 +55,20 @@ def test_dry_lists_points_and_submits_nothing(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "(6 points)" in r.stdout and r.stdout.count("missing") == 6
     assert submitted(tmp_path) == [] and not (tmp_path / "mlflow.db").exists()
+
+
+def test_several_grids_in_one_launch_share_points(tmp_path):
+    r = run(tmp_path, "grid=depth,annealing", "dry=true")
+    assert r.returncode == 0, r.stderr
+    assert "(4 points)" in r.stdout  # 3 + 2, the reference point once
+    every = run(tmp_path, "grid=all", "dry=true")
+    from sweeps.run import plan
+
+    expected = {p.sig for p in plan("all", "cpu", {}, str(tmp_path / "runs"))}
+    assert every.returncode == 0 and f"({len(expected)} points)" in every.stdout
+    ref = [p for p in plan("depth,annealing", "cpu", {}, str(tmp_path / "runs")) if not p.overrides.get("quant.depth")
+           and not p.overrides.get("sched.kind")]
+    assert len(ref) == 1 and ref[0].grids == ["depth", "annealing"]
 
 
 def test_status_snapshot_shows_progress_of_each_point(tmp_path):
