@@ -116,12 +116,16 @@ class InceptionFeatures:
 
         self.calls += 1
         u8 = x01.clamp(0, 1).mul(255).round().to(torch.uint8).to(self.device)
-        if self.kind == "torchscript":
-            x = interpolate_bilinear_2d_like_tensorflow1x(u8.float(), size=(299, 299), align_corners=False)
-            feats = self.net((x - 128) / 128)
-        else:
-            feats = self.net(u8)[0]  # same TF1 bilinear resize and (x-128)/128 inside
-        return feats.reshape(len(u8), -1).double().cpu()
+        out = []
+        for part in u8.split(16):  # small chunks at 299x299 stay in cache: ~10% faster per image on CPU
+            if self.kind == "torchscript":
+                x = interpolate_bilinear_2d_like_tensorflow1x(part.float(), size=(299, 299), align_corners=False)
+                # channels_last: 0.39 vs 0.43-0.48 s per image on one CPU core (same weights, float rounding)
+                feats = self.net(((x - 128) / 128).contiguous(memory_format=torch.channels_last))
+            else:
+                feats = self.net(part)[0]  # same TF1 bilinear resize and (x-128)/128 inside
+            out.append(feats.reshape(len(part), -1).double().cpu())
+        return torch.cat(out)
 
 
 def get_extractor(kind: str, path: str, device: str = "cpu") -> InceptionFeatures:
