@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from fvq.config import science_mismatch
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message is one line."""
@@ -47,17 +49,13 @@ def load_checkpoint(path: str, expect_config: dict[str, Any] | None = None) -> d
         raise CheckpointError(f"checkpoint {path} is not an fvq training checkpoint")
     if expect_config is not None and state.get("config") is not None:
         stored = state["config"]
-        bad = sorted(k for k in expect_config if k in stored and stored[k] != expect_config[k]
-                     and k not in _RESUME_MAY_CHANGE)
+        # a resumed run may change where it runs and how it logs (NON_SCIENCE_KEYS), not what it computes
+        bad = science_mismatch(stored, expect_config)
         if bad:
             k = bad[0]
             raise CheckpointError(f"checkpoint {path} was written for another config: {k}={stored[k]!r} "
                                   f"there, {expect_config[k]!r} now ({len(bad)} keys differ)")
     return state
-
-
-# A resumed run may change where it runs and how it logs (fvq.config.NON_SCIENCE_KEYS), not what it computes.
-from fvq.config import NON_SCIENCE_KEYS as _RESUME_MAY_CHANGE  # noqa: E402
 
 
 def rng_state() -> dict[str, Any]:

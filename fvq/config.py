@@ -152,6 +152,12 @@ NON_SCIENCE_KEYS = frozenset({
 SCALES = ("cpu", "paper")
 
 
+def science_mismatch(stored: dict[str, Any], flat: dict[str, Any]) -> list[str]:
+    """Sorted science keys whose value in ``stored`` (a flat config read back from disk) differs from ``flat``.
+    Keys absent from ``stored`` are not compared: a field added later keeps its old-behaviour default."""
+    return sorted(k for k in flat if k not in NON_SCIENCE_KEYS and k in stored and stored[k] != flat[k])
+
+
 def base_config(scale: str = "cpu") -> Config:
     """The reference point of every grid at the given scale."""
     if scale == "cpu":

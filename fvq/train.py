@@ -31,7 +31,7 @@ import torch
 from fvq import dist
 from fvq.build import build_datasets, build_loss, build_model, resolve_device
 from fvq.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from fvq.config import NON_SCIENCE_KEYS, Config, to_flat_dict, to_json
+from fvq.config import Config, science_mismatch, to_flat_dict, to_json
 from fvq.schedule import lr_factor
 from fvq.track import BufferedTracker, NullTracker, Sink
 
@@ -73,7 +73,7 @@ def prepare_run_dir(cfg: Config, run_dir: str) -> None:
         with open(path) as f:
             stored = json.load(f)
         flat = to_flat_dict(cfg)
-        bad = [k for k in flat if k in stored and stored[k] != flat[k] and k not in NON_SCIENCE_KEYS]
+        bad = science_mismatch(stored, flat)
         if bad:
             raise RunFailed(f"run dir {run_dir} holds a run with another config ({bad[0]}={stored[bad[0]]!r} "
                             f"there, {flat[bad[0]]!r} now); use a fresh run dir")

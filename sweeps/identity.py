@@ -18,7 +18,7 @@ import json
 import os
 from typing import Any
 
-from fvq.config import NON_SCIENCE_KEYS, Config, to_flat_dict
+from fvq.config import NON_SCIENCE_KEYS, Config, science_mismatch, to_flat_dict
 
 
 class IdentityError(RuntimeError):
@@ -50,7 +50,7 @@ def check_stored(cfg: Config, directory: str) -> None:
     with open(path) as f:
         stored = json.load(f)
     flat = to_flat_dict(cfg)
-    bad = sorted(k for k in flat if k not in NON_SCIENCE_KEYS and k in stored and stored[k] != flat[k])
+    bad = science_mismatch(stored, flat)
     if bad:
         keys = ", ".join(f"{k} (stored {stored[k]!r}, now {flat[k]!r})" for k in bad[:4])
         raise IdentityError(f"run {os.path.basename(directory)}: stored config disagrees with the resolved one "

@@ -162,18 +162,18 @@ def est_cost(cfg) -> float:
 
 
 def launch_local(plans: list[Planned], runs_root: str, uri: str, experiment: str, parallel: int,
-                 show=None) -> dict[str, str]:
+                 show=None, shortest_first: bool = False) -> dict[str, str]:
     """Run every plan as a local submitit job, ``parallel`` at a time, longest first; block until all end.
 
-    Longest-first (by `fvq.flops.train_step_flops` x steps) keeps the last wave from being one long run on
-    one core: on 2 cores it cut grid=patch_size at cpu scale from ~11 to ~9.5 minutes (its K=1,024, p=1
-    point costs twice any other)."""
+    Longest-first (by `fvq.flops.train_step_flops` x steps; Graham's LPT rule) keeps a long run from being
+    the lone last job while other slots idle. ``shortest_first`` reverses it: the most runs done by a deadline."""
     folder = os.path.join(runs_root, ".submitit")
     env_path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = REPO + (os.pathsep + env_path if env_path else "")  # jobs import sweeps.*
     executor = submitit.AutoExecutor(folder=folder, cluster="local")
     executor.update_parameters(timeout_min=24 * 60, gpus_per_node=0, tasks_per_node=1)
-    queue, running, results = sorted(plans, key=lambda p: -est_cost(p.cfg)), {}, {}
+    queue = sorted(plans, key=lambda p: est_cost(p.cfg) * (1 if shortest_first else -1))
+    running, results = {}, {}
     for p in plans:
         write_json(os.path.join(p.run_dir, "job.json"), {"launcher": "local", "launcher_pid": os.getpid()})
     while queue or running:

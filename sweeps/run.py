@@ -10,7 +10,7 @@
 
 Harness keys: grid | search, scale (cpu | paper), launcher (local | slurm; default slurm when sbatch is on
 PATH and sinfo answers), slurm (spec name in slurm/ or a path), runs_dir, tracking_uri, experiment, parallel (local slots),
-dry, status (watch=SECONDS between refreshes, 0 = once), retry (resubmit failed runs), force (launch a dirty tree on Slurm), trials (searches).
+order (local launch order: longest first = shortest makespan; shortest = most runs done by a deadline), dry, status (watch=SECONDS between refreshes, 0 = once), retry (resubmit failed runs), force (launch a dirty tree on Slurm), trials (searches).
 Every other ``key=value`` is a config override applied to every point (e.g. ``optim.steps=100``).
 
 Relaunch rules: finished -> skip; queued/running -> skip; failed -> skip unless retry=true;
@@ -35,7 +35,7 @@ from sweeps.launcher import (REPO, LaunchError, Planned, classify, git_commit, l
 from sweeps.scale import resolve  # noqa: E402
 
 HARNESS = {"grid": "", "search": "", "scale": "cpu", "launcher": "", "slurm": "a100x1",
-           "runs_dir": os.path.join(REPO, "runs"), "tracking_uri": "", "experiment": "fvq", "parallel": "2",
+           "runs_dir": os.path.join(REPO, "runs"), "tracking_uri": "", "experiment": "fvq", "parallel": "2", "order": "longest",
            "dry": "false", "status": "false", "retry": "false", "force": "false", "trials": "8",
            "storage": "", "watch": "10"}
 TRUE = ("1", "true", "yes", "on")
@@ -66,6 +66,8 @@ def parse(argv: list[str]) -> tuple[dict[str, str], dict[str, str]]:
         raise ConfigError(f"launcher={opts['launcher']!r} is not one of local, slurm")
     if not opts["parallel"].isdigit() or int(opts["parallel"]) < 1:
         raise ConfigError(f"parallel={opts['parallel']!r}: expected a positive int")
+    if opts["order"] not in ("longest", "shortest"):
+        raise ConfigError(f"order={opts['order']!r} is not one of longest, shortest")
     if not opts["tracking_uri"]:
         from sweeps.tracking import DEFAULT_URI
 
@@ -229,6 +231,7 @@ def main(argv: list[str]) -> int:
               f"watch: python sweeps/run.py grid={opts['grid']} scale={opts['scale']} status=true")
         return 0
     results = launch_local(todo, runs_root, opts["tracking_uri"], opts["experiment"], int(opts["parallel"]),
+                           shortest_first=opts["order"] == "shortest",
                            show=_Live(plans).show)
     for p in plans:
         p.state, p.detail = classify(p.run_dir)

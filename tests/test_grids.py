@@ -108,3 +108,42 @@ def test_local_launcher_orders_longest_first():
     assert cost[(1024, 1)] > 2 * cost[(1024, 4)] and cost[(1024, 4)] > cost[(256, 16)] > 0
     assert est_cost(resolve({"epochs": 120}, "cpu")) == pytest.approx(3 * est_cost(resolve({}, "cpu")))
     assert est_cost(None) == 0.0
+
+
+def test_local_launch_order_longest_or_shortest_first(tmp_path, monkeypatch):
+    """launch_local submits in est_cost order (longest first by default, shortest first when asked). submitit
+    is replaced by a recorder here: only the order is under test (real local launches: tests/test_sweeps.py)."""
+    import sweeps.launcher as L
+
+    pts = [resolve(p, "cpu") for p in grids.load("patch_size").points()]
+    plans = [L.Planned(str(i), str(tmp_path / str(i)), {}, "missing", "", c) for i, c in enumerate(pts)]
+    for p in plans:
+        os.makedirs(p.run_dir)
+    for shortest in (False, True):
+        seen = []
+
+        class Job:
+            job_id = "0"
+
+            def done(self):
+                return True
+
+            def result(self):
+                return None
+
+        class Exec:
+            def __init__(self, **kw):
+                pass
+
+            def update_parameters(self, **kw):
+                pass
+
+            def submit(self, fn):
+                seen.append(fn.run_dir)
+                return Job()
+
+        monkeypatch.setattr(L.submitit, "AutoExecutor", Exec)
+        monkeypatch.setattr(L.time, "sleep", lambda s: None)
+        L.launch_local(plans, str(tmp_path), "sqlite://", "x", 1, shortest_first=shortest)
+        costs = [L.est_cost(pts[int(os.path.basename(d))]) for d in seen]
+        assert costs == sorted(costs, reverse=not shortest) and len(seen) == 6

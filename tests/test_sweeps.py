@@ -33,6 +33,7 @@ def submitted(tmp_path) -> list[str]:
 @pytest.mark.parametrize("args, words", [
     (["grid=nope"], "unknown grid 'nope' (valid grids: annealing, channel,"),
     (["grid=depth,nope"], "unknown grid 'nope' (valid grids: annealing, channel,"),
+    (["grid=depth", "order=random"], "order='random' is not one of longest, shortest"),
     (["grid=depth", "quant.grop=3"], "unknown config key 'quant.grop'"),
     (["grid=depth", "quant.depth=two"], "quant.depth='two': expected int"),
     (["grid=patch_size", "quant.codebook_size=1000"], "grid patch_size point 2"),
