@@ -64,10 +64,12 @@ def train_step_flops(cfg) -> int:
     meta device (nothing allocated), the projector from `projector_flops`, x3 for forward + backward, plus
     the gradient-free nearest-code search (N x K x d). Only used to order jobs (longest first); it leaves
     out losses, norms and the discriminator."""
+    from fvq.config import parse_scales
+
     q, d, b, s = cfg.quant, cfg.model.channel, cfg.optim.batch, cfg.data.image_size
     conv, ratio = _autoencoder_flops(cfg.model.arch, d, b, s)
     tokens = b * (s // ratio) ** 2
-    levels = q.depth_codes if q.kind == "rq" else len(q.scales.split(",")) if q.kind == "msvq" else 1
+    levels = q.depth_codes if q.kind == "rq" else len(parse_scales(q.scales)) if q.kind == "msvq" else 1
     proj = 0 if q.projector == "none" else projector_flops(
         q.projector, q.codebook_size, d, latent_dim=q.latent_dim, depth=q.depth, group=q.group, heads=q.heads,
         mlp_ratio=q.mlp_ratio, mlp_layers=q.mlp_layers)

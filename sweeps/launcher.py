@@ -172,7 +172,7 @@ def launch_local(plans: list[Planned], runs_root: str, uri: str, experiment: str
     os.environ["PYTHONPATH"] = REPO + (os.pathsep + env_path if env_path else "")  # jobs import sweeps.*
     executor = submitit.AutoExecutor(folder=folder, cluster="local")
     executor.update_parameters(timeout_min=24 * 60, gpus_per_node=0, tasks_per_node=1)
-    queue = sorted(plans, key=lambda p: est_cost(p.cfg) * (1 if shortest_first else -1))
+    queue = sorted(plans, key=lambda p: est_cost(p.cfg), reverse=not shortest_first)
     running, results = {}, {}
     for p in plans:
         write_json(os.path.join(p.run_dir, "job.json"), {"launcher": "local", "launcher_pid": os.getpid()})

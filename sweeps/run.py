@@ -252,8 +252,9 @@ def _tag_existing(p: Planned, opts: dict) -> None:
         try:
             from mlflow.tracking import MlflowClient
 
-            for name in p.grids or grid_names(opts["grid"]):
-                MlflowClient(opts["tracking_uri"]).set_tag(ml["run_id"], f"grid.{name}", "1")
+            client = MlflowClient(opts["tracking_uri"])
+            for name in p.grids:  # plan() lists every grid of this launch that holds the point
+                client.set_tag(ml["run_id"], f"grid.{name}", "1")
         except Exception as e:  # tags are a convenience; never fail a launch on them
             print(f"[fvq] could not tag run {p.sig}: {e}", file=sys.stderr)
 
