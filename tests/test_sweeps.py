@@ -138,3 +138,22 @@ def test_smoke_one_point_of_every_grid(tmp_path, name):
     cfg = resolve(point, "cpu", dict(x.split("=") for x in TINY))
     out = train(cfg, str(tmp_path / "run"), log=lambda *a, **k: None)
     assert 0 < out["metrics"]["usage"] <= 1
+
+
+@pytest.mark.skipif(__import__("fvq.evaluate").evaluate.find_fid_weights()[0] is None,
+                    reason="no FID Inception weights (run `make weights`)")
+def test_local_launch_extracts_the_rfid_reference_once(tmp_path, monkeypatch):
+    """Points sharing a val set share one reference; it is extracted before the runs start, then read."""
+    from sweeps.launcher import Planned, warm_fid_references
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # the default cache, ~/.cache/fvq/fid, under this test
+    small = {"data.val_size": 8, "eval.images": 8, "eval.fid_images": 4}
+    cfgs = [resolve({**small, "quant.group": g}, "cpu") for g in (1, 4)] + \
+        [resolve({**small, "eval.fid": False}, "cpu")]
+    plans = [Planned(str(i), str(tmp_path / str(i)), {}, "missing", cfg=c) for i, c in enumerate(cfgs)]
+    lines = []
+    warm_fid_references(plans, 1, log=lambda m, **_: lines.append(m))
+    assert len(lines) == 1 and "for 4 images computed" in lines[0]
+    warm_fid_references(plans, 1, log=lambda m, **_: lines.append(m))
+    assert len(lines) == 2 and "already cached" in lines[1]
+    assert len(list((tmp_path / ".cache" / "fvq" / "fid").glob("ref_*.npz"))) == 1
