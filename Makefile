@@ -3,6 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# two xdist workers; every test of the one Slurm dev cluster runs on the same worker (tests/conftest.py)
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadgroup
 GRID ?= patch_size
 MLFLOW_PORT ?= 5000
 
@@ -23,10 +25,10 @@ datasets:  ## optional: Debian's Fashion-MNIST as a second built-in real-image s
 	bash scripts/get_datasets.sh
 
 test: install  ## the full suite (real MLflow server, real Slurm dev cluster, real FID weights), 2 workers
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PYTEST)
 
 test-fast: install
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow"
+	$(PYTEST) -m "not slow"
 
 demo main: install  ## the main job at cpu scale: the patch-size grid (Fig. 6 right), local launcher, sqlite MLflow
 	$(PY) sweeps/run.py grid=$(GRID) scale=cpu

@@ -71,16 +71,19 @@ def build_val_dataset(cfg: Config):
                          seed=cfg.seed)
 
 
+def eval_kwargs(cfg: Config) -> dict:
+    """``cfg.eval`` as the arguments of ``fvq.evaluate.evaluate`` / ``warm_reference`` that pick the images."""
+    e = cfg.eval
+    return dict(batch_size=e.batch, protocol=e.protocol, max_images=e.images, fid_images=e.fid_images)
+
+
 def warm_fid_reference(cfg: Config) -> str:
-    """Fill the rFID reference cache that this run's evaluation will read (``fvq.evaluate.warm_reference``
-    with the arguments ``fvq.train`` passes to ``evaluate``); a one-line status."""
+    """Fill the rFID reference cache that this run's evaluation will read; a one-line status."""
     from fvq.evaluate import warm_reference
 
     if not cfg.eval.fid:
         return "rFID disabled (eval.fid=false)"
-    e = cfg.eval
-    return warm_reference(build_val_dataset(cfg), max_images=e.images, fid_images=e.fid_images,
-                          protocol=e.protocol, device=str(resolve_device(cfg)), batch_size=e.batch)
+    return warm_reference(build_val_dataset(cfg), device=str(resolve_device(cfg)), **eval_kwargs(cfg))
 
 
 def build_loss(cfg: Config, device: torch.device):

@@ -191,13 +191,19 @@ def frechet_distance(ref: dict, fake: torch.Tensor) -> float:
     if "feats" in ref:
         real = ref["feats"]
         if len(real) + len(fake) < FEAT_DIM:
-            q = torch.linalg.qr(torch.cat([real, fake]).T.double()).Q
-            real, fake = real.double() @ q, fake.double() @ q
+            q = torch.linalg.qr(torch.cat([real, fake]).T).Q
+            real, fake = real @ q, fake @ q
         stats = fid_features_to_statistics(real)
     else:
         stats = ref
     out = fid_statistics_to_metric(stats, fid_features_to_statistics(fake), verbose=False)
     return float(out["frechet_inception_distance"])
+
+
+def _counts(dataset, max_images: int | None, fid_images: int | None) -> tuple[int, int]:
+    """(images evaluated, images fed to rFID): the first ``max_images``, of which the first ``fid_images``."""
+    n = len(dataset) if max_images is None else min(int(max_images), len(dataset))
+    return n, (n if not fid_images else min(int(fid_images), n))
 
 
 def _fid_setup(dataset, n_fid: int, protocol: str, device, cache_dir: str | None):
@@ -225,8 +231,7 @@ def warm_reference(dataset, *, max_images: int | None = None, fid_images: int | 
     The same images, batches and Inception chunks as inside ``evaluate``, so the cache holds the same
     features; runs that start side by side then do not each extract them."""
     dataset = _with_protocol(dataset, protocol)
-    n = len(dataset) if max_images is None else min(int(max_images), len(dataset))
-    n_fid = n if not fid_images else min(int(fid_images), n)
+    _, n_fid = _counts(dataset, max_images, fid_images)
     extractor, ref_path, ref, reason = _fid_setup(dataset, n_fid, protocol, device, cache_dir)
     if extractor is None:
         return f"no rFID reference: {reason}"
@@ -280,8 +285,7 @@ def evaluate(model, dataset, *, batch_size: int = 64, device: str = "cpu", fid: 
     if protocol not in ("fvq", "llamagen"):
         raise ValueError(f"protocol must be 'fvq' or 'llamagen', got {protocol!r}")
     dataset = _with_protocol(dataset, protocol)
-    n = len(dataset) if max_images is None else min(int(max_images), len(dataset))
-    n_fid = n if not fid_images else min(int(fid_images), n)
+    n, n_fid = _counts(dataset, max_images, fid_images)
     dev = torch.device(device)
     res = EvalResult()
 

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 
 from fvq import dist
-from fvq.build import build_datasets, build_loss, build_model, resolve_device
+from fvq.build import build_datasets, build_loss, build_model, eval_kwargs, resolve_device
 from fvq.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fvq.config import Config, science_mismatch, to_flat_dict, to_json
 from fvq.schedule import lr_factor
@@ -304,9 +304,8 @@ def _evaluate(cfg, model, val_ds, device, lpips_module, run_dir, tracker, step, 
     from fvq.evaluate import evaluate
 
     model.eval()
-    res = evaluate(model, val_ds, batch_size=cfg.eval.batch, device=str(device), fid=cfg.eval.fid,
-                   lpips_module=lpips_module if cfg.eval.lpips else None, protocol=cfg.eval.protocol,
-                   max_images=cfg.eval.images, fid_images=cfg.eval.fid_images)
+    res = evaluate(model, val_ds, device=str(device), fid=cfg.eval.fid,
+                   lpips_module=lpips_module if cfg.eval.lpips else None, **eval_kwargs(cfg))
     missing = dict(res.missing)
     if not cfg.eval.lpips:
         missing["lpips"] = "disabled (eval.lpips=false)"

@@ -191,7 +191,8 @@ def launch_local(plans: list[Planned], runs_root: str, uri: str, experiment: str
     """Run every plan as a local submitit job, ``parallel`` at a time, longest first; block until all end.
 
     Longest-first (by `fvq.flops.train_step_flops` x steps; Graham's LPT rule) keeps a long run from being
-    the lone last job while other slots idle. ``shortest_first`` reverses it: the most runs done by a deadline."""
+    the lone last job while other slots idle. ``shortest_first`` reverses it: the most runs done by a deadline.
+    The rFID reference is extracted once before any run starts (`warm_fid_references`)."""
     folder = os.path.join(runs_root, ".submitit")
     env_path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = REPO + (os.pathsep + env_path if env_path else "")  # jobs import sweeps.*
@@ -199,8 +200,9 @@ def launch_local(plans: list[Planned], runs_root: str, uri: str, experiment: str
     executor.update_parameters(timeout_min=24 * 60, gpus_per_node=0, tasks_per_node=1)
     queue = sorted(plans, key=lambda p: est_cost(p.cfg), reverse=not shortest_first)
     running, results = {}, {}
-    for p in plans:
+    for p in plans:  # claimed (queued here) first, so a relaunch meanwhile skips them
         write_json(os.path.join(p.run_dir, "job.json"), {"launcher": "local", "launcher_pid": os.getpid()})
+    warm_fid_references(plans, parallel)
     while queue or running:
         while queue and len(running) < parallel:
             p = queue.pop(0)

@@ -31,7 +31,7 @@ from fvq.config import ConfigError, to_flat_dict  # noqa: E402
 from sweeps import grids  # noqa: E402
 from sweeps.identity import IdentityError, check_stored, science_delta, signature  # noqa: E402
 from sweeps.launcher import (REPO, LaunchError, Planned, classify, git_commit, launch_local,  # noqa: E402
-                             launch_slurm, refuse_dirty, warm_fid_references)
+                             launch_slurm, refuse_dirty)
 from sweeps.scale import resolve  # noqa: E402
 
 HARNESS = {"grid": "", "search": "", "scale": "cpu", "launcher": "", "slurm": "a100x1",
@@ -230,7 +230,6 @@ def main(argv: list[str]) -> int:
         print(f"submitted job array {ids[0].split('_')[0]} ({len(ids)} tasks) from commit {commit[:10]}; "
               f"watch: python sweeps/run.py grid={opts['grid']} scale={opts['scale']} status=true")
         return 0
-    warm_fid_references(todo, int(opts["parallel"]))
     results = launch_local(todo, runs_root, opts["tracking_uri"], opts["experiment"], int(opts["parallel"]),
                            shortest_first=opts["order"] == "shortest",
                            show=_Live(plans).show)
