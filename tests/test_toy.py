@@ -1,6 +1,5 @@
-"""The Fig. 2 toy (fvq/toy.py): orderings the paper claims, determinism, speed. No tuned numbers."""
-import time
-
+"""The Fig. 2 toy (fvq/toy.py): orderings the paper claims, determinism. No tuned numbers, no timings
+(speed belongs in benchmarks/: a wall-clock bound failed here under two test workers)."""
 import numpy as np
 import pytest
 
@@ -21,12 +20,10 @@ def test_unknown_projector_is_a_clear_error():
 
 def test_vqbridge_keeps_z_q_closer_and_uses_more_codes_than_plain_ste():
     pytest.importorskip("fvq.projectors")
-    t0 = time.perf_counter()
     plain, bridge = (run_toy(k, seed=0, **TSNE_VARIANT) for k in ("none", "vqbridge"))
     assert bridge.final_distance < plain.final_distance      # Challenge 1: smaller STE error
     assert bridge.usage > plain.usage                         # Challenge 3: sparse codebook gradients
     assert bridge.usage == pytest.approx(bridge.used.mean())
-    assert time.perf_counter() - t0 < 10
 
 
 def test_plain_ste_spirals_while_vqbridge_follows_z_e():
