@@ -75,7 +75,8 @@ def collect(grid: str, scale: str, uri: str, runs_dir: Path, results_dir: Path, 
     rows, curves, gaps, finished = [], [], [], []
     for point, cfg, sig in expected(grid, scale):
         run = find_run(client, exps, sig) if exps else None
-        status = run.info.status if run else "missing"
+        # a pruned search trial is KILLED in MLflow with the tag state=PRUNED (fvq/train.py)
+        status = (run.data.tags.get("state") or run.info.status) if run else "missing"
         flat = to_flat_dict(cfg)
         row = {"grid": grid, "signature": sig, "run_id": run.info.run_id if run else "",
                "commit": run.data.tags.get("commit", "") if run else "", "scale": scale, "status": status,

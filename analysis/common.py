@@ -90,7 +90,9 @@ def run_id(row: pd.Series | None, grid: str, notes: Notes) -> str:
 
 def tokens(row: pd.Series) -> str:
     """Latent grid of our run: image size over the encoder's downsampling ratio (vq-16 -> 16, cpu-4 -> 4)."""
-    side = int(row["data.image_size"]) // int(str(row["model.arch"]).rsplit("-", 1)[1])
+    from fvq.models import get_arch
+
+    side = int(row["data.image_size"]) // get_arch(str(row["model.arch"])).ratio
     return f"{side}x{side}"
 
 

@@ -5,7 +5,7 @@
     python benchmarks/ddp.py --device cuda      # GPUs, NCCL, bf16 autocast: 1 GPU vs all visible GPUs
 
 Each row is a fresh set of processes (one per rank, torchrun-style variables, fvq.dist.init_from_env) running
-the training step of fvq/train.py: DDP forward, loss (eq. 35 terms), the per-step loss all-reduce, backward
+`fvq.train.train_step` itself: DDP forward, loss (eq. 35 terms), the per-step loss all-reduce, backward
 (gradient all-reduce), clipping, Adam. ``step s`` is wall time per step on rank 0 between two barriers;
 img/s counts the global batch. A "1 proc x 2 threads" row shows what the same two cores give without DDP.
 Layouts are measured in alternation, ``--repeats`` rounds, keeping each one's fastest round, so load from
@@ -47,31 +47,21 @@ def _rank(rank: int, world: int, port: int, case: str, steps: int, device: str, 
 
     # DDP notes once that a 1x1 conv's weight gradient is not laid out like its bucket (a copy, not an error)
     warnings.filterwarnings("ignore", message="Grad strides do not match")
-    from fvq.build import build_loss, build_model
+    from fvq.build import build_parts
     from fvq.config import Config, apply_overrides
+    from fvq.train import train_step
 
     torch.set_num_threads(threads)
     cfg = apply_overrides(Config(), CASES[case] + [f"device={device}"])
     dev, _ = dist.init_from_env(torch.device(device))
     try:
         torch.manual_seed(0)
-        model = build_model(cfg).to(dev)
-        loss_fn, _, _ = build_loss(cfg, dev)
-        ddp = dist.wrap(model, dev)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95))
+        parts = build_parts(cfg, dev)  # DDP-wrapped: the process group is up
         per = cfg.optim.batch // world
         x = torch.rand(per, 3, cfg.data.image_size, cfg.data.image_size, device=dev) * 2 - 1
 
         def step(i: int) -> None:
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                x_hat, q = ddp(x)
-                terms = loss_fn.generator_terms(x, x_hat, q, i)
-            loss = terms["total"]
-            torch.isfinite(dist.mean_terms(terms)["total"]).item()  # as train.py: one small all-reduce
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            train_step(parts, x, i, cfg.lr)  # the training loop's own step (loss all-reduce, clipping)
             dist.any_true(False)  # the stop-flag all-reduce of train.py
 
         step(0)  # warm-up (allocator, DDP buckets)

@@ -3,7 +3,7 @@
     python benchmarks/quantizer.py            # N=4096, d=256, K in {16,384; 65,536; 262,144}
     python benchmarks/quantizer.py --quick    # K in {16,384; 65,536}
 
-Target (issue #2): search time <= 1.2x the matmul (N,d)@(d,K) and <= 1 GiB extra memory at K=262,144.
+Target: search time <= 1.2x the matmul (N,d)@(d,K) and <= 1 GiB extra memory at K=262,144.
 Memory: each case runs in a fresh subprocess; "extra" is the growth of peak RSS (ru_maxrss) during the
 call above what the inputs already hold (CPU), or torch.cuda.max_memory_allocated minus the inputs (CUDA).
 The matmul is given a preallocated output, so its row shows compute only.

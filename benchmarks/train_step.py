@@ -35,27 +35,21 @@ CASES = {  # name: overrides (paper terms already resolved)
 def one_case(overrides: list[str], steps: int, device: str) -> dict:
     import torch
 
-    from fvq.build import build_loss, build_model
+    from fvq.build import build_parts
     from fvq.config import Config, apply_overrides
     from fvq.track import BufferedTracker
+    from fvq.train import train_step
 
     cfg = apply_overrides(Config(), overrides + [f"device={device}"])
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     dev = torch.device(device)
-    model = build_model(cfg).to(dev)
-    loss_fn, _, _ = build_loss(cfg, dev)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95))
+    parts = build_parts(cfg, dev)
+    model = parts.model
     x = torch.rand(cfg.optim.batch, 3, cfg.data.image_size, cfg.data.image_size, device=dev) * 2 - 1
     tracker = BufferedTracker(None, tempfile.mkdtemp(), flush_s=5, log=lambda *a, **k: None)
 
     def step(i: int) -> dict:
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            x_hat, q = model(x)
-            terms = loss_fn.generator_terms(x, x_hat, q, i)
-        opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        opt.step()
-        return terms
+        return train_step(parts, x, i, cfg.lr)[0]  # the training loop's own step (clipping included)
 
     step(0)  # warm-up (allocator, lazy init)
     if dev.type == "cuda":
@@ -66,7 +60,7 @@ def one_case(overrides: list[str], steps: int, device: str) -> dict:
     for i in range(1, steps + 1):
         terms = step(i)
         t1 = time.perf_counter()
-        tracker.log_metrics({f"train/{k}": float(v) for k, v in terms.items()}, i)  # as train.py, every step
+        tracker.log_metrics({f"train/{k}": float(v.detach()) for k, v in terms.items()}, i)  # every step
         t_track += time.perf_counter() - t1
     if dev.type == "cuda":
         torch.cuda.synchronize()

@@ -1,6 +1,9 @@
 """Config -> objects: the one place that maps `fvq.config.Config` onto the library's constructors."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from fvq.config import Config, ConfigError
@@ -33,7 +36,7 @@ def build_quantizer(cfg: Config):
         from fvq.config import parse_scales
         from fvq.models import get_arch
 
-        latent = cfg.data.image_size // 2 ** (len(get_arch(cfg.model.arch).ch_mult) - 1)
+        latent = cfg.data.image_size // get_arch(cfg.model.arch).ratio
         scales = parse_scales(q.scales)
         if scales[-1] > latent:
             raise ConfigError(f"quant.scales={q.scales} ends at {scales[-1]}, larger than the {latent}x{latent} "
@@ -101,6 +104,42 @@ def build_loss(cfg: Config, device: torch.device):
                   disc_start=lc.disc_start, codebook_weight=lc.codebook_weight, lpips=lpips,
                   discriminator=disc)
     return loss, lpips, disc
+
+
+@dataclass
+class Parts:
+    """Everything one training step touches (`fvq.train.train_step`), built once from a Config.
+
+    ``net`` / ``disc_net`` are what the step runs: the DDP wrappers when data-parallel (gradients are
+    all-reduced: encoder, decoder, raw codebook and the VQBridge projector are shared parameters, so the
+    projected codebook stays identical on every rank), else the bare modules. ``model`` / ``disc`` are the
+    bare modules (state dicts, evaluation, the generator's adversarial term)."""
+    cfg: Config
+    model: Any
+    net: Any
+    vqloss: Any
+    lpips: Any
+    disc: Any
+    disc_net: Any
+    opt: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+
+
+def build_parts(cfg: Config, device: torch.device) -> Parts:
+    """Model, losses, DDP wrappers and optimisers of a run (seed torch first for reproducible weights)."""
+    from fvq import dist
+
+    model = build_model(cfg).to(device)
+    vqloss, lpips, disc = build_loss(cfg, device)
+    net = dist.wrap(model, device)
+    disc_net = dist.wrap(disc, device, sync_bn=True) if disc is not None else None
+    betas = (cfg.optim.beta1, cfg.optim.beta2)
+    # One optimiser for encoder + decoder + raw codebook + projector: the projector is trained jointly
+    # with the codebook (section 3.1, f(C) "with joint optimization over c"). The discriminator's is made
+    # after its wrapper, which may swap its BatchNorms for SyncBatchNorm.
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.optim.weight_decay)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=betas) if disc is not None else None
+    return Parts(cfg, model, net, vqloss, lpips, disc, disc_net, opt, opt_d)
 
 
 def resolve_device(cfg: Config) -> torch.device:

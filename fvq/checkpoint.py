@@ -17,9 +17,10 @@ from typing import Any
 import torch
 
 from fvq.config import science_mismatch
+from fvq.errors import SetupError
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SetupError, RuntimeError):
     """A checkpoint that cannot be used; the message is one line."""
 
 

@@ -21,8 +21,10 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from fvq.errors import SetupError
 
-class ConfigError(ValueError):
+
+class ConfigError(SetupError, ValueError):
     """Bad configuration input; the message is one line naming the key."""
 
 
@@ -77,7 +79,7 @@ class OptimCfg:
     # Multiplier on the recipe's lr. The paper scale uses 1.0 (its recipe exactly); the cpu scale uses 8.0,
     # i.e. lr = 2e-4 at batch 32: a 300-step run cannot afford the linearly scaled 2.5e-5. Measured on the
     # cpu reference (VQBridge K=1,024 p=4, cpu-4, seed 0): lr 1e-4 -> PSNR 17.3 / val usage 0.94, lr 2e-4 ->
-    # PSNR 19.2 / usage 0.92; plain VQ at 1e-4 -> 15.8 / 0.02 (issue 4 closing note, session 3).
+    # PSNR 19.2 / usage 0.92; plain VQ at 1e-4 -> 15.8 / 0.02.
     lr_scale: float = 8.0
 
 
@@ -188,7 +190,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _parse(key: str, raw: str, tp: Any) -> Any:
+def parse_value(key: str, raw: str, tp: Any) -> Any:
     """Parse ``raw`` as type ``tp``; bool accepts true/false/1/0/yes/no."""
     try:
         if tp is bool:
@@ -212,7 +214,7 @@ def _parse(key: str, raw: str, tp: Any) -> Any:
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check/convert an already-typed value (from a grid dict or a stored config)."""
     if isinstance(value, str) and tp is not str:
-        return _parse(key, value, tp)
+        return parse_value(key, value, tp)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is bool and not isinstance(value, bool):

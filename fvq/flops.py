@@ -9,7 +9,7 @@ counting matrix products only (norms, activations, softmax and biases are neglig
               compress + expand      2 T (p d) d'
               per block, linear      T (4 d'^2 + 2 r d'^2)  (q, k, v, out; MLP with ratio r)
               per block, attention   2 T^2 d'               (QK^T and AV over the T tokens)
-              p = 16 at 16k: 4.30G;  p = 64 at 262k: 55.84G (paper 55.89G, 0.1% apart)
+              p = 16 at 16k: 4.29G (paper 4.30G);  p = 64 at 262k: 55.83G (paper 55.89G, 0.1% apart)
 
 The attention term grows with T^2: that is why the group size p must grow with K (Fig. 6 right).
 
@@ -89,4 +89,4 @@ def _autoencoder_flops(arch: str, channel: int, batch: int, size: int) -> tuple[
         m = VQModel(arch, channel, torch.nn.Identity())
         with FlopCounterMode(display=False) as fc:
             m.decode(m.quant_conv(m.encoder(torch.empty(batch, 3, size, size))))
-    return int(fc.get_total_flops()), m.ratio
+    return int(fc.get_total_flops()), m.ratio  # the arch spec's ratio (fvq.models.ArchSpec.ratio)

@@ -18,10 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fvq.errors import SetupError
+
 BACKBONE_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
 
 
-class LPIPSWeightsMissing(RuntimeError):
+class LPIPSWeightsMissing(SetupError, RuntimeError):
     """LPIPS backbone weights are not on this machine; one-line message saying how to provide them."""
 
 

@@ -108,7 +108,7 @@ def group_collapse_hint(counts: torch.Tensor, group: int) -> str:
     """Flag the VQBridge failure mode where dead codes sit at the same in-group positions.
 
     All codes at one position inside a group share one slice of the recovering Linear (eq. 10), so they live
-    or die together: usage then drops in steps of 1/group (../shared/notes/small-scale-findings.md).
+    or die together: usage then drops in steps of 1/group (seen with zero last-layer init at small scale).
     """
     if group <= 1 or counts.numel() % group:
         return ""

@@ -32,6 +32,11 @@ class ArchSpec:
     norm_groups: int = 32
     dropout: float = 0.0
 
+    @property
+    def ratio(self) -> int:
+        """Downsampling ratio (the "Ratio" column of Table 3): one halving per level after the first."""
+        return 2 ** (len(self.ch_mult) - 1)
+
 
 ARCHS: dict[str, ArchSpec] = {
     "vq-16": ArchSpec(128, (1, 1, 2, 2, 4), 2, 256),
@@ -39,8 +44,8 @@ ARCHS: dict[str, ArchSpec] = {
     # RQ-VAE's 8x8x4 tokenizer (Table 4; rq-vae in256-rqvae-8x8x4 config): ch_mult (1, 1, 2, 2, 4, 4), 256 -> 8x8
     "vq-32": ArchSpec(128, (1, 1, 2, 2, 4, 4), 2, 256),
     # cpu-4 with VQBridge K=1,024: ~0.38 s per fwd+bwd step at batch 32 on one core of this 2-core machine,
-    # 300 steps in ~2 minutes. Its predecessor (ch 16, one res block per level; commits before session 3's
-    # preset change) took ~1.0 s per step here: 8 base channels and no per-level res blocks cut it 2.6x.
+    # 300 steps in ~2 minutes. Its predecessor (ch 16, one res block per level; see git log) took ~1.0 s per
+    # step here: 8 base channels and no per-level res blocks cut it 2.6x.
     "cpu-4": ArchSpec(8, (1, 2, 4), 0, 64, norm_groups=4),
     "cpu-2": ArchSpec(8, (1, 2), 0, 64, norm_groups=4),
     "cpu-8": ArchSpec(8, (1, 2, 4, 4), 0, 64, norm_groups=4),  # the vq-32 stand-in: 32x32 -> 4x4
@@ -169,7 +174,7 @@ class VQModel(nn.Module):
 
     @property
     def ratio(self) -> int:
-        return 2 ** (len(self.spec.ch_mult) - 1)
+        return self.spec.ratio
 
     def latent_size(self, image_size: int) -> int:
         return image_size // self.ratio

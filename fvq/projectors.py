@@ -22,8 +22,8 @@ zero bias) or ``default`` (PyTorch's). It matters at small scale: with p=4, zero
 usage (all codes at one in-group position share one slice of W_exp and live or die together; a slice none
 of whose codes is ever picked gets no gradient). Measured on the cpu reference (K=1,024, p=4, lr 1e-4, 300
 steps): std 1e-2 collapsed (usage 0.08), 1e-3 stalled at exactly 0.75, 1e-4 reached ~0.98, PyTorch's
-default collapsed like plain VQ (../shared/notes/small-scale-findings.md saw the same with 1e-3 in
-another small model: the sweet spot is "as close to zero as still breaks the ties").
+default collapsed like plain VQ (an independent small VQBridge model showed the same with 1e-3: the sweet
+spot is "as close to zero as still breaks the ties").
 
 Group size p: the official scripts use p=16 at K=16,384 and p=64 at K=65,536 and 262,144; those values
 reproduce Table 10's FLOPs. The paper's text suggests scaling p by 4x with K (p=256 at 262k); the value is a

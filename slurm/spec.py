@@ -19,7 +19,13 @@ from typing import Any
 
 import yaml
 
+from fvq.errors import SetupError
+
 SPEC_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class SpecError(SetupError, ValueError):
+    """A spec that cannot be submitted; one line naming the spec and the key."""
 
 
 @dataclass(frozen=True)
@@ -50,33 +56,33 @@ class SlurmSpec:
                     object.__setattr__(self, "setup", tuple(value))
                     value = self.setup
                 if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
-                    raise ValueError(f"slurm spec {label}: setup must be a list of shell lines (strings)")
+                    raise SpecError(f"slurm spec {label}: setup must be a list of shell lines (strings)")
             elif f.name == "additional_parameters":
                 if not isinstance(value, Mapping) or not all(
                         isinstance(k, str) and (v is True or isinstance(v, (str, int)) and not isinstance(v, bool))
                         for k, v in value.items()):
-                    raise ValueError(f"slurm spec {label}: additional_parameters must map sbatch flag names "
+                    raise SpecError(f"slurm spec {label}: additional_parameters must map sbatch flag names "
                                      f"to str or int values, or true for a flag without a value")
                 object.__setattr__(self, f.name, dict(value))  # a copy: the caller's dict cannot change it
             elif f.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"slurm spec {label}: {f.name}={value!r}: expected int")
+                raise SpecError(f"slurm spec {label}: {f.name}={value!r}: expected int")
             elif f.type == "str" and not isinstance(value, str):
-                raise ValueError(f"slurm spec {label}: {f.name}={value!r}: expected str")
+                raise SpecError(f"slurm spec {label}: {f.name}={value!r}: expected str")
         if not self.partition:
-            raise ValueError(f"slurm spec {label} has no partition")
+            raise SpecError(f"slurm spec {label} has no partition")
         for key in ("nodes", "tasks_per_node", "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism"):
             if getattr(self, key) < 1:
-                raise ValueError(f"slurm spec {label}: {key}={getattr(self, key)}: must be >= 1")
+                raise SpecError(f"slurm spec {label}: {key}={getattr(self, key)}: must be >= 1")
         for key in ("gpus_per_node", "max_requeues"):
             if getattr(self, key) < 0:
-                raise ValueError(f"slurm spec {label}: {key}={getattr(self, key)}: must be >= 0")
+                raise SpecError(f"slurm spec {label}: {key}={getattr(self, key)}: must be >= 0")
         if ":" in self.gpu_type or "," in self.gpu_type:
-            raise ValueError(f"slurm spec {label}: gpu_type={self.gpu_type!r}: a bare GRES type such as a100")
+            raise SpecError(f"slurm spec {label}: gpu_type={self.gpu_type!r}: a bare GRES type such as a100")
         overlap = {k.replace("-", "_") for k in self.additional_parameters} & {
             "partition", "account", "qos", "nodes", "ntasks_per_node", "gres", "gpus_per_node",
             "cpus_per_task", "mem", "time", "constraint", "array"}
         if overlap:
-            raise ValueError(f"slurm spec {label}: additional_parameters repeats {sorted(overlap)}; "
+            raise SpecError(f"slurm spec {label}: additional_parameters repeats {sorted(overlap)}; "
                              f"use the spec's own keys")
 
     @property
@@ -123,22 +129,22 @@ def load_spec(name_or_path: str) -> SlurmSpec:
     label = os.path.splitext(os.path.basename(path))[0]
     if not os.path.isfile(path):
         where = f"no file {path}" if is_path else f"known specs: {', '.join(names())}"
-        raise ValueError(f"slurm spec {name_or_path!r} not found ({where})")
+        raise SpecError(f"slurm spec {name_or_path!r} not found ({where})")
     with open(path) as f:
         try:
             raw = yaml.safe_load(f)
         except yaml.YAMLError as e:
-            raise ValueError(f"slurm spec {label}: {path} is not valid YAML: "
+            raise SpecError(f"slurm spec {label}: {path} is not valid YAML: "
                              f"{' '.join(str(e).split())}") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"slurm spec {label}: {path} must hold a mapping of keys (see slurm/README.md)")
+        raise SpecError(f"slurm spec {label}: {path} must hold a mapping of keys (see slurm/README.md)")
     unknown = sorted(set(raw) - set(KEYS))
     if unknown:
-        raise ValueError(f"slurm spec {label}: unknown key {', '.join(map(repr, unknown))} "
+        raise SpecError(f"slurm spec {label}: unknown key {', '.join(map(repr, unknown))} "
                          f"(valid keys: {', '.join(KEYS)})")
     # An empty YAML value (`account:`) means "none", like "".
     str_keys = {f.name for f in dataclasses.fields(SlurmSpec) if f.type == "str"}
     values = {k: ("" if v is None and k in str_keys else v) for k, v in raw.items()}
     if "partition" not in values:
-        raise ValueError(f"slurm spec {label} has no partition")
+        raise SpecError(f"slurm spec {label} has no partition")
     return SlurmSpec(**values, name=label)

@@ -19,9 +19,10 @@ import os
 from typing import Any
 
 from fvq.config import NON_SCIENCE_KEYS, Config, science_mismatch, to_flat_dict
+from fvq.errors import SetupError
 
 
-class IdentityError(RuntimeError):
+class IdentityError(SetupError):
     """A stored run disagrees with the freshly resolved config under the same signature."""
 
 

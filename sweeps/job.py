@@ -24,7 +24,9 @@ import submitit
 from fvq import dist
 from fvq.build import resolve_device
 from fvq.config import from_flat_dict
-from fvq.train import Preempted, read_status, train, write_json
+from fvq.rundir import read_json, read_status, write_json, write_status
+from fvq.train import Preempted, train
+from sweeps.pruning import pruning_callback
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -35,7 +37,6 @@ class TrainJob(submitit.helpers.Checkpointable):
         self.max_requeues = max_requeues
 
     def __call__(self) -> dict:
-        from sweeps.search import pruning_callback
         from sweeps.tracking import MLflowSink
 
         with open(os.path.join(self.run_dir, "config.json")) as f:
@@ -67,15 +68,15 @@ class TrainJob(submitit.helpers.Checkpointable):
         attempts = self._count_attempt()
         if attempts > self.max_requeues + 1:
             reason = f"gave up after {attempts - 1} starts (max_requeues={self.max_requeues})"
-            write_json(os.path.join(self.run_dir, "status.json"),
-                       {"state": "FAILED", "reason": reason, "step": read_status(self.run_dir).get("step")})
+            write_status(self.run_dir, "FAILED", reason=reason, step=read_status(self.run_dir).get("step"))
             raise RuntimeError(reason)
         tags = self._tags()
         if env is not None:
             tags.update({"job_id": str(env.job_id), "host": socket.gethostname()})
             if env.num_tasks > 1:
                 tags.update({"world_size": str(env.num_tasks), "nodes": str(env.num_nodes)})
-        run_id = open_run(self.tracking_uri, self.experiment, self.run_dir, tags.get("signature", "run"), tags)
+        name = tags.pop("name", "") or tags.get("signature", "run")  # e.g. "patch_size vqbridge K=16k p=16"
+        run_id = open_run(self.tracking_uri, self.experiment, self.run_dir, name, tags)
         print(f"[fvq] run {self.run_dir} attempt {attempts} -> MLflow run {run_id}", flush=True)
         return run_id
 
@@ -96,8 +97,4 @@ class TrainJob(submitit.helpers.Checkpointable):
         return len(starts)
 
     def _tags(self) -> dict[str, str]:
-        path = os.path.join(self.run_dir, "tags.json")
-        if not os.path.exists(path):
-            return {}
-        with open(path) as f:
-            return {k: str(v) for k, v in json.load(f).items()}
+        return {k: str(v) for k, v in read_json(os.path.join(self.run_dir, "tags.json")).items()}

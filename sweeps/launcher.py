@@ -8,22 +8,19 @@ slurm: all points of one launch are ONE job array (``executor.batch()``), with t
        editing the tree while jobs queue changes nothing. The launcher returns at once;
        ``python sweeps/run.py grid=... status=true`` shows progress.
 
-Run state lives in each run dir: ``job.json`` (who runs it), ``status.json`` (written by fvq.train).
+Run state lives in each run dir (fvq/rundir.py): ``job.json`` (who runs it), ``status.json`` (fvq.train).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any
-
 import submitit
 
-from fvq.train import read_status, write_json
+from fvq.errors import SetupError
+from fvq.rundir import DONE, read_json, read_status, write_json
 from sweeps.job import TrainJob
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,26 +28,15 @@ ACTIVE_SLURM = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "
                 "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
 
 
-class LaunchError(RuntimeError):
+class LaunchError(SetupError):
     """Refused before anything was submitted; one-line message."""
 
 
-def refuse_dirty(dirty: bool, force: str) -> None:
+def refuse_dirty(dirty: bool, force: bool) -> None:
     """Slurm jobs run from the launch commit: an uncommitted tree is refused unless force=true."""
-    if dirty and force.lower() not in ("1", "true", "yes", "on"):
+    if dirty and not force:
         raise LaunchError("the working tree has uncommitted changes; Slurm jobs run from the launch "
                           "commit - commit them, or pass force=true to launch a snapshot of the tree as it is")
-
-
-@dataclass
-class Planned:
-    sig: str
-    run_dir: str
-    overrides: dict[str, Any]
-    state: str          # missing | finished | active | failed | stalled
-    detail: str = ""
-    cfg: Any = None     # the resolved fvq.config.Config
-    grids: list[str] = field(default_factory=list)  # every grid of this launch that holds the point
 
 
 def git_commit(repo: str = REPO) -> tuple[str, bool]:
@@ -101,12 +87,12 @@ def pin_code(commit: str, runs_root: str, dirty: bool = False) -> tuple[str, str
 
 
 def classify(run_dir: str) -> tuple[str, str]:
-    """State of a run dir for the relaunch rules: finished -> skip; active -> skip; failed -> skip unless
-    retry; stalled (queued/running but nobody runs it any more, e.g. killed) or missing -> submit."""
+    """State of a run dir for the relaunch rules: finished or pruned -> skip; active -> skip; failed -> skip
+    unless retry; stalled (queued/running but nobody runs it any more, e.g. killed) or missing -> submit."""
     status = read_status(run_dir)
     state = status.get("state")
-    if state == "FINISHED":
-        return "finished", f"step {status.get('step')}"
+    if state in DONE:
+        return state.lower(), f"step {status.get('step')}"
     if state == "FAILED":
         return "failed", status.get("reason", "")
     job = read_json(os.path.join(run_dir, "job.json"))
@@ -146,14 +132,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def read_json(path: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
 def est_cost(cfg) -> float:
     """Relative cost of a run for ordering: steps x training-step FLOPs (0 when there is no config)."""
     from fvq.flops import train_step_flops
@@ -161,7 +139,7 @@ def est_cost(cfg) -> float:
     return 0.0 if cfg is None else float(cfg.optim.steps) * train_step_flops(cfg)
 
 
-def warm_fid_references(plans: list[Planned], threads: int, log=print) -> None:
+def warm_fid_references(plans: list, threads: int, log=print) -> None:
     """Before local runs start side by side: extract the real images' Inception features once, here, with
     every slot's thread (`fvq.build.warm_fid_reference`), instead of once in each run of the first wave.
     A failure is only reported: each run then extracts them itself, as it would without this step."""
@@ -186,7 +164,7 @@ def warm_fid_references(plans: list[Planned], threads: int, log=print) -> None:
         torch.set_num_threads(before)
 
 
-def launch_local(plans: list[Planned], runs_root: str, uri: str, experiment: str, parallel: int,
+def launch_local(plans: list, runs_root: str, uri: str, experiment: str, parallel: int,
                  show=None, shortest_first: bool = False) -> dict[str, str]:
     """Run every plan as a local submitit job, ``parallel`` at a time, longest first; block until all end.
 
@@ -227,7 +205,7 @@ def launch_local(plans: list[Planned], runs_root: str, uri: str, experiment: str
     return results
 
 
-def launch_slurm(plans: list[Planned], runs_root: str, uri: str, experiment: str, spec, commit: str,
+def launch_slurm(plans: list, runs_root: str, uri: str, experiment: str, spec, commit: str,
                  dirty: bool = False) -> list[str]:
     """Submit one job array for ``plans`` from a pinned copy of the code; return job ids."""
     code, commit = pin_code(commit, runs_root, dirty)

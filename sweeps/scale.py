@@ -20,7 +20,7 @@ down by one fixed, documented rule - never dropped:
   scale every projector's last layer starts "small" (measured on the cpu reference: the linear projector
   collapses to ~1-2% usage in 300 steps with either init, small 0.020 vs default 0.010);
 - the bridge's last Linear starts "small" (N(0, 1e-4)) instead of exactly zero: at this scale zero init
-  stalls at ~3/4 usage with p=4 (../shared/notes/small-scale-findings.md); the paper scale keeps zero.
+  stalls at ~3/4 usage with p=4 (measured; fvq/projectors.py); the paper scale keeps zero.
 - lr: the cpu scale uses 2e-4 at batch 32 (optim.lr_scale=8) instead of the linearly scaled 2.5e-5, which
   is far too small for 300 steps (measured: fvq/config.py OptimCfg.lr_scale);
 - rFID over the first 64 of the 256 evaluated images (eval.fid_images; the Inception pass dominates a cpu run);
@@ -73,7 +73,7 @@ def cpu_latent_side(cpu_point: dict[str, Any]) -> int:
 
     base = base_config("cpu")
     arch = get_arch(cpu_point.get("model.arch", base.model.arch))
-    return int(cpu_point.get("data.image_size", base.data.image_size)) // 2 ** (len(arch.ch_mult) - 1)
+    return int(cpu_point.get("data.image_size", base.data.image_size)) // arch.ratio
 
 
 def shrink_scales(scales: str, side: int) -> str:

@@ -1,6 +1,10 @@
 """MLflow side of the tracking hook: `MLflowSink` implements `fvq.track.Sink` for one MLflow run.
 
-- The experiment is created once by the launcher (`ensure_experiment`), never raced by jobs.
+- The experiment is created once by the launcher (`ensure_experiment`), never raced by jobs, as a model
+  training experiment (MLflow 3 otherwise may open it on its GenAI overview instead of the runs table).
+- Each launch is one parent run (`open_launch`, named after the command) and the runs it creates are
+  nested under it; each run is named by its grid and point in the paper's terms (``patch_size vqbridge
+  K=16k p=16``), its signature kept as the ``signature`` tag.
 - A run's MLflow run id is stored in its run dir (``mlflow.json``), so a requeued or resumed job continues
   the same MLflow run instead of opening a new one.
 - Local default: a sqlite file (``sqlite:///<repo>/mlflow.db``) with artifacts under ``<repo>/mlartifacts``;
@@ -24,12 +28,16 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from fvq.errors import SetupError  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_URI = f"sqlite:///{os.path.join(REPO, 'mlflow.db')}"
 DEFAULT_ARTIFACTS = os.path.join(REPO, "mlartifacts")
+# The UI's "experiment type": runs table first, not the GenAI traces overview.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
-class TrackingError(RuntimeError):
+class TrackingError(SetupError):
     """Tracking store unreachable or unusable; one-line message."""
 
 
@@ -52,15 +60,32 @@ def ensure_experiment(uri: str, name: str) -> str:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(KIND_TAG) != KIND:
+            client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
         return exp.experiment_id
     art = None if uri.startswith("http") else "file://" + os.path.join(DEFAULT_ARTIFACTS, name)
     try:
-        return client.create_experiment(name, artifact_location=art)
+        return client.create_experiment(name, artifact_location=art, tags={KIND_TAG: KIND})
     except Exception:  # created concurrently by another launcher
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def open_launch(uri: str, experiment: str, name: str, tags: dict[str, str]) -> str:
+    """The parent run of one launch (``grid=patch_size scale=cpu``); its runs are nested under it."""
+    client = MlflowClient(uri)
+    run = client.create_run(ensure_experiment(uri, experiment), run_name=name, tags={"launch": "1", **tags})
+    return run.info.run_id
+
+
+def end_launch(uri: str, run_id: str, status: str = "FINISHED", **tags: str) -> None:
+    """Close the launch's parent run (a Slurm launch ends when submitted: its runs go on under it)."""
+    client = MlflowClient(uri)
+    if tags:
+        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    client.set_terminated(run_id, status=status)
 
 
 def open_run(uri: str, experiment: str, run_dir: str, run_name: str, tags: dict[str, str]) -> str:

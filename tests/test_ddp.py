@@ -1,4 +1,4 @@
-"""Data-parallel training (issue #6) on CPU with gloo: 2 processes give the 1-process run.
+"""Data-parallel training on CPU with gloo: 2 processes give the 1-process run.
 
 - reductions on hand-built sets: usage is the union of the ranks' codes (the official code's per-rank usage
   is the bug this guards against), windowed usage, uneven gathers, a rank-0 failure reaching every rank;
@@ -231,10 +231,11 @@ def test_two_tasks_on_slurm_requeued_equal_one(one_process, tmp_path, slurm_clus
     -> torchrun variables -> gloo; `scontrol requeue` mid-run -> both ranks stop, the job resumes."""
     from mlflow.tracking import MlflowClient
 
-    from fvq.train import prepare_run_dir
+    from fvq.rundir import prepare_run_dir
     from slurm.devcluster import wait_until
     from slurm.spec import load_spec
-    from sweeps.launcher import Planned, git_commit, launch_slurm
+    from sweeps.launcher import git_commit, launch_slurm
+    from sweeps.plan import Planned
 
     cfg = apply_overrides(Config(), TINY)
     runs, uri = tmp_path / "runs", f"sqlite:///{tmp_path}/mlflow.db"

@@ -114,9 +114,10 @@ def test_local_launch_order_longest_or_shortest_first(tmp_path, monkeypatch):
     """launch_local submits in est_cost order (longest first by default, shortest first when asked). submitit
     is replaced by a recorder here: only the order is under test (real local launches: tests/test_sweeps.py)."""
     import sweeps.launcher as L
+    from sweeps.plan import Planned
 
     pts = [resolve(p, "cpu") for p in grids.load("patch_size").points()]
-    plans = [L.Planned(str(i), str(tmp_path / str(i)), {}, "missing", "", c) for i, c in enumerate(pts)]
+    plans = [Planned(str(i), str(tmp_path / str(i)), {}, "missing", "", c) for i, c in enumerate(pts)]
     for p in plans:
         os.makedirs(p.run_dir)
     for shortest in (False, True):

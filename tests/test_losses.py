@@ -1,4 +1,4 @@
-"""Loss terms of eq. 35: LPIPS weights handling, PatchGAN hinge, switches (issue #3)."""
+"""Loss terms of eq. 35: LPIPS weights handling, PatchGAN hinge, switches."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Usage metrics on hand-built index sets (issue #2)."""
+"""Usage metrics on hand-built index sets."""
 import math
 
 import torch

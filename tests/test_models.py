@@ -1,4 +1,4 @@
-"""LlamaGen VQGAN encoder/decoder around the VQ layer (issue #3)."""
+"""LlamaGen VQGAN encoder/decoder around the VQ layer."""
 import pytest
 import torch
 

@@ -1,6 +1,6 @@
 """Multi-code quantizers (section 4.4, Table 4): RQ-VAE residual stacks and VAR multi-scale maps with FVQ
 projectors; decode-from-indices round trips, residual error, gradients, bad input, the multicode grid and
-its Table 4 script (issue #7)."""
+its Table 4 script."""
 import os
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""Projectors: VQBridge structure (eq. 8-11), presets, bad input, Table 10 FLOPs (issue #2)."""
+"""Projectors: VQBridge structure (eq. 8-11), presets, bad input, Table 10 FLOPs."""
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode

@@ -1,5 +1,5 @@
 """The VQ layer: chunked search == brute force (ties included), STE, dense vs sparse codebook gradients,
-export round trip (issue #2)."""
+export round trip."""
 import pytest
 import torch
 

@@ -28,7 +28,9 @@ def test_search_runs_trials_resumes_and_extends(tmp_path):
         assert json.load(open(tmp_path / "runs" / sig / "config.json"))["eval.every"] == 2
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.get_experiment_by_name("search")
-    assert {x.data.tags.get("signature") for x in client.search_runs([exp.experiment_id])} == sigs
+    trials_runs = [x for x in client.search_runs([exp.experiment_id]) if "launch" not in x.data.tags]
+    assert {x.data.tags.get("signature") for x in trials_runs} == sigs
+    assert all(x.info.run_name.startswith("search.vqbridge_lr ") for x in trials_runs)
     # a completed trial's objective is its run's final metric (rFID off here: the L2 fallback)
     for t in s.trials:
         if t.state == optuna.trial.TrialState.COMPLETE:
@@ -48,3 +50,22 @@ def test_search_refuses_mlflow_sqlite_as_storage(tmp_path):
     r = run(tmp_path, "search=vqbridge_lr", f"storage=sqlite:///{tmp_path}/mlflow.db", "trials=1")
     assert r.returncode == 2 and "must not share MLflow's sqlite file" in r.stderr, r.stderr
     assert not (tmp_path / "runs").exists() or os.listdir(tmp_path / "runs") == []
+
+
+def test_forced_dirty_search_records_the_dirty_label(tmp_path, monkeypatch):
+    """A search goes through the grids' launch path: a dirty tree's commit label says so in the run dir."""
+    import sweeps.plan
+    from sweeps.run import main
+
+    monkeypatch.setattr(sweeps.plan, "git_commit", lambda: ("0123456789abcdef", True))
+    args = ["search=vqbridge_lr", f"storage=sqlite:///{tmp_path}/optuna.db", "trials=1", "parallel=1",
+            "launcher=local", "force=true", f"runs_dir={tmp_path / 'runs'}",
+            f"tracking_uri=sqlite:///{tmp_path}/mlflow.db", *[a for a in TINY if not a.startswith("optim.steps")],
+            "optim.steps=4"]
+    assert main(args) == 0
+    (sig,) = [t.user_attrs["signature"] for t in study(tmp_path).trials]
+    tags = json.load(open(tmp_path / "runs" / sig / "tags.json"))
+    assert tags["commit"] == "0123456789abcdef+dirty"
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(
+        json.load(open(tmp_path / "runs" / sig / "mlflow.json"))["run_id"])
+    assert run.data.tags["commit"] == "0123456789abcdef+dirty"

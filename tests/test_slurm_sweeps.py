@@ -1,4 +1,4 @@
-"""A real grid through real Slurm (issue #4): `sweeps/run.py grid=annealing launcher=slurm slurm=dev` at cpu
+"""A real grid through real Slurm: `sweeps/run.py grid=annealing launcher=slurm slurm=dev` at cpu
 scale on the single-node dev cluster (fake A100 GRES: the jobs get CUDA_VISIBLE_DEVICES but run on CPU —
 the only fake here, because there is no A100 on this machine). Checks one job array in sacct, the MLflow
 runs on a real tracking server, a `scontrol requeue` that resumes the same run from its checkpoint, and

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from fvq.train import write_json
+from fvq.rundir import write_json
 from sweeps import grids
 from sweeps.launcher import classify
 from sweeps.scale import resolve
@@ -34,7 +34,11 @@ def submitted(tmp_path) -> list[str]:
     (["grid=nope"], "unknown grid 'nope' (valid grids: annealing, channel,"),
     (["grid=depth,nope"], "unknown grid 'nope' (valid grids: annealing, channel,"),
     (["grid=depth", "order=random"], "order='random' is not one of longest, shortest"),
-    (["grid=depth", "quant.grop=3"], "unknown config key 'quant.grop'"),
+    (["grid=depth", "quant.grop=3"], "unknown key 'quant.grop' (did you mean quant.group"),
+    (["grid=depth", "paralel=3"], "unknown key 'paralel' (did you mean parallel"),
+    (["grid=depth", "parallel=0"], "parallel=0: must be >= 1"),
+    (["grid=depth", "dry=maybe"], "dry='maybe': expected bool"),
+    (["search=vqbridge_lr", "trials=abc"], "trials='abc': expected int"),
     (["grid=depth", "quant.depth=two"], "quant.depth='two': expected int"),
     (["grid=patch_size", "quant.codebook_size=1000"], "grid patch_size point 2"),
     (["grid=depth", "launcher=slurm", "slurm=/nonexistent.yaml"], "nonexistent"),
@@ -42,7 +46,7 @@ def submitted(tmp_path) -> list[str]:
     (["grid=depth", "scale=huge"], "scale='huge' is not one of cpu, paper"),
     (["depth"], "is not key=value"),
     (["search=nope"], "unknown search 'nope'"),
-    (["grid=depth", "status=true", "watch=soon"], "watch='soon': expected seconds"),
+    (["grid=depth", "status=true", "watch=soon"], "watch='soon': expected int"),
 ])
 def test_bad_input_exit_2_nothing_submitted(tmp_path, args, words):
     r = run(tmp_path, *args)
@@ -63,11 +67,12 @@ def test_several_grids_in_one_launch_share_points(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "(4 points)" in r.stdout  # 3 + 2, the reference point once
     every = run(tmp_path, "grid=all", "dry=true")
-    from sweeps.run import plan
+    from sweeps.plan import plan_grids
 
-    expected = {p.sig for p in plan("all", "cpu", {}, str(tmp_path / "runs"))}
+    expected = {p.sig for p in plan_grids("all", "cpu", {}, str(tmp_path / "runs"))}
     assert every.returncode == 0 and f"({len(expected)} points)" in every.stdout
-    ref = [p for p in plan("depth,annealing", "cpu", {}, str(tmp_path / "runs")) if not p.overrides.get("quant.depth")
+    ref = [p for p in plan_grids("depth,annealing", "cpu", {}, str(tmp_path / "runs"))
+           if not p.overrides.get("quant.depth")
            and not p.overrides.get("sched.kind")]
     assert len(ref) == 1 and ref[0].grids == ["depth", "annealing"]
 
@@ -89,6 +94,10 @@ def test_relaunch_rules(tmp_path):
             write_json(str(d / "status.json"), {"state": state, "step": 3, **extra})
         states[i] = classify(str(d))[0]
     assert states == {0: "finished", 1: "failed", 2: "stalled", 3: "missing"}
+    d = root / "pruned"
+    d.mkdir()
+    write_json(str(d / "status.json"), {"state": "PRUNED", "step": 2})
+    assert classify(str(d))[0] == "pruned"  # stopped by its pruner: skipped like a finished run
     d = root / "live"
     d.mkdir()
     write_json(str(d / "status.json"), {"state": "RUNNING", "step": 1, "pid": os.getpid()})
@@ -107,6 +116,14 @@ def test_local_grid_launch_then_relaunch_submits_nothing(tmp_path):
     runs = client.search_runs([exp.experiment_id], "tags.`grid.annealing` = '1'")
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     assert all(r.data.tags["signature"] and r.data.tags["commit"] for r in runs)
+    # what a person sees in the UI: a model-training experiment, runs named by grid and point in paper
+    # terms, nested under one parent run per launch
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert {r.info.run_name for r in runs} == {"annealing vqbridge", "annealing vqbridge constant"}
+    parents = client.search_runs([exp.experiment_id], "tags.launch = '1'")
+    assert [p.info.run_name for p in parents] == ["grid=annealing scale=cpu"]
+    assert parents[0].info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
     again = run(tmp_path, "grid=annealing", *TINY)
     assert again.returncode == 0 and "2 points, 0 to submit (2 finished)" in again.stdout
     # The reference run is shared with grid=schedule: launching it trains only the two new points,
@@ -144,7 +161,8 @@ def test_smoke_one_point_of_every_grid(tmp_path, name):
                     reason="no FID Inception weights (run `make weights`)")
 def test_local_launch_extracts_the_rfid_reference_once(tmp_path, monkeypatch):
     """Points sharing a val set share one reference; it is extracted before the runs start, then read."""
-    from sweeps.launcher import Planned, warm_fid_references
+    from sweeps.launcher import warm_fid_references
+    from sweeps.plan import Planned
 
     monkeypatch.setenv("HOME", str(tmp_path))  # the default cache, ~/.cache/fvq/fid, under this test
     small = {"data.val_size": 8, "eval.images": 8, "eval.fid_images": 4}

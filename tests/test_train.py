@@ -1,4 +1,4 @@
-"""End-to-end training on CPU: files, MLflow, resume after kill -9, failure modes (issue #3)."""
+"""End-to-end training on CPU: files, MLflow, resume after kill -9, failure modes."""
 import json
 import os
 import signal
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fvq.config import Config, apply_overrides
+from fvq.rundir import RunDirError
 from fvq.train import RunFailed, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,7 +110,7 @@ def test_corrupt_checkpoint_is_refused_and_kept(tmp_path):
 def test_other_config_in_run_dir_is_refused(tmp_path):
     train(small("optim.steps=5", "eval.fid=false"), str(tmp_path), log=lambda *a, **k: None)
     before = (tmp_path / "final.json").read_text()
-    with pytest.raises(RunFailed, match="holds a run with another config"):
+    with pytest.raises(RunDirError, match="holds a run with another config"):
         train(small("optim.steps=5", "eval.fid=false", "quant.beta=0.5"), str(tmp_path), log=lambda *a, **k: None)
     assert (tmp_path / "final.json").read_text() == before
 
@@ -133,3 +134,23 @@ def test_mlflow_run_against_real_server_and_sqlite(tmp_path, mlflow_server):
         assert len(client.get_metric_history(run_id, "train/usage")) == 2
         arts = {a.path for a in client.list_artifacts(run_id)}
         assert {"config.json", "final.json", "recon.png", "codebook.pt"} <= arts
+
+
+def test_pruned_run_is_recorded_pruned_and_skipped(tmp_path):
+    """An Optuna pruner stopping a run: PRUNED in the run dir, KILLED + tag state=PRUNED in MLflow, and the
+    relaunch rules skip it like a finished run."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.launcher import classify
+    from sweeps.tracking import MLflowSink, ensure_experiment, open_run
+
+    uri, run_dir = f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "run")
+    ensure_experiment(uri, "prune")
+    run_id = open_run(uri, "prune", run_dir, "pruned", {})
+    cfg = small("optim.steps=8", "eval.every=4", "eval.fid=false")
+    out = train(cfg, run_dir, MLflowSink(uri, run_id), log=lambda *a, **k: None, on_eval=lambda step, m: True)
+    assert out["pruned"] and out["step"] == 4
+    assert json.loads(open(os.path.join(run_dir, "status.json")).read())["state"] == "PRUNED"
+    assert classify(run_dir)[0] == "pruned"
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "KILLED" and run.data.tags["state"] == "PRUNED"

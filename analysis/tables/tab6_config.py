@@ -19,11 +19,10 @@ COLUMNS = ["Config", "paper (Table 6, reconstruction)", "code: base_config(\"pap
 
 
 def optimizer() -> str:
-    """The optimizer class fvq/train.py constructs for the tokenizer (not a config key)."""
-    import fvq.train
+    """The optimizer class the tokenizer's training builds (fvq.build.build_parts; not a config key)."""
+    import fvq.build
 
-    # the whole module: the loop may build its optimiser in a helper (e.g. _train under DDP)
-    found = re.findall(r"torch\.optim\.(\w+)\(model\.parameters\(\)", inspect.getsource(fvq.train))
+    found = re.findall(r"torch\.optim\.(\w+)\(model\.parameters\(\)", inspect.getsource(fvq.build))
     return found[0] if found else "unknown"
 
 

@@ -1,0 +1,94 @@
+"""Harness options of ``sweeps/run.py``: a frozen dataclass parsed like the config (fvq/config.py).
+
+Every ``key=value`` whose key is a field here is a harness option; every other one is a config override
+applied to every point. Values are typed by the field (one truthy rule: fvq.config.parse_value), choices
+and ranges are checked, and each bad value is one line naming the key.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+import subprocess
+import typing
+from dataclasses import dataclass, fields, replace
+
+from fvq.config import ConfigError, all_keys, parse_value
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass(frozen=True)
+class Options:
+    grid: str = ""               # a grid of sweeps/grids/, several (a,b) or all
+    search: str = ""             # an Optuna search of sweeps/searches/
+    scale: str = "cpu"           # cpu | paper (sweeps/scale.py)
+    launcher: str = ""           # local | slurm; "" = slurm when sbatch is on PATH and sinfo answers
+    slurm: str = "a100x1"        # a spec of slurm/*.yaml, or a path to one
+    runs_dir: str = os.path.join(REPO, "runs")
+    tracking_uri: str = ""       # "" = the local sqlite store (sweeps/tracking.py DEFAULT_URI)
+    experiment: str = "fvq"
+    parallel: int = 2            # local slots (two 1-thread runs beat one 2-thread run on 2 cores)
+    order: str = "longest"       # local launch order: longest first (shortest makespan) | shortest first
+    dry: bool = False            # print the plan, submit nothing
+    status: bool = False         # live status table (redrawn every `watch` s; 0 = one snapshot)
+    watch: int = 10
+    retry: bool = False          # resubmit failed runs
+    force: bool = False          # launch a dirty tree on Slurm (a snapshot of it is pinned)
+    trials: int = 8              # searches: finished trials wanted
+    storage: str = ""            # searches: Optuna RDB storage ("" = sqlite:///<repo>/optuna.db)
+
+
+CHOICES = {"scale": ("cpu", "paper"), "launcher": ("local", "slurm"), "order": ("longest", "shortest")}
+MINIMUM = {"parallel": 1, "watch": 0, "trials": 1}
+
+
+def slurm_answers() -> bool:
+    """Default launcher: slurm when sbatch is on PATH and a controller answers, else local."""
+    if not shutil.which("sbatch"):
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=5).returncode == 0
+    except (subprocess.SubprocessError, OSError):
+        return False
+
+
+def parse(argv: list[str]) -> tuple[Options, dict[str, str]]:
+    """``key=value`` arguments -> (harness options, config overrides); raises ConfigError on bad input."""
+    types = typing.get_type_hints(Options)
+    values, overrides = {}, {}
+    config_keys = set(all_keys())
+    for a in argv:
+        if "=" not in a:
+            raise ConfigError(f"argument {a!r} is not key=value (see the docstring of sweeps/run.py)")
+        k, v = a.split("=", 1)
+        if k in types:
+            values[k] = parse_value(k, v, types[k])  # the last one wins, as for config overrides
+        elif k in config_keys:
+            overrides[k] = v
+        else:
+            close = difflib.get_close_matches(k, [*types, *config_keys], n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(close)}?" if close else "harness keys: " + ", ".join(types)
+            raise ConfigError(f"unknown key {k!r} ({hint})")
+    opts = Options(**values)
+    if bool(opts.grid) == bool(opts.search):
+        from sweeps import grids
+
+        raise ConfigError(f"give exactly one of grid=NAME or search=NAME (grids: {', '.join(grids.names())})")
+    if not opts.launcher:
+        opts = replace(opts, launcher="slurm" if slurm_answers() else "local")
+    for key, allowed in CHOICES.items():
+        if getattr(opts, key) not in allowed:
+            raise ConfigError(f"{key}={getattr(opts, key)!r} is not one of {', '.join(allowed)}")
+    for key, low in MINIMUM.items():
+        if getattr(opts, key) < low:
+            raise ConfigError(f"{key}={getattr(opts, key)}: must be >= {low}")
+    if not opts.tracking_uri:
+        from sweeps.tracking import DEFAULT_URI
+
+        opts = replace(opts, tracking_uri=DEFAULT_URI)
+    return replace(opts, runs_dir=os.path.abspath(opts.runs_dir)), overrides
+
+
+def names() -> list[str]:
+    return [f.name for f in fields(Options)]

@@ -1,0 +1,140 @@
+"""Planning a launch, the one path shared by grids (sweeps/run.py) and searches (sweeps/search.py).
+
+- `plan_point`: one point in the paper's terms -> resolved config, checked (config values, the quantizer
+  built on the meta device, the architecture), signed, compared with what its run dir holds, classified.
+- `plan_grids`: every point of one or several grids (a point shared by grids is one run, tagged with each).
+- `prepare_launch`: what a launch needs before anything is written: the commit (and whether the tree is
+  dirty), the Slurm spec (a dirty tree refused unless force=true), a reachable tracking store.
+- `write_run`: the run dir's config.json and tags.json (commit label, grids, run name, parent launch run).
+Everything raises a one-line `fvq.errors.SetupError` before anything is submitted.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from fvq.config import Config, ConfigError
+from fvq.rundir import prepare_run_dir, read_json, write_json
+from sweeps import grids
+from sweeps.identity import check_stored, science_delta, signature
+from sweeps.launcher import classify, git_commit, refuse_dirty
+from sweeps.options import Options
+from sweeps.scale import resolve
+
+
+@dataclass
+class Planned:
+    sig: str
+    run_dir: str
+    overrides: dict[str, Any]
+    state: str          # missing | finished | pruned | active | failed | stalled
+    detail: str = ""
+    cfg: Config | None = None
+    grids: list[str] = field(default_factory=list)  # every grid of this launch that holds the point
+    name: str = ""      # the MLflow run name: grid, then the point in the paper's terms
+
+
+@dataclass(frozen=True)
+class Launch:
+    commit: str
+    dirty: bool
+    spec: Any = None    # slurm.spec.Spec for launcher=slurm
+
+    @property
+    def label(self) -> str:
+        """The commit tag of every run: says when the tree was not clean."""
+        return f"{self.commit}+dirty" if self.dirty else self.commit
+
+
+# Paper symbols for the keys grids vary (section 3.2, Fig. 6, Table 3); other keys keep their last part.
+SYMBOLS = {"quant.codebook_size": "K", "quant.group": "p", "quant.depth": "N", "quant.latent_dim": "d'",
+           "model.channel": "d", "epochs": "epochs", "quant.projector": "", "sched.kind": "", "model.arch": ""}
+
+
+def point_name(where: str, point: dict[str, Any]) -> str:
+    """``patch_size {projector: vqbridge, K: 16384, p: 16}`` -> ``patch_size vqbridge K=16k p=16``."""
+    parts = [where]
+    for key, value in point.items():
+        sym = SYMBOLS.get(key, key.split(".")[-1])
+        if key == "quant.codebook_size" and int(value) >= 1024:
+            value = f"{int(value) // 1000}k"  # the paper's spelling: 16k, 65k, 262k
+        if isinstance(value, bool):
+            parts.append(sym if value else f"no-{sym}")
+        else:
+            parts.append(f"{sym}={value}" if sym else str(value))
+    return " ".join(parts)
+
+
+def plan_point(point: dict[str, Any], scale: str, overrides: dict[str, Any], runs_root: str, label: str,
+               where: str = "") -> Planned:
+    """One point (paper terms) -> a checked, classified `Planned`. ``label`` (a grid or search name) starts
+    its MLflow run name; ``where`` names the point in errors (default: the label)."""
+    import torch
+
+    from fvq.build import build_quantizer
+    from fvq.models import ARCHS
+
+    try:
+        cfg = resolve(point, scale, overrides)
+        if cfg.model.arch not in ARCHS:
+            raise ConfigError(f"model.arch={cfg.model.arch!r} is not one of {', '.join(ARCHS)}")
+        with torch.device("meta"):  # builds the projector to validate K/p/d'/heads, allocates nothing
+            build_quantizer(cfg)
+    except ValueError as e:  # ConfigError included: say which point
+        raise ConfigError(f"{where or label} {point}: {e}") from None
+    sig = signature(cfg)
+    run_dir = os.path.join(runs_root, sig)
+    check_stored(cfg, run_dir)
+    state, detail = classify(run_dir)
+    return Planned(sig, run_dir, science_delta(cfg), state, detail, cfg, name=point_name(label, point))
+
+
+def grid_names(spec: str) -> list[str]:
+    """``patch_size`` -> [patch_size]; ``depth,latent_dim`` -> both; ``all`` -> every grid (one launch)."""
+    names = grids.names() if spec == "all" else [n for n in spec.split(",") if n]
+    for n in names:
+        grids.load(n)  # an unknown name is a ConfigError listing the valid ones
+    return names
+
+
+def plan_grids(spec: str, scale: str, overrides: dict[str, Any], runs_root: str) -> list[Planned]:
+    """Every point of the grids named by ``spec``, in grid order, one `Planned` per distinct run."""
+    out: dict[str, Planned] = {}
+    for name in grid_names(spec):
+        for i, point in enumerate(grids.load(name).points()):
+            p = plan_point(point, scale, overrides, runs_root, name, where=f"grid {name} point {i}")
+            p = out.setdefault(p.sig, p)
+            if name not in p.grids:
+                p.grids.append(name)
+    return list(out.values())
+
+
+def prepare_launch(opts: Options) -> Launch:
+    """Commit and dirtiness, the Slurm spec (dirty tree refused unless force=true), tracking reachable."""
+    from sweeps.tracking import check_reachable
+
+    commit, dirty = git_commit()
+    spec = None
+    if opts.launcher == "slurm":
+        from slurm.spec import load_spec
+
+        spec = load_spec(opts.slurm)
+        refuse_dirty(dirty, opts.force)
+    check_reachable(opts.tracking_uri)
+    return Launch(commit, dirty, spec)
+
+
+def write_run(p: Planned, scale: str, launch: Launch, parent_run_id: str = "") -> None:
+    """config.json (the science, read back by the job) and tags.json, merged over every launch that holds
+    the run: its grids, the commit label, its MLflow name and the launch (parent) run it was first made by."""
+    prepare_run_dir(p.cfg, p.run_dir)
+    path = os.path.join(p.run_dir, "tags.json")
+    tags = read_json(path)
+    tags.update({"signature": p.sig, "commit": launch.label, "scale": scale,
+                 **{f"grid.{n}": "1" for n in p.grids}})
+    tags["grids"] = ",".join(sorted({*tags.get("grids", "").split(","), *p.grids} - {""}))
+    tags.setdefault("name", p.name or p.sig)
+    if parent_run_id:
+        tags.setdefault("mlflow.parentRunId", parent_run_id)
+    write_json(path, tags)
