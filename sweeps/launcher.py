@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+
 import submitit
 
 from fvq.errors import SetupError
