@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import submitit
@@ -53,16 +54,13 @@ def git_commit(repo: str = REPO) -> tuple[str, bool]:
 
 
 def snapshot_tree(repo: str = REPO) -> str:
-    """Tree id of the working tree as it is (tracked + untracked, not ignored), without touching the index."""
-    index = os.path.join(repo, ".git", "fvq-snapshot-index")
-    env = {**os.environ, "GIT_INDEX_FILE": index}
-    try:
+    """Tree id of the working tree as it is (tracked + untracked, not ignored), without touching the index.
+    The scratch index lives in a temporary dir: in a git worktree ``.git`` is a file, not a directory."""
+    with tempfile.TemporaryDirectory(prefix="fvq-snapshot-") as scratch:
+        env = {**os.environ, "GIT_INDEX_FILE": os.path.join(scratch, "index")}
         subprocess.run(["git", "-C", repo, "add", "-A"], env=env, check=True, capture_output=True, timeout=60)
         return subprocess.run(["git", "-C", repo, "write-tree"], env=env, check=True, capture_output=True,
                               text=True, timeout=60).stdout.strip()
-    finally:
-        if os.path.exists(index):
-            os.unlink(index)
 
 
 def pin_code(commit: str, runs_root: str, dirty: bool = False) -> tuple[str, str]:
