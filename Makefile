@@ -43,6 +43,7 @@ figures: install  ## rebuild every table and figure from results/*.csv (no serve
 	$(PY) -m analysis.build
 
 mlflow-ui: install  ## browse the local sqlite store on http://127.0.0.1:$(MLFLOW_PORT)
+	@echo "runs table: http://127.0.0.1:$(MLFLOW_PORT)/#/experiments/1?workflowType=machine_learning (the experiment id a launch printed)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 mlflow-server: install  ## a tracking server for cluster jobs (bind to 127.0.0.1 unless told otherwise)

@@ -98,7 +98,7 @@ def launch_grids(plans: list[Planned], opts: Options, launch: Launch) -> int:
     print(f"grid={opts.grid} scale={opts.scale}: {len(plans)} points, {len(todo)} to submit "
           f"({', '.join(f'{sum(p.state == s for p in plans)} {s}' for s in sorted(skipped)) or 'none skipped'})",
           flush=True)
-    ensure_experiment(opts.tracking_uri, opts.experiment)
+    exp_id = ensure_experiment(opts.tracking_uri, opts.experiment)
     for p in plans:
         if p not in todo:
             _tag_existing(p, opts)
@@ -135,8 +135,10 @@ def launch_grids(plans: list[Planned], opts: Options, launch: Launch) -> int:
     print(table(plans))
     failed = [s for s, r in results.items() if r.startswith("failed")]
     end_launch(opts.tracking_uri, parent, "FAILED" if failed else "FINISHED")
-    print(f"done: {len(results) - len(failed)} finished, {len(failed)} failed. Browse: make mlflow-ui "
-          f"(experiment {opts.experiment!r}, parent run 'grid={opts.grid} scale={opts.scale}', or filter "
+    # MLflow 3's UI opens in its GenAI mode unless the URL asks for the model-training one
+    print(f"done: {len(results) - len(failed)} finished, {len(failed)} failed. Browse: make mlflow-ui, then "
+          f"http://127.0.0.1:5000/#/experiments/{exp_id}?workflowType=machine_learning (parent run "
+          f"'grid={opts.grid} scale={opts.scale}', or filter "
           + " or ".join(f"tags.\"grid.{n}\" = '1'" for n in grid_names(opts.grid)) + ")")
     return 1 if failed else 0
 
