@@ -80,13 +80,81 @@ def eval_kwargs(cfg: Config) -> dict:
     return dict(batch_size=e.batch, protocol=e.protocol, max_images=e.images, fid_images=e.fid_images)
 
 
+def metric_kwargs(cfg: Config) -> dict:
+    """The explicit PSNR / SSIM options of ``cfg.eval`` ("auto" / 0: the protocol's own)."""
+    e = cfg.eval
+    return dict(psnr_channel=e.psnr_channel, ssim_range=e.ssim_range, ssim_window=e.ssim_window)
+
+
+def build_extra_datasets(cfg: Config) -> list[tuple[str, object]]:
+    """(name, dataset) of each second evaluation set (``eval.extra=coco:PATH``), cropped like the val set.
+    A missing path or a folder without images is a one-line FileNotFoundError."""
+    from fvq.config import extra_sets
+    from fvq.data import build_dataset
+
+    out = []
+    for name, path in extra_sets(cfg.eval.extra):
+        try:
+            ds = build_dataset("imagefolder", "val", cfg.data.image_size, path=path, train=False,
+                               protocol=cfg.eval.protocol, seed=cfg.seed)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"eval.extra {name}: {e}") from None
+        out.append((name, ds))
+    return out
+
+
+def build_eval_lpips(cfg: Config, device: torch.device, loss_lpips) -> tuple[object, str]:
+    """(LPIPS module for evaluation, "") or (None, why it is missing). ``eval.lpips_net=loss`` reuses the
+    training loss's module; alex / vgg load their own weights (the paper reports AlexNet LPIPS)."""
+    from fvq.losses import LPIPSWeightsMissing, load_lpips
+
+    e = cfg.eval
+    if not e.lpips:
+        return None, "disabled (eval.lpips=false)"
+    if e.lpips_net == "loss":
+        return (loss_lpips, "") if loss_lpips is not None else \
+            (None, "no LPIPS module (eval.lpips_net=loss needs loss.perceptual_weight > 0)")
+    try:
+        return load_lpips(e.lpips_net, e.lpips_weights or None).to(device), ""
+    except LPIPSWeightsMissing as err:
+        return None, str(err).replace("loss.lpips_weights", "eval.lpips_weights")
+
+
+def evaluate_run(cfg: Config, model, val_ds, device: torch.device, lpips_module, lpips_reason: str = "",
+                 extra: bool = True):
+    """The run's evaluation (fvq.evaluate.evaluate with ``cfg.eval``): the val set, then each extra set
+    (``eval.extra``) with its metrics named ``<set>/<metric>`` (e.g. ``coco/rfid``, Table 3)."""
+    from fvq.evaluate import evaluate
+
+    kw = {**eval_kwargs(cfg), **metric_kwargs(cfg)}
+
+    def one(ds):
+        r = evaluate(model, ds, device=str(device), fid=cfg.eval.fid, lpips_module=lpips_module, **kw)
+        if lpips_module is None:
+            r.missing["lpips"] = lpips_reason or r.missing.get("lpips", "")
+        if not cfg.eval.fid:
+            r.missing["rfid"] = "disabled (eval.fid=false)"
+        return r
+
+    res = one(val_ds)
+    for name, ds in (build_extra_datasets(cfg) if extra else []):
+        sub = one(ds)
+        res.metrics.update({f"{name}/{k}": v for k, v in sub.metrics.items()})
+        res.missing.update({f"{name}/{k}": v for k, v in sub.missing.items()})
+    return res
+
+
 def warm_fid_reference(cfg: Config) -> str:
     """Fill the rFID reference cache that this run's evaluation will read; a one-line status."""
     from fvq.evaluate import warm_reference
 
     if not cfg.eval.fid:
         return "rFID disabled (eval.fid=false)"
-    return warm_reference(build_val_dataset(cfg), device=str(resolve_device(cfg)), **eval_kwargs(cfg))
+    device = str(resolve_device(cfg))
+    lines = [warm_reference(build_val_dataset(cfg), device=device, **eval_kwargs(cfg))]
+    lines += [f"{name}: " + warm_reference(ds, device=device, **eval_kwargs(cfg))
+              for name, ds in build_extra_datasets(cfg)]
+    return "; ".join(lines)
 
 
 def build_loss(cfg: Config, device: torch.device):

@@ -9,7 +9,8 @@ Two scales share every key (big_vision's "local shrink switch"):
 - ``cpu``   (the default): built-in real photos, 32x32 crops, the ``cpu-4`` encoder/decoder (8x8 latents),
             K=1,024, d=256, batch 32, 300 Adam steps on one thread; ~2.5 minutes per run with evaluation.
 - ``paper``: ImageNet 256x256, VQ-16, K=16,384, d=256, batch 128, 40 epochs (Table 6, Implementation
-            Details of section 4.1), LPIPS and PatchGAN on.
+            Details of section 4.1), LPIPS and PatchGAN on; the official evaluation protocol, COCO 2017
+            val as a second evaluation set (Table 3).
 """
 from __future__ import annotations
 
@@ -111,7 +112,16 @@ class EvalCfg:
     fid: bool = True             # rFID with torch-fidelity (offline Inception when its weights are absent)
     fid_images: int = 64         # rFID over the first N evaluated images; 0 = all (fvq/evaluate.py: cost)
     lpips: bool = False          # LPIPS metric (needs backbone weights)
-    protocol: str = "fvq"        # fvq (centre crop) | llamagen (ADM resize + centre crop)
+    protocol: str = "fvq"        # fvq | llamagen | official: crop, uint8 images, JPEG before rFID (fvq/protocols.py)
+    psnr_channel: str = "auto"   # auto (the protocol's: official -> y) | rgb | y (BT.601 luma)
+    ssim_range: float = 0.0      # SSIM data_range on [0,1] images; 0 = the protocol's (fvq 1; llamagen, official 2)
+    ssim_window: str = "auto"    # auto (the protocol's: official -> gaussian11) | uniform7 | gaussian11
+    # Evaluation LPIPS: "loss" is the training loss's module (VGG; only when loss.perceptual_weight > 0);
+    # alex / vgg load their own backbone from eval.lpips_weights (the paper reports AlexNet LPIPS). Absent
+    # weights leave lpips missing with the reason; the run goes on.
+    lpips_net: str = "loss"      # loss | alex | vgg
+    lpips_weights: str = ""      # backbone file (torchvision) or a full LPIPS state dict; "" = torch hub cache
+    extra: str = ""              # a second val set, "coco:/path/to/val2017" (Table 3's rFID_COCO); "" = none
 
 
 @dataclass(frozen=True)
@@ -148,7 +158,8 @@ class Config:
 # eval.every only adds intermediate evaluations (no RNG is drawn by evaluation), so it is not science either.
 NON_SCIENCE_KEYS = frozenset({
     "device", "threads", "data.workers", "data.path", "eval.batch", "eval.every", "log.every",
-    "log.ckpt_every", "log.progress", "quant.search_mb", "loss.lpips_weights",
+    "log.ckpt_every", "log.progress", "quant.search_mb", "loss.lpips_weights", "eval.lpips_weights",
+    "eval.extra",  # like eval.every: adds a second set's metrics, changes nothing else of the run
 })
 
 SCALES = ("cpu", "paper")
@@ -175,7 +186,11 @@ def base_config(scale: str = "cpu") -> Config:
                          train_size=0, val_size=50_000, workers=8),
             optim=OptimCfg(batch=128, steps=steps, lr_scale=1.0),
             loss=LossCfg(perceptual_weight=1.0, disc_weight=0.5, disc_start=20_000),
-            eval=EvalCfg(images=50_000, fid_images=0, batch=64, lpips=True),
+            # The numbers of Tables 1, 3, 7, 8 come from the official evaluation: centre crop without
+            # resize, JPEG before rFID, PSNR on Y, SSIM data_range=2, AlexNet LPIPS (docs/evaluation.md).
+            eval=EvalCfg(images=50_000, fid_images=0, batch=64, lpips=True, protocol="official",
+                         psnr_channel="y", ssim_range=2.0, ssim_window="gaussian11", lpips_net="alex",
+                         extra="coco:/datasets/coco/val2017"),
             log=LogCfg(every=100, usage_window=1000, ckpt_every=5000),
         )
     raise ConfigError(f"scale={scale!r} is not one of {', '.join(SCALES)}")
@@ -316,7 +331,10 @@ _CHOICES = {
     "quant.init": ("zero", "small", "default"),
     "data.source": ("photos", "fashion_mnist", "imagefolder"),
     "sched.kind": ("anneal", "constant", "cosine"),
-    "eval.protocol": ("fvq", "llamagen"),
+    "eval.protocol": ("fvq", "llamagen", "official"),
+    "eval.psnr_channel": ("auto", "rgb", "y"),
+    "eval.ssim_window": ("auto", "uniform7", "gaussian11"),
+    "eval.lpips_net": ("loss", "alex", "vgg"),
     "log.progress": ("auto", "bar", "lines", "off"),
     "loss.lpips_net": ("vgg", "alex"),
 }
@@ -351,8 +369,27 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"eval.images={cfg.eval.images} exceeds data.val_size={cfg.data.val_size}")
     if cfg.eval.fid_images < 0:
         raise ConfigError(f"eval.fid_images={cfg.eval.fid_images} must be >= 0 (0 = every evaluated image)")
+    if cfg.eval.ssim_range < 0:
+        raise ConfigError(f"eval.ssim_range={cfg.eval.ssim_range} must be >= 0 (0 = the protocol's)")
+    extra_sets(cfg.eval.extra)
     if cfg.loss.perceptual_weight < 0 or cfg.loss.disc_weight < 0 or cfg.loss.disc_start < 0:
         raise ConfigError("loss weights and loss.disc_start must be >= 0")
+
+
+EXTRA_SETS = ("coco",)
+
+
+def extra_sets(text: str) -> list[tuple[str, str]]:
+    """``"coco:/data/val2017"`` -> [("coco", "/data/val2017")]; "" -> []. The path is checked at launch
+    (sweeps/run.py) and at start-up (fvq/build.py), where the data lives, not here."""
+    out = []
+    for part in filter(None, text.split(",")):
+        name, sep, path = part.partition(":")
+        if not sep or name not in EXTRA_SETS or not path:
+            raise ConfigError(f"eval.extra={text!r}: expected NAME:PATH with NAME one of {', '.join(EXTRA_SETS)} "
+                              f"(e.g. eval.extra=coco:/datasets/coco/val2017)")
+        out.append((name, path))
+    return out
 
 
 def parse_scales(text: str, key: str = "quant.scales") -> tuple[int, ...]:

@@ -19,9 +19,9 @@ Sources
   sub-folders are absent the folder itself is the split (both splits then read the same files). Train
   (LlamaGen-like): resize the short side to ``image_size * U(1, 1.1)`` (bicubic), random ``image_size``
   crop, random horizontal flip. Val: resize the short side to ``image_size`` (bicubic), centre crop.
-  ``protocol="llamagen"`` switches the val transform to ADM's centre crop: BOX downsample by 2 while the
-  short side >= 2 * size, then BICUBIC resize of the short side to size, centre crop. For the built-in
-  sources (photos, fashion_mnist) both protocols coincide.
+  ``protocol="llamagen"`` switches the val transform to ADM's centre crop (BOX halving while the short
+  side >= 2 * size, BICUBIC to size, centre crop), ``protocol="official"`` to a centre crop with no resize
+  (fvq/protocols.py). For the built-in sources (photos, fashion_mnist) the crops of every protocol coincide.
 
 Determinism: train augmentation is a pure function of (seed, epoch, index): every item seeds its own
 ``torch.Generator`` from those three ints, so resume and any number of DataLoader workers see identical
@@ -245,19 +245,6 @@ class FashionMNIST(_Base):
         return x.clamp(0, 1).mul(2).sub(1).contiguous()
 
 
-def _pil_center_crop_arr(img, size: int):
-    """ADM / LlamaGen centre crop: BOX halving while short side >= 2*size, BICUBIC to size, centre crop."""
-    from PIL import Image
-
-    while min(*img.size) >= 2 * size:
-        img = img.resize(tuple(x // 2 for x in img.size), resample=Image.BOX)
-    scale = size / min(*img.size)
-    img = img.resize(tuple(round(x * scale) for x in img.size), resample=Image.BICUBIC)
-    arr = np.array(img)
-    cy, cx = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
-    return arr[cy:cy + size, cx:cx + size]
-
-
 class ImageFolder(_Base):
     """Images under ``path/<split>/**`` (or ``path/**`` when there is no split folder); see module docstring."""
     source = "imagefolder"
@@ -296,14 +283,10 @@ class ImageFolder(_Base):
             arr = arr[top:top + s, left:left + s]
             if bool(torch.rand((), generator=g) < 0.5):
                 arr = arr[:, ::-1]
-        elif self.protocol == "llamagen":
-            arr = _pil_center_crop_arr(img, s)
         else:
-            scale = s / min(img.size)
-            w, h = max(s, round(img.width * scale)), max(s, round(img.height * scale))
-            arr = np.array(img.resize((w, h), resample=Image.BICUBIC))
-            top, left = (h - s) // 2, (w - s) // 2
-            arr = arr[top:top + s, left:left + s]
+            from fvq.protocols import PRESETS, val_crop
+
+            arr = val_crop(img, s, PRESETS[self.protocol].crop)
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div(255)
         return x.mul(2).sub(1).contiguous()
 
@@ -313,8 +296,10 @@ def build_dataset(source: str, split: str, image_size: int, *, path: str | None 
     """A dataset of (3, image_size, image_size) float32 images in [-1, 1]; see the module docstring."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    if protocol not in ("fvq", "llamagen"):
-        raise ValueError(f"protocol must be 'fvq' or 'llamagen', got {protocol!r}")
+    from fvq.protocols import PROTOCOLS
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if source == "photos":
         return PhotoCrops(split, image_size, n=n, seed=seed, train=train, protocol=protocol)
     if source == "fashion_mnist":

@@ -6,12 +6,15 @@ left out of ``metrics`` and named in ``missing`` with a one-line reason (never i
 Metrics (over the first ``max_images`` images of ``dataset``, in order, under ``torch.no_grad``)
 - ``usage``, ``perplexity``, ``dead_codes``, ``tokens_per_code``: code frequencies over the whole pass
   (``fvq.metrics.UsageCounter``; tokens_per_code = tokens counted / K).
-- ``psnr``: mean over images of 10*log10(1/MSE) on [0,1] images (data_range 1; the reconstruction is
-  clamped to [-1,1] first). An exact reconstruction (MSE 0) is capped at ``PSNR_CAP`` = 100 dB.
-- ``ssim``: mean over images of ``skimage.metrics.structural_similarity(channel_axis=-1, data_range=1)``
-  on [0,1] HxWx3 float64 arrays; win_size 7, or the largest odd size <= the image side when smaller.
+- ``psnr``: mean over images of 10*log10(1/MSE) on [0,1] images, on RGB or on the BT.601 luma Y
+  (``protocol`` / ``psnr_channel``). Under the fvq protocol the reconstruction is clamped to [-1,1] and an
+  exact one (MSE 0) is capped at ``PSNR_CAP`` = 100 dB.
+- ``ssim``: mean over images of skimage's ``structural_similarity`` on [0,1] HxWx3 float64 arrays, mean
+  over channels, with the protocol's window (7x7 uniform, or 11x11 Gaussian as piq) and ``data_range``
+  (1 under fvq; 2 under llamagen and official, as their code calls it on [0,1] images).
 - ``rec_l2``: mean squared error in [-1,1] space (unclamped reconstruction).
-- ``lpips``: mean LPIPS(x, x_hat) in [-1,1] space, only when ``lpips_module`` is given.
+- ``lpips``: mean LPIPS(x, x_hat) in [-1,1] space, only when ``lpips_module`` is given (the run picks it:
+  ``eval.lpips_net``, fvq/build.py).
 - ``rfid``: Frechet distance (torch-fidelity's ``fid_features_to_statistics`` / ``fid_statistics_to_metric``)
   between 2048-d pool3 Inception features of the real val images and of their reconstructions, over the
   first ``fid_images`` of the evaluated images (all by default). The cpu preset uses 64: on one core the
@@ -24,6 +27,8 @@ per-image PSNR/SSIM/LPIPS and Inception features are gathered in the 1-process o
 the 1-process value up to float error (never one rank's view).
 
 rFID details
+- Under the official protocol both sides first go through a JPEG round trip (quality 75,
+  fvq/protocols.py), as the official evaluation saves both folders as .JPEG before torch-fidelity.
 - Images are quantised to uint8 (round(255 * [0,1])), then resized to 299x299 with torch-fidelity's
   ``interpolate_bilinear_2d_like_tensorflow1x`` (the TF1 bilinear resize the original FID code uses; the
   same function torch-fidelity's own Inception applies internally), whatever the weights; then
@@ -43,11 +48,11 @@ rFID details
   an isometry that keeps both means and both covariances' column spaces, hence the distance (proof in the
   function). torch-fidelity then takes eigenvalues of a 128x128 product instead of 2048x2048 (~9 s on a core).
 
-Protocols
-- ``fvq``: the dataset's own val crops (centre crop after a short-side resize for imagefolder).
-- ``llamagen``: ADM-style centre crop for imagefolder (BOX halving while short side >= 2*size, BICUBIC to
-  size, centre crop); ``evaluate`` switches a dataset that has a ``protocol`` attribute to it. For the
-  built-in sources (photos, fashion_mnist) both protocols give the same images; only the cache key differs.
+Protocols (fvq/protocols.py: ``fvq``, ``llamagen``, ``official``): the val crop (``evaluate`` switches a
+dataset that has a ``protocol`` attribute to it), how a reconstruction becomes an image (float, or uint8 by
+LlamaGen's truncation or the official rounding: PSNR, SSIM and LPIPS see that image), PSNR channel, SSIM
+window and data_range, and the JPEG round trip before rFID. For the built-in sources (photos,
+fashion_mnist) every protocol crops the same images; the metrics still follow the protocol.
 """
 from __future__ import annotations
 
@@ -60,8 +65,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from fvq.protocols import PSNR_CAP  # noqa: F401 (re-exported: the cap of the fvq protocol)
+from fvq.protocols import Protocol, fid_input, get_protocol, psnr, ssim, to_image
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PSNR_CAP = 100.0
 FEAT_DIM = 2048
 REF_FORMAT = "v2"  # v2: the real features themselves when fewer than FEAT_DIM // 2 (v1: always mu/sigma)
 TFID_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -144,6 +151,7 @@ def get_extractor(kind: str, path: str, device: str = "cpu") -> InceptionFeature
 
 
 def _ref_key(dataset, n: int, protocol: str, weights_path: str) -> str:
+    """Real features depend on the protocol's crop and its JPEG round trip: the name keys both."""
     parts = [type(dataset).__name__, str(getattr(dataset, "cache_key", "")), str(n), protocol,
              os.path.basename(weights_path), REF_FORMAT]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
@@ -230,6 +238,7 @@ def warm_reference(dataset, *, max_images: int | None = None, fid_images: int | 
 
     The same images, batches and Inception chunks as inside ``evaluate``, so the cache holds the same
     features; runs that start side by side then do not each extract them."""
+    proto = get_protocol(protocol)
     dataset = _with_protocol(dataset, protocol)
     _, n_fid = _counts(dataset, max_images, fid_images)
     extractor, ref_path, ref, reason = _fid_setup(dataset, n_fid, protocol, device, cache_dir)
@@ -240,7 +249,7 @@ def warm_reference(dataset, *, max_images: int | None = None, fid_images: int | 
     feats = []
     for start in range(0, n_fid, batch_size):
         x = torch.stack([dataset[i] for i in range(start, min(n_fid, start + batch_size))]).to(device)
-        feats.append(extractor(x.clamp(-1, 1).add(1).div(2)))
+        feats.append(extractor(fid_input(to_image(x, proto.to_uint8), proto)))
     _save_ref(ref_path, torch.cat(feats))
     return f"rFID reference for {n_fid} images computed ({ref_path})"
 
@@ -250,16 +259,6 @@ def _with_protocol(dataset, protocol: str):
         dataset = copy.copy(dataset)
         dataset.protocol = protocol
     return dataset
-
-
-def _ssim(a: np.ndarray, b: np.ndarray) -> float:
-    from skimage.metrics import structural_similarity
-
-    side = min(a.shape[0], a.shape[1])
-    win = 7 if side >= 7 else (side if side % 2 else side - 1)
-    if win < 3:
-        return float("nan")
-    return float(structural_similarity(a, b, channel_axis=-1, data_range=1.0, win_size=win))
 
 
 def _usage_metrics(indices: list[torch.Tensor], num_codes: int) -> dict[str, float]:
@@ -276,14 +275,14 @@ def _usage_metrics(indices: list[torch.Tensor], num_codes: int) -> dict[str, flo
 @torch.no_grad()
 def evaluate(model, dataset, *, batch_size: int = 64, device: str = "cpu", fid: bool = True,
              lpips_module=None, protocol: str = "fvq", cache_dir: str | None = None,
-             max_images: int | None = None, fid_images: int | None = None,
-             progress: bool = False) -> EvalResult:
+             max_images: int | None = None, fid_images: int | None = None, psnr_channel: str = "auto",
+             ssim_range: float = 0.0, ssim_window: str = "auto", progress: bool = False) -> EvalResult:
     """One pass over the first ``max_images`` images of ``dataset``; see the module docstring.
-    rFID uses the first ``fid_images`` of them (None or 0: all); its count is reported as ``fid_images``."""
+    rFID uses the first ``fid_images`` of them (None or 0: all); its count is reported as ``fid_images``.
+    ``psnr_channel`` / ``ssim_range`` / ``ssim_window``: "auto" / 0 keep the protocol's own."""
     from fvq import dist
 
-    if protocol not in ("fvq", "llamagen"):
-        raise ValueError(f"protocol must be 'fvq' or 'llamagen', got {protocol!r}")
+    proto: Protocol = get_protocol(protocol, psnr_channel, ssim_range, ssim_window)
     dataset = _with_protocol(dataset, protocol)
     n, n_fid = _counts(dataset, max_images, fid_images)
     dev = torch.device(device)
@@ -307,18 +306,19 @@ def evaluate(model, dataset, *, batch_size: int = 64, device: str = "cpu", fid: 
         indices.append(qout.indices.detach().cpu())
         sq += float((x_hat - x).pow(2).sum())
         n_pix += x.numel()
-        xc, yc = x.clamp(-1, 1).add(1).div(2), x_hat.clamp(-1, 1).add(1).div(2)
-        mse = (xc - yc).pow(2).flatten(1).mean(1).double()
-        psnrs += (10 * torch.log10(1.0 / mse.clamp_min(10 ** (-PSNR_CAP / 10)))).tolist()
+        # the images the protocol compares: float [0,1], or on the uint8 grid (llamagen, official)
+        xc, yc = to_image(x, proto.to_uint8), to_image(x_hat, proto.to_uint8)
+        psnrs += psnr(xc, yc, proto).tolist()
         a, b = xc.permute(0, 2, 3, 1).double().cpu().numpy(), yc.permute(0, 2, 3, 1).double().cpu().numpy()
-        ssims += [_ssim(a[i], b[i]) for i in range(len(a))]
+        ssims += [ssim(a[i], b[i], proto) for i in range(len(a))]
         if lpips_module is not None:
-            lp.append(lpips_module(x, x_hat.clamp(-1, 1)).reshape(-1).float().cpu())
+            y_pm = x_hat.clamp(-1, 1) if proto.to_uint8 == "none" else yc.mul(2).sub(1)
+            lp.append(lpips_module(x, y_pm).reshape(-1).float().cpu())
         k = min(len(x), n_fid - start)  # the first n_fid images (global order) feed rFID
         if extractor is not None and k > 0:
-            fake_feats.append(extractor(yc[:k]))
+            fake_feats.append(extractor(fid_input(yc[:k], proto)))
             if need_real:
-                real_feats.append(extractor(xc[:k]))
+                real_feats.append(extractor(fid_input(xc[:k], proto)))
         if progress:
             print(f"eval {min(mine.stop, start + batch_size)}/{mine.stop}", flush=True)
 
@@ -337,7 +337,7 @@ def evaluate(model, dataset, *, batch_size: int = 64, device: str = "cpu", fid: 
     res.metrics["ssim"] = float(np.nanmean(ssims)) if not all(math.isnan(s) for s in ssims) else float("nan")
     if math.isnan(res.metrics["ssim"]):
         del res.metrics["ssim"]
-        res.missing["ssim"] = "images smaller than 3 px: SSIM undefined"
+        res.missing["ssim"] = f"images smaller than the {proto.ssim_window} SSIM window: SSIM undefined"
     res.metrics["rec_l2"] = sq / max(1, n_pix)
     if lpips_module is not None:
         res.metrics["lpips"] = float(dist.all_gather_cat(torch.cat(lp) if lp else torch.zeros(0)).mean())

@@ -39,15 +39,30 @@ def lpips_backbone_path(net: str = "vgg", weights_path: str | None = None) -> st
 
 
 def load_lpips(net: str = "vgg", weights_path: str | None = None) -> nn.Module:
-    """A frozen, eval-mode LPIPS module on images in [-1, 1], with real backbone weights or an error."""
+    """A frozen, eval-mode LPIPS module on images in [-1, 1], with real backbone weights or an error.
+
+    ``weights_path``: torchvision's backbone file (the `lpips` package adds its own linear heads), or a
+    whole LPIPS state dict (``net.slice*`` and ``lin*`` keys, e.g. pyiqa's ``LPIPS_v0.1_alex`` file)."""
     path = lpips_backbone_path(net, weights_path)
     import lpips
 
     model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)  # no download: random first
     state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    own = model.state_dict()
+    if any(k.startswith("net.slice") for k in state):
+        needed = [k for k in own if k.startswith(("net.", "lin")) and not k.startswith("lins.")]
+        absent = [k for k in needed if k not in state]
+        if absent:
+            raise LPIPSWeightsMissing(f"{path} is an LPIPS state dict without {absent[0]} (not the {net} net?)")
+        model.load_state_dict({k: state[k] for k in needed}, strict=False)
+        model.eval().requires_grad_(False)
+        return model
     features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
     # lpips splits torchvision's `features` Sequential into slices that keep the original layer indices
     own = model.net.state_dict()
+    if not all(f"{key.split('.')[1]}.{key.split('.')[2]}" in features for key in own):
+        raise LPIPSWeightsMissing(f"{path} holds neither torchvision's {net} backbone nor an LPIPS state dict")
     mapped = {}
     for key in own:
         _, idx, param = key.split(".")  # slice{n}.{layer}.{weight|bias}

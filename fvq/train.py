@@ -31,7 +31,8 @@ from typing import Any, Callable
 import torch
 
 from fvq import dist
-from fvq.build import Parts, build_datasets, build_parts, eval_kwargs, resolve_device
+from fvq.build import (Parts, build_datasets, build_eval_lpips, build_extra_datasets, build_parts, evaluate_run,
+                       resolve_device)
 from fvq.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fvq.config import Config, to_flat_dict
 from fvq.errors import SetupError, one_line
@@ -124,6 +125,8 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         train_ds, val_ds = build_datasets(cfg)
         p = build_parts(cfg, device)
+        eval_lpips = build_eval_lpips(cfg, device, p.lpips)  # (module, "") or (None, why it is missing)
+        build_extra_datasets(cfg)  # a missing eval.extra set stops the run now, not after training
         total = cfg.optim.steps
         window = WindowedUsage(cfg.quant.codebook_size, cfg.log.usage_window)
 
@@ -184,7 +187,7 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
                 dist.barrier()  # no rank exits (so no launcher kills rank 0) before the checkpoint is written
                 raise Preempted(f"signal {(stop_signal or ['on another rank'])[0]} at step {done}: checkpoint written")
             if cfg.eval.every and done % cfg.eval.every == 0 and done < total:
-                interim = _evaluate(cfg, p, val_ds, device, run_dir, tracker, done, final=False)
+                interim = _evaluate(cfg, p, eval_lpips, val_ds, device, run_dir, tracker, done, final=False)
                 if dist.broadcast_object(main and on_eval is not None and bool(on_eval(done, interim))):
                     out = {"step": done, "metrics": interim, "missing": {}, "pruned": True}
                     if main:
@@ -199,7 +202,7 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
         progress.close()
         if start < total:
             checkpoint(total)
-        result = _evaluate(cfg, p, val_ds, device, run_dir, tracker, total, final=True)
+        result = _evaluate(cfg, p, eval_lpips, val_ds, device, run_dir, tracker, total, final=True)
         status = "FINISHED"
         # Close the tracker first: a run dir that says FINISHED has its MLflow run ended too (observers,
         # such as `run.py status=` and the tests, poll status.json and then read MLflow).
@@ -224,20 +227,14 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
 
 
 @torch.no_grad()
-def _evaluate(cfg: Config, p: Parts, val_ds, device, run_dir: str, tracker, step: int,
+def _evaluate(cfg: Config, p: Parts, eval_lpips: tuple, val_ds, device, run_dir: str, tracker, step: int,
               final: bool) -> dict[str, Any]:
-    """Usage over the whole val set, PSNR, SSIM, LPIPS, rFID; missing metrics are recorded with reasons.
-    Every rank evaluates its shard (fvq/evaluate.py reduces); rank 0 writes the artifacts."""
-    from fvq.evaluate import evaluate
-
+    """Usage over the whole val set, PSNR, SSIM, LPIPS, rFID (the final one also on each eval.extra set);
+    missing metrics are recorded with reasons. Every rank evaluates its shard (fvq/evaluate.py reduces);
+    rank 0 writes the artifacts."""
     p.model.eval()
-    res = evaluate(p.model, val_ds, device=str(device), fid=cfg.eval.fid,
-                   lpips_module=p.lpips if cfg.eval.lpips else None, **eval_kwargs(cfg))
+    res = evaluate_run(cfg, p.model, val_ds, device, *eval_lpips, extra=final)
     missing = dict(res.missing)
-    if not cfg.eval.lpips:
-        missing["lpips"] = "disabled (eval.lpips=false)"
-    if not cfg.eval.fid:
-        missing["rfid"] = "disabled (eval.fid=false)"
     tracker.log_metrics({f"eval/{k}": v for k, v in res.metrics.items()}, step)
     if not final:
         return dict(res.metrics)

@@ -82,7 +82,7 @@ def test_golden_signatures(name, golden_signatures):
 
 @pytest.fixture
 def golden_signatures():
-    return {"cpu-reference": "bf21a9e8fb", "cpu-patch-4k-p4": "153b4b51de", "paper-reference": "2a6a861418"}
+    return {"cpu-reference": "bf21a9e8fb", "cpu-patch-4k-p4": "153b4b51de", "paper-reference": "da4041c7f3"}
 
 
 def test_changed_default_is_an_error(tmp_path):
