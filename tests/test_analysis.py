@@ -49,8 +49,26 @@ def test_tables_show_paper_and_harness_rows_side_by_side(results, tmp_path):
     md = (tmp_path / "tab3_scaling.md").read_text()
     assert "| paper | 6 | FVQ | 40 | 16 | 16k | 256 | 1.30 | 6.84 | 100% |" in md
     assert "| this harness (scale=cpu) | 6 | FVQ |" in md and "`bf21a9e8fb`" in md  # scale and signature
-    assert "COCO evaluation is not part of this harness" in md and gaps  # "—" carries its reason
+    assert "run not evaluated on COCO 2017 val" in md and gaps  # "—" carries its reason
     assert "\\textsuperscript{" in (tmp_path / "tab3_scaling.tex").read_text()
+
+
+def test_tab3_coco_column_comes_from_runs_that_evaluated_coco(results, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from analysis.tables import tab3_scaling
+
+    work = tmp_path / "coco_results"
+    shutil.copytree(results, work)
+    df = pd.read_csv(work / "scaling.csv", dtype=str, keep_default_na=False)
+    df["coco/rfid"] = ["12.3456"] + [""] * (len(df) - 1)  # the first run was evaluated on COCO
+    df.loc[1, "missing"] = "coco/rfid: no FID Inception weights"
+    df.to_csv(work / "scaling.csv", index=False)
+    tab3_scaling.build(work, tmp_path / "out")
+    md = (tmp_path / "out" / "tab3_scaling.md").read_text()
+    assert "| 12.35 |" in md and "coco/rfid not computed: no FID Inception weights" in md
 
 
 def test_a_missing_run_is_a_visible_gap_not_a_shorter_table(results, tmp_path):

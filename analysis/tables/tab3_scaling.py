@@ -2,7 +2,8 @@
 
 Each paper row is followed by our run(s) of the same grid point (sweeps/grids/scaling.py ROWS), found by
 the point's paper-terms signature in any results/<grid>.csv, so the reference run shared with other grids
-counts here too. At scale=cpu the sizes are shrunk by the fixed rule of sweeps/scale.py (K/16, 40 epochs ->
+counts here too. rFID_COCO is the run's ``coco/rfid`` (``eval.extra=coco:PATH``, on by default at
+scale=paper); a run without it shows "—" with the reason. At scale=cpu the sizes are shrunk by the fixed rule of sweeps/scale.py (K/16, 40 epochs ->
 300 steps, vq-16 -> cpu-4): the "ran" column says what actually ran.
 
     python -m analysis.tables.tab3_scaling [--results results --out results/tables]
@@ -10,6 +11,8 @@ counts here too. At scale=cpu the sizes are shrunk by the fixed rule of sweeps/s
 from __future__ import annotations
 
 from pathlib import Path
+
+import pandas as pd
 
 from analysis.common import (Notes, Table, cited, gaps, harness, main, metric, paper, run_id, source,
                              write_tables)
@@ -21,6 +24,15 @@ COLUMNS = ["Source", "Row", "Model", "Epoch", "Ratio", "Codebook Size", "Vector 
 def ran(row) -> str:
     return (f"K={int(row['quant.codebook_size']):,} p={int(row['quant.group'])} {row['model.arch']} "
             f"{int(row['optim.steps']):,} steps")
+
+
+def coco(row, notes: Notes) -> str:
+    """rFID on COCO 2017 val (eval/coco/rfid) when the run evaluated it (eval.extra=coco:PATH)."""
+    if (row is not None and row.get("status", "FINISHED") == "FINISHED" and pd.isna(row.get("coco/rfid"))
+            and "coco/rfid: " not in str(row.get("missing", ""))):
+        return notes.dash("run not evaluated on COCO 2017 val: launch with eval.extra=coco:PATH "
+                          "(the scale=paper default)")
+    return metric(row, "coco/rfid", notes, "scaling")
 
 
 def build(results: Path, out: Path) -> list[str]:
@@ -36,9 +48,7 @@ def build(results: Path, out: Path) -> list[str]:
         rows.append(["paper", *spec, cited(ref.rfid_in1k, notes), cited(ref.rfid_coco, notes),
                      cited(ref.usage_pct, notes, pct=True), "", ""])
         for r in harness(results, point):
-            rows.append([source(r), *spec, metric(r, "rfid", notes, "scaling"),
-                         notes.dash("COCO evaluation is not part of this harness") if r is not None
-                         else metric(r, "rfid", notes, "scaling"),
+            rows.append([source(r), *spec, metric(r, "rfid", notes, "scaling"), coco(r, notes),
                          metric(r, "usage", notes, "scaling"), ran(r) if r is not None else "",
                          run_id(r, "scaling", notes)])
     table = Table("Table 3: Results of scalability from codebook size, vector channel and training epoch.",
