@@ -8,7 +8,7 @@ PYTEST := $(PY) -m pytest -q -n 2 --dist loadgroup
 GRID ?= patch_size
 MLFLOW_PORT ?= 5000
 
-.PHONY: install venv weights datasets test test-fast demo main collect toy figures mlflow-ui mlflow-server slurm-up slurm-down bench clean
+.PHONY: install venv weights datasets test test-fast demo main collect toy figures mlflow-ui mlflow-server slurm-up slurm-down bench gpu-check clean
 
 install: $(VENV)/.installed weights
 $(VENV)/.installed: pyproject.toml requirements/lock.txt
@@ -59,6 +59,9 @@ slurm-down:
 bench: install
 	$(PY) benchmarks/quantizer.py --quick
 	$(PY) benchmarks/train_step.py
+
+gpu-check: install  ## one CUDA GPU, <= 8 min: training img/s and memory, search vs GEMM, convergence -> results/gpu/<device>.json
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf .pytest_cache build *.egg-info

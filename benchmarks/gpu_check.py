@@ -1,0 +1,301 @@
+"""The prepared GPU check: what a paper-scale launch needs to know, measured on one GPU in <= 8 minutes.
+
+    python benchmarks/gpu_check.py                  # one CUDA GPU: writes results/gpu/<device>.json
+    python benchmarks/gpu_check.py --tiny --out x.json   # CPU, tiny sizes, seconds (the test suite runs this)
+    make gpu-check
+
+One JSON with provenance (commit, device, torch/CUDA versions, command, date) and four sections:
+- ``train``: bf16-autocast training steps (generator + PatchGAN discriminator, grad clip, Adam; the LPIPS
+  term when its VGG weights are on the machine, else recorded as absent) of VQ-16 + VQBridge at
+  K=16,384 p=16 and K=262,144 p=64, 8 images per GPU (the paper's 2 x 8 layout of global batch 128),
+  plus K=16,384 at batch 128 on one GPU (does the a100x1 layout fit?): img/s and peak memory. The sweep
+  estimates (sweeps/estimate.py) read ``img_s_per_gpu`` from here.
+- ``search``: the fp32 nearest-code search (fvq.quantize.nearest_code) beside the bare GEMM of the same
+  shape (N = 8 x 16 x 16 tokens, d = 256), and the peak memory of the official full N x K distance
+  matrix (|z|^2 + |e|^2 - 2 z e^T, then argmin) beside the chunked search's.
+- ``convergence``: a few hundred steps of VQ-16 + VQBridge at 256x256 on the built-in photos (L2 + VQ
+  loss, the paper's recipe otherwise): mean loss over the first and the last 20 steps, and whether it fell.
+Sections past ``--budget-s`` are skipped and say so (never invented). Each case's failure (e.g. out of
+memory) is recorded with its one-line reason and the check goes on.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (name, overrides on the paper preset); per-GPU batch 8 = 128 / 16 GPUs (scripts of the official code)
+GPU_CASES = [
+    ("vq16-K16384-p16-b8", ["quant.codebook_size=16384", "quant.group=16", "optim.batch=8"]),
+    ("vq16-K262144-p64-b8", ["quant.codebook_size=262144", "quant.group=64", "optim.batch=8"]),
+    ("vq16-K16384-p16-b128", ["quant.codebook_size=16384", "quant.group=16", "optim.batch=128"]),
+]
+TINY_CASES = [  # the same code at cpu-4 / 32x32 sizes
+    ("tiny-K1024-p4-b2", ["quant.codebook_size=1024", "quant.group=4", "optim.batch=2"]),
+    ("tiny-K4096-p16-b2", ["quant.codebook_size=4096", "quant.group=16", "optim.batch=2"]),
+]
+TINY = ["model.arch=cpu-4", "data.image_size=32", "device=cpu"]
+
+
+def _sync(dev) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_reset(dev) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_mib(dev) -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
+
+
+def _setup(overrides: list[str], dev):
+    """Model, loss, optimisers as fvq/train.py builds them; LPIPS dropped (and said so) when absent."""
+    import torch
+
+    from fvq.build import build_loss, build_model
+    from fvq.config import apply_overrides, base_config
+    from fvq.losses import LPIPSWeightsMissing
+
+    cfg = apply_overrides(base_config("paper"), overrides + ["loss.disc_start=0"])
+    note = ""
+    try:
+        loss, _, disc = build_loss(cfg, dev)
+    except LPIPSWeightsMissing as e:
+        note = f"LPIPS term left out: {e}"
+        cfg = apply_overrides(cfg, ["loss.perceptual_weight=0"])
+        loss, _, disc = build_loss(cfg, dev)
+    torch.manual_seed(0)
+    model = build_model(cfg).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(cfg.optim.beta1, cfg.optim.beta2)) if disc else None
+    return cfg, model, loss, disc, opt, opt_d, note
+
+
+def _step(model, loss, opt, opt_d, x, step: int, dev, clip: float) -> dict:
+    """One training step as fvq/train.py runs it: bf16 autocast on CUDA, generator then discriminator."""
+    import torch
+
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        x_hat, q = model(x)
+        terms = loss.generator_terms(x, x_hat, q, step)
+    opt.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip or math.inf)
+    opt.step()
+    if opt_d is not None:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            d_terms = loss.discriminator_terms(x, x_hat.detach(), step)
+        opt_d.zero_grad(set_to_none=True)
+        d_terms["disc"].backward()
+        opt_d.step()
+    return {k: float(v.detach()) for k, v in terms.items()}
+
+
+def train_case(name: str, overrides: list[str], dev, steps: int, warmup: int) -> dict:
+    import torch
+
+    out = {"case": name}
+    try:
+        cfg, model, loss, disc, opt, opt_d, note = _setup(overrides, dev)
+        out.update({"codebook_size": cfg.quant.codebook_size, "group": cfg.quant.group, "batch": cfg.optim.batch,
+                    "image_size": cfg.data.image_size, "arch": cfg.model.arch, "lpips": note or "included",
+                    "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)})
+        g = torch.Generator().manual_seed(0)
+        s = cfg.data.image_size
+        x = (torch.rand(cfg.optim.batch, 3, s, s, generator=g) * 2 - 1).to(dev)
+        _peak_reset(dev)
+        for i in range(warmup):
+            _step(model, loss, opt, opt_d, x, i, dev, cfg.optim.grad_clip)
+        _sync(dev)
+        t0 = time.perf_counter()
+        for i in range(steps):
+            terms = _step(model, loss, opt, opt_d, x, warmup + i, dev, cfg.optim.grad_clip)
+        _sync(dev)
+        dt = time.perf_counter() - t0
+        out.update({"steps": steps, "step_s": dt / steps, "img_s": steps * cfg.optim.batch / dt,
+                    "peak_mib": _peak_mib(dev), "final_terms": terms})
+    except Exception as e:  # out of memory among others: recorded, the check goes on
+        out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+    finally:
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return out
+
+
+def search_case(n: int, d: int, k: int, dev, reps: int) -> dict:
+    """fp32 chunked search vs the bare GEMM (N,d)@(d,K) vs the official full distance matrix."""
+    import torch
+
+    from fvq.quantize import nearest_code
+
+    g = torch.Generator().manual_seed(0)
+    z, cb = torch.randn(n, d, generator=g).to(dev), torch.randn(k, d, generator=g).to(dev)
+    out = {"n": n, "d": d, "k": k, "full_matrix_mib": n * k * 4 / 2**20}
+
+    def official():  # vq_model_qbridge.py: the whole N x K matrix, then argmin
+        dist = (z ** 2).sum(1, keepdim=True) + (cb ** 2).sum(1) - 2 * torch.einsum("bd,dn->bn", z, cb.t())
+        return dist.argmin(1)
+
+    gemm_out = torch.empty(n, k, device=dev)
+    cases = {"gemm": lambda: torch.mm(z, cb.t(), out=gemm_out), "search": lambda: nearest_code(z, cb),
+             "official": official}
+    for what, fn in cases.items():
+        try:
+            _peak_reset(dev)
+            held = torch.cuda.memory_allocated() / 2**20 if dev.type == "cuda" else 0.0
+            fn()
+            _sync(dev)
+            peak = _peak_mib(dev)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            _sync(dev)
+            out[f"{what}_s"] = (time.perf_counter() - t0) / reps
+            if peak is not None:  # above what is already held (inputs, the GEMM's preallocated output)
+                out[f"{what}_extra_mib"] = peak - held
+        except Exception as e:
+            out[f"{what}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    if "gemm_s" in out and "search_s" in out:
+        out["search_over_gemm"] = out["search_s"] / out["gemm_s"]
+    same = bool(torch.equal(nearest_code(z, cb), official())) if "official_s" in out else None
+    out["same_indices_as_official"] = same  # ties aside, the chunked search must pick the same codes
+    return out
+
+
+def convergence(dev, steps: int, size: int, arch: str, k: int, p: int, batch: int) -> dict:
+    """L2 + VQ loss over a few hundred steps on a fixed pool of built-in photo crops (real images)."""
+    import torch
+
+    from fvq.data import build_dataset
+
+    ov = [f"model.arch={arch}", f"data.image_size={size}", f"quant.codebook_size={k}", f"quant.group={p}",
+          f"optim.batch={batch}", "loss.perceptual_weight=0", "loss.disc_weight=0", f"optim.steps={steps}"]
+    cfg, model, loss, _, opt, _, _ = _setup(ov, dev)
+    from fvq.schedule import lr_factor
+
+    pool = build_dataset("photos", "train", size, n=max(64, 4 * batch), seed=0)
+    loader = torch.utils.data.DataLoader(pool, batch_size=len(pool), num_workers=min(8, os.cpu_count() or 1))
+    data = next(iter(loader)).to(dev)  # one pass: a fixed pool of random crops, reused every epoch
+    losses = []
+    t0 = time.perf_counter()
+    for i in range(steps):
+        for grp in opt.param_groups:
+            grp["lr"] = cfg.lr * lr_factor(i, steps, cfg.sched)
+        idx = torch.arange(i * batch, (i + 1) * batch) % len(data)
+        losses.append(_step(model, loss, opt, None, data[idx], i, dev, cfg.optim.grad_clip)["total"])
+    _sync(dev)
+    w = max(1, min(20, steps // 5))
+    first, last = sum(losses[:w]) / w, sum(losses[-w:]) / w
+    return {"steps": steps, "image_size": size, "arch": arch, "codebook_size": k, "group": p, "batch": batch,
+            "pool_images": len(data), "loss_first": first, "loss_last": last, "decreased": bool(last < first),
+            "finite": all(math.isfinite(v) for v in losses), "seconds": time.perf_counter() - t0,
+            "curve_every_10": losses[::10]}
+
+
+def provenance(argv: list[str], dev) -> dict:
+    import torch
+
+    def git(*a):
+        try:
+            return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or "cpu")
+    return {"device": name, "device_type": dev.type, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "command": " ".join(["python", "benchmarks/gpu_check.py", *argv]), "host": platform.node(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "threads": torch.get_num_threads()}
+
+
+def slug(device: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-") or "device"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="CPU, tiny sizes: the test-suite mode")
+    ap.add_argument("--out", default="", help="JSON path (default results/gpu/<device>.json)")
+    ap.add_argument("--budget-s", type=float, default=420.0, help="skip sections that start after this")
+    a = ap.parse_args(argv)
+    t_start = time.perf_counter()
+    if a.tiny:
+        dev = torch.device("cpu")
+        torch.set_num_threads(1)
+    elif not torch.cuda.is_available():
+        print("error: no CUDA device visible (use --tiny for the CPU mode)", file=sys.stderr)
+        return 2
+    else:
+        dev = torch.device("cuda")
+    report = {"mode": "tiny" if a.tiny else "gpu", "provenance": provenance(argv, dev), "skipped": {}}
+
+    def budget_left(section: str) -> bool:
+        spent = time.perf_counter() - t_start
+        if spent > a.budget_s:
+            report["skipped"][section] = f"time budget of {a.budget_s:.0f}s spent ({spent:.0f}s)"
+            return False
+        return True
+
+    cases = [(n, TINY + ov) for n, ov in TINY_CASES] if a.tiny else GPU_CASES
+    report["train"] = []
+    for name, ov in cases:
+        if budget_left(f"train/{name}"):
+            r = train_case(name, ov, dev, steps=2 if a.tiny else 20, warmup=1 if a.tiny else 3)
+            report["train"].append(r)
+            print(f"[gpu-check] train {name}: " + (r.get("error") or
+                  f"{r['img_s']:.1f} img/s, peak {r['peak_mib'] or 0:.0f} MiB"), flush=True)
+    # img/s per GPU at the paper's per-GPU batch: what sweeps/estimate.py reads
+    report["img_s_per_gpu"] = {str(r["codebook_size"]): r["img_s"] for r in report["train"]
+                               if "img_s" in r and r["batch"] == (2 if a.tiny else 8)}
+    report["search"] = []
+    for k in ((1024, 4096) if a.tiny else (16384, 262144)):
+        if budget_left(f"search/K={k}"):
+            r = search_case(64 if a.tiny else 8 * 16 * 16, 64 if a.tiny else 256, k, dev, reps=2 if a.tiny else 10)
+            report["search"].append(r)
+            print(f"[gpu-check] search K={k}: search/gemm {r.get('search_over_gemm', float('nan')):.2f}, "
+                  f"full matrix {r['full_matrix_mib']:.0f} MiB", flush=True)
+    if budget_left("convergence"):
+        kw = dict(steps=30, size=32, arch="cpu-4", k=256, p=4, batch=4) if a.tiny else \
+            dict(steps=300, size=256, arch="vq-16", k=16384, p=16, batch=8)
+        try:
+            report["convergence"] = convergence(dev, **kw)
+            c = report["convergence"]
+            print(f"[gpu-check] convergence: loss {c['loss_first']:.4f} -> {c['loss_last']:.4f}", flush=True)
+        except Exception as e:
+            report["convergence"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+    report["seconds"] = time.perf_counter() - t_start
+    out = a.out or os.path.join(REPO, "results", "gpu", f"{slug(report['provenance']['device'])}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".tmp", "w") as f:
+        json.dump(report, f, indent=1, sort_keys=True)
+    os.replace(out + ".tmp", out)
+    print(f"[gpu-check] wrote {out} in {report['seconds']:.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
