@@ -113,14 +113,11 @@ class EvalCfg:
     fid_images: int = 64         # rFID over the first N evaluated images; 0 = all (fvq/evaluate.py: cost)
     lpips: bool = False          # LPIPS metric (needs backbone weights)
     protocol: str = "fvq"        # fvq | llamagen | official: crop, uint8 images, JPEG before rFID (fvq/protocols.py)
-    psnr_channel: str = "auto"   # auto (the protocol's: official -> y) | rgb | y (BT.601 luma)
-    ssim_range: float = 0.0      # SSIM data_range on [0,1] images; 0 = the protocol's (fvq 1; llamagen, official 2)
-    ssim_window: str = "auto"    # auto (the protocol's: official -> gaussian11) | uniform7 | gaussian11
-    # Evaluation LPIPS: "loss" is the training loss's module (VGG; only when loss.perceptual_weight > 0);
-    # alex / vgg load their own backbone from eval.lpips_weights (the paper reports AlexNet LPIPS). Absent
-    # weights leave lpips missing with the reason; the run goes on.
-    lpips_net: str = "loss"      # loss | alex | vgg
-    lpips_weights: str = ""      # backbone file (torchvision) or a full LPIPS state dict; "" = torch hub cache
+    psnr_channel: str = "auto"   # auto (the protocol's) | rgb | y (BT.601 luma)
+    ssim_range: float = 0.0      # SSIM data_range on [0,1] images; 0 = the protocol's
+    ssim_window: str = "auto"    # auto (the protocol's) | uniform7 | gaussian11
+    lpips_net: str = "loss"      # loss (the training loss's module) | alex | vgg (own weights; absent -> missing)
+    lpips_weights: str = ""      # for alex / vgg: torchvision backbone or whole LPIPS state dict; "" = hub cache
     extra: str = ""              # a second val set, "coco:/path/to/val2017" (Table 3's rFID_COCO); "" = none
 
 
@@ -380,8 +377,7 @@ EXTRA_SETS = ("coco",)
 
 
 def extra_sets(text: str) -> list[tuple[str, str]]:
-    """``"coco:/data/val2017"`` -> [("coco", "/data/val2017")]; "" -> []. The path is checked at launch
-    (sweeps/run.py) and at start-up (fvq/build.py), where the data lives, not here."""
+    """``"coco:/data/val2017"`` -> [("coco", "/data/val2017")]; paths are checked where the data lives."""
     out = []
     for part in filter(None, text.split(",")):
         name, sep, path = part.partition(":")
