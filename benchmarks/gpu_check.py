@@ -5,8 +5,9 @@
     make gpu-check
 
 One JSON with provenance (commit, device, torch/CUDA versions, command, date) and four sections:
-- ``train``: bf16-autocast training steps (generator + PatchGAN discriminator, grad clip, Adam; the LPIPS
-  term when its VGG weights are on the machine, else recorded as absent) of VQ-16 + VQBridge at
+- ``train``: bf16-autocast training steps (``fvq.train.train_step``, the loop's own: generator + PatchGAN
+  discriminator, grad clip, Adam; the LPIPS term when its VGG weights are on the machine, else recorded as
+  absent) of VQ-16 + VQBridge at
   K=16,384 p=16 and K=262,144 p=64, 8 images per GPU (the paper's 2 x 8 layout of global batch 128),
   plus K=16,384 at batch 128 on one GPU (does the a100x1 layout fit?): img/s and peak memory. The sweep
   estimates (sweeps/estimate.py) read ``img_s_per_gpu`` from here.
@@ -69,46 +70,28 @@ def _peak_mib(dev) -> float | None:
 
 
 def _setup(overrides: list[str], dev):
-    """Model, loss, optimisers as fvq/train.py builds them; LPIPS dropped (and said so) when absent."""
+    """The training loop's parts (fvq.build.build_parts) on the paper preset; the LPIPS term left out, and
+    said so, when its VGG weights are not on the machine."""
     import torch
 
-    from fvq.build import build_loss, build_model
+    from fvq.build import build_parts
     from fvq.config import apply_overrides, base_config
     from fvq.losses import LPIPSWeightsMissing
 
     cfg = apply_overrides(base_config("paper"), overrides + ["loss.disc_start=0"])
-    note = ""
-    try:
-        loss, _, disc = build_loss(cfg, dev)
-    except LPIPSWeightsMissing as e:
-        note = f"LPIPS term left out: {e}"
-        cfg = apply_overrides(cfg, ["loss.perceptual_weight=0"])
-        loss, _, disc = build_loss(cfg, dev)
     torch.manual_seed(0)
-    model = build_model(cfg).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(cfg.optim.beta1, cfg.optim.beta2)) if disc else None
-    return cfg, model, loss, disc, opt, opt_d, note
+    try:
+        return build_parts(cfg, dev), ""
+    except LPIPSWeightsMissing as e:
+        torch.manual_seed(0)
+        return build_parts(apply_overrides(cfg, ["loss.perceptual_weight=0"]), dev), f"LPIPS term left out: {e}"
 
 
-def _step(model, loss, opt, opt_d, x, step: int, dev, clip: float) -> dict:
-    """One training step as fvq/train.py runs it: bf16 autocast on CUDA, generator then discriminator."""
-    import torch
+def _step(parts, x, step: int) -> dict:
+    """fvq.train.train_step, the loop's own step: bf16 autocast on CUDA, generator then discriminator."""
+    from fvq.train import train_step
 
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-        x_hat, q = model(x)
-        terms = loss.generator_terms(x, x_hat, q, step)
-    opt.zero_grad(set_to_none=True)
-    terms["total"].backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), clip or math.inf)
-    opt.step()
-    if opt_d is not None:
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            d_terms = loss.discriminator_terms(x, x_hat.detach(), step)
-        opt_d.zero_grad(set_to_none=True)
-        d_terms["disc"].backward()
-        opt_d.step()
-    return {k: float(v.detach()) for k, v in terms.items()}
+    return {k: float(v.detach()) for k, v in train_step(parts, x, step, parts.cfg.lr)[0].items()}
 
 
 def train_case(name: str, overrides: list[str], dev, steps: int, warmup: int) -> dict:
@@ -116,7 +99,8 @@ def train_case(name: str, overrides: list[str], dev, steps: int, warmup: int) ->
 
     out = {"case": name}
     try:
-        cfg, model, loss, disc, opt, opt_d, note = _setup(overrides, dev)
+        parts, note = _setup(overrides, dev)
+        cfg, model = parts.cfg, parts.model
         out.update({"codebook_size": cfg.quant.codebook_size, "group": cfg.quant.group, "batch": cfg.optim.batch,
                     "image_size": cfg.data.image_size, "arch": cfg.model.arch, "lpips": note or "included",
                     "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)})
@@ -125,11 +109,11 @@ def train_case(name: str, overrides: list[str], dev, steps: int, warmup: int) ->
         x = (torch.rand(cfg.optim.batch, 3, s, s, generator=g) * 2 - 1).to(dev)
         _peak_reset(dev)
         for i in range(warmup):
-            _step(model, loss, opt, opt_d, x, i, dev, cfg.optim.grad_clip)
+            _step(parts, x, i)
         _sync(dev)
         t0 = time.perf_counter()
         for i in range(steps):
-            terms = _step(model, loss, opt, opt_d, x, warmup + i, dev, cfg.optim.grad_clip)
+            terms = _step(parts, x, warmup + i)
         _sync(dev)
         dt = time.perf_counter() - t0
         out.update({"steps": steps, "step_s": dt / steps, "img_s": steps * cfg.optim.batch / dt,
@@ -190,8 +174,10 @@ def convergence(dev, steps: int, size: int, arch: str, k: int, p: int, batch: in
 
     ov = [f"model.arch={arch}", f"data.image_size={size}", f"quant.codebook_size={k}", f"quant.group={p}",
           f"optim.batch={batch}", "loss.perceptual_weight=0", "loss.disc_weight=0", f"optim.steps={steps}"]
-    cfg, model, loss, _, opt, _, _ = _setup(ov, dev)
+    parts, _ = _setup(ov, dev)
+    cfg = parts.cfg
     from fvq.schedule import lr_factor
+    from fvq.train import train_step
 
     pool = build_dataset("photos", "train", size, n=max(64, 4 * batch), seed=0)
     loader = torch.utils.data.DataLoader(pool, batch_size=len(pool), num_workers=min(8, os.cpu_count() or 1))
@@ -199,10 +185,9 @@ def convergence(dev, steps: int, size: int, arch: str, k: int, p: int, batch: in
     losses = []
     t0 = time.perf_counter()
     for i in range(steps):
-        for grp in opt.param_groups:
-            grp["lr"] = cfg.lr * lr_factor(i, steps, cfg.sched)
         idx = torch.arange(i * batch, (i + 1) * batch) % len(data)
-        losses.append(_step(model, loss, opt, None, data[idx], i, dev, cfg.optim.grad_clip)["total"])
+        terms = train_step(parts, data[idx], i, cfg.lr * lr_factor(i, steps, cfg.sched))[0]
+        losses.append(float(terms["total"]))
     _sync(dev)
     w = max(1, min(20, steps // 5))
     first, last = sum(losses[:w]) / w, sum(losses[-w:]) / w

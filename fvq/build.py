@@ -1,6 +1,7 @@
 """Config -> objects: the one place that maps `fvq.config.Config` onto the library's constructors."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,8 +98,9 @@ def build_extra_datasets(cfg: Config) -> list[tuple[str, object]]:
         try:
             ds = build_dataset("imagefolder", "val", cfg.data.image_size, path=path, train=False,
                                protocol=cfg.eval.protocol, seed=cfg.seed)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"eval.extra {name}: {e}") from None
+        except FileNotFoundError:
+            why = "does not exist" if not os.path.isdir(path) else "holds no .jpg/.jpeg/.png images"
+            raise FileNotFoundError(f"eval.extra={name}:{path}: {path} {why}") from None
         out.append((name, ds))
     return out
 

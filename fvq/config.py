@@ -82,6 +82,10 @@ class OptimCfg:
     # cpu reference (VQBridge K=1,024 p=4, cpu-4, seed 0): lr 1e-4 -> PSNR 17.3 / val usage 0.94, lr 2e-4 ->
     # PSNR 19.2 / usage 0.92; plain VQ at 1e-4 -> 15.8 / 0.02.
     lr_scale: float = 8.0
+    # Gradient accumulation: each rank's slice of the global batch runs in `accum` micro-batches, one
+    # optimiser step per global batch, so fewer GPUs keep the official 8 images per GPU per forward (same
+    # result up to float error; the PatchGAN's BatchNorm sees micro-batches). A layout choice: not science.
+    accum: int = 1
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,7 @@ class Config:
 NON_SCIENCE_KEYS = frozenset({
     "device", "threads", "data.workers", "data.path", "eval.batch", "eval.every", "log.every",
     "log.ckpt_every", "log.progress", "quant.search_mb", "loss.lpips_weights", "eval.lpips_weights",
+    "optim.accum",  # a layout: the same global batch, the same result up to float error (OptimCfg.accum)
     "eval.extra",  # like eval.every: adds a second set's metrics, changes nothing else of the run
 })
 
@@ -355,6 +360,8 @@ def validate(cfg: Config) -> None:
     for key in _FRACTIONS:
         if not 0.0 <= flat[key] <= 1.0:
             raise ConfigError(f"{key}={flat[key]} must be in [0, 1]")
+    if cfg.optim.accum < 1 or cfg.optim.batch % cfg.optim.accum:
+        raise ConfigError(f"optim.accum={cfg.optim.accum} must be >= 1 and divide optim.batch={cfg.optim.batch}")
     if cfg.optim.base_lr <= 0 or cfg.optim.lr_scale <= 0:
         raise ConfigError(f"optim.base_lr={cfg.optim.base_lr} and optim.lr_scale={cfg.optim.lr_scale} must be > 0")
     if cfg.quant.latent_dim < 0:

@@ -20,6 +20,7 @@ so losses, usage and weights are the 1-process run's up to float error. Only ran
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -52,38 +53,56 @@ class Preempted(RuntimeError):
     """SIGTERM / SIGUSR1 arrived: a checkpoint was written, the job can be requeued."""
 
 
+def _micro(net, last: bool):
+    """DDP all-reduces gradients on the last micro-batch only (``no_sync`` before it); else nothing."""
+    return contextlib.nullcontext() if last or not hasattr(net, "no_sync") else net.no_sync()
+
+
 def train_step(p: Parts, x: torch.Tensor, step: int, lr: float) -> tuple[dict[str, torch.Tensor], torch.Tensor, Any]:
     """One optimisation step on this rank's slice ``x`` of the global batch: the generator (eq. 35), then
     the discriminator once it has started. Returns the loss terms averaged over ranks, the gradient norm
-    before clipping and the quantizer output (its indices feed the usage curve)."""
-    cuda = x.device.type == "cuda"
+    before clipping and the quantizer output (its indices feed the usage curve).
+
+    With ``optim.accum`` = A the slice runs as A equal micro-batches, each loss scaled by 1/A: the summed
+    gradients are those of the whole slice (every term is a mean over equal-sized micro-batches)."""
+    cuda, accum = x.device.type == "cuda", p.cfg.optim.accum
     for group in p.opt.param_groups:
         group["lr"] = lr
     p.model.train()
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cuda):
-        x_hat, q = p.net(x)
-        terms = p.vqloss.generator_terms(x, x_hat, q, step)
-    loss = terms["total"]
+    p.opt.zero_grad(set_to_none=True)
+    chunks, terms, recon, codes = x.chunk(accum), {}, [], []
+    for i, xi in enumerate(chunks):
+        with _micro(p.net, i == accum - 1):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cuda):
+                x_hat, q = p.net(xi)
+                t = p.vqloss.generator_terms(xi, x_hat, q, step)
+            (t["total"] / accum if accum > 1 else t["total"]).backward()
+        terms = {k: terms.get(k, 0) + v.detach() / accum for k, v in t.items()} if accum > 1 else t
+        recon.append(x_hat.detach())
+        codes.append(q.indices)
     # Averaged over ranks (one small all-reduce): the values of the global batch, and the same verdict on
-    # every rank (one rank raising alone would leave the others waiting in a collective).
+    # every rank (one rank raising alone would leave the others waiting in a collective). No optimiser
+    # step has been taken yet, so a non-finite loss leaves the weights as they were.
     terms = dist.mean_terms(terms)
     if not torch.isfinite(terms["total"]):
         bad = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
         raise RunFailed(f"non-finite loss at step {step} ({bad})")
-    p.opt.zero_grad(set_to_none=True)
-    loss.backward()
     gnorm = torch.nn.utils.clip_grad_norm_(p.model.parameters(), p.cfg.optim.grad_clip or math.inf)
     p.opt.step()
     if p.opt_d is not None and step >= p.cfg.loss.disc_start:
         for group in p.opt_d.param_groups:
             group["lr"] = lr  # the discriminator follows the same schedule
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cuda):
-            d_terms = p.vqloss.discriminator_terms(x, x_hat.detach(), step, disc=p.disc_net)
         p.opt_d.zero_grad(set_to_none=True)
-        d_terms["disc"].backward()
+        d_terms = {}
+        for i, (xi, x_hat) in enumerate(zip(chunks, recon)):
+            with _micro(p.disc_net, i == accum - 1):
+                with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cuda):
+                    d = p.vqloss.discriminator_terms(xi, x_hat, step, disc=p.disc_net)
+                (d["disc"] / accum if accum > 1 else d["disc"]).backward()
+            d_terms = {k: d_terms.get(k, 0) + v.detach() / accum for k, v in d.items()} if accum > 1 else d
         p.opt_d.step()
         terms = {**terms, **dist.mean_terms(d_terms)}
-    return terms, gnorm, q
+    return terms, gnorm, (q if accum == 1 else q._replace(indices=torch.cat(codes)))
 
 
 def train(cfg: Config, run_dir: str, sink: Sink | None = None, log=print,
@@ -120,6 +139,9 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
         if cfg.optim.batch % world:
             raise SetupError(f"optim.batch={cfg.optim.batch} (the global batch) is not divisible by "
                              f"{world} processes")
+        if (cfg.optim.batch // world) % cfg.optim.accum:
+            raise SetupError(f"optim.accum={cfg.optim.accum} does not divide the {cfg.optim.batch // world} images "
+                             f"per process of optim.batch={cfg.optim.batch} over {world} processes")
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)

@@ -151,3 +151,62 @@ def estimate(cfg, gpus: int, gpu_type: str = "a100", timeout_min: int = 0, max_r
 
 def fmt_hours(h: float) -> str:
     return f"{h:,.1f} h" if h < 48 else f"{h / 24:,.1f} d"
+
+
+# ---- a launch: every point on one Slurm spec -------------------------------------------------------------
+def ranks(spec) -> int:
+    """Data-parallel ranks of one run on ``spec`` (one task per GPU)."""
+    return spec.nodes * spec.tasks_per_node
+
+
+def check_layout(cfg, spec) -> None:
+    """The spec's ranks (and optim.accum) must divide the global batch: else a one-line ConfigError."""
+    from fvq.config import ConfigError
+
+    n, b, a = ranks(spec), cfg.optim.batch, cfg.optim.accum
+    if b % n:
+        raise ConfigError(f"slurm={spec.name}: {n} GPUs (ranks) do not divide optim.batch={b} (the global batch); "
+                          f"pick a spec whose GPU count divides it")
+    if (b // n) % a:
+        raise ConfigError(f"optim.accum={a} does not divide the {b // n} images per GPU of optim.batch={b} on "
+                          f"slurm={spec.name} ({n} GPUs)")
+
+
+def makespan(hours: list[float], slots: int) -> float:
+    """Wall time of runs started longest first on ``slots`` parallel slots (the array's parallelism)."""
+    free = [0.0] * max(1, slots)
+    for h in sorted(hours, reverse=True):
+        i = free.index(min(free))
+        free[i] += h
+    return max(free) if hours else 0.0
+
+
+def cost_report(plans, spec, reports: list[dict] | None = None) -> str:
+    """Per point and for the whole launch: steps, GPU-hours, wall time on ``spec``, the speed's source,
+    and a warning for every run that cannot finish within timeout x (max_requeues + 1)."""
+    reports = load_measured() if reports is None else reports
+    n = ranks(spec)
+    ests = []
+    for p in plans:
+        check_layout(p.cfg, spec)
+        ests.append((p, estimate(p.cfg, n, spec.gpu_type or "a100", spec.timeout_min, spec.max_requeues,
+                                 p.cfg.optim.accum, reports)))
+    per_gpu = {p.cfg.optim.batch // n // p.cfg.optim.accum for p, _ in ests}
+    lines = [f"estimate on slurm={spec.name}: {spec.nodes} x {spec.tasks_per_node} {spec.gpu_type or 'GPU'} = {n} GPUs "
+             f"per run, {'/'.join(map(str, sorted(per_gpu)))} images per GPU per forward, --time "
+             f"{spec.timeout_min / 60:g} h x {spec.max_requeues + 1} jobs (max_requeues={spec.max_requeues}), "
+             f"{spec.array_parallelism} runs at once",
+             f"{'signature':<11} {'state':<9} {'steps':>11} {'GPU-hours':>10} {'wall':>9} {'img/s/GPU':>10}  speed"]
+    sources: dict[str, int] = {}
+    for p, e in ests:
+        ref = sources.setdefault(e.source, len(sources) + 1)
+        lines.append(f"{p.sig:<11} {p.state[:9]:<9} {e.steps:>11,} {e.gpu_hours:>10,.1f} {fmt_hours(e.wall_hours):>9} "
+                     f"{e.img_s_per_gpu:>10.1f}  [{ref}]")
+    todo = [e for p, e in ests if p.state in ("missing", "stalled")]
+    for label, group in (("whole grid", [e for _, e in ests]), ("missing or stalled", todo)):
+        lines.append(f"total ({label}, {len(group)} runs): {sum(e.gpu_hours for e in group):,.1f} GPU-hours, "
+                     f"wall {fmt_hours(makespan([e.wall_hours for e in group], spec.array_parallelism))} "
+                     f"with {spec.array_parallelism} runs at once")
+    lines += [f"[{i}] {s}" for s, i in sources.items()]
+    lines += [f"warning: {p.sig}: {e.warning}" for p, e in ests if e.warning]
+    return "\n".join(lines)

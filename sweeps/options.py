@@ -24,7 +24,8 @@ class Options:
     search: str = ""             # an Optuna search of sweeps/searches/
     scale: str = "cpu"           # cpu | paper (sweeps/scale.py)
     launcher: str = ""           # local | slurm; "" = slurm when sbatch is on PATH and sinfo answers
-    slurm: str = "a100x1"        # a spec of slurm/*.yaml, or a path to one
+    slurm: str = ""              # a spec of slurm/*.yaml or a path; "" = a100x16 at scale=paper (the official
+                                 # 2 x 8 A100 layout, 8 images per GPU), a100x1 otherwise
     runs_dir: str = os.path.join(REPO, "runs")
     tracking_uri: str = ""       # "" = the local sqlite store (sweeps/tracking.py DEFAULT_URI)
     experiment: str = "fvq"
@@ -83,6 +84,8 @@ def parse(argv: list[str]) -> tuple[Options, dict[str, str]]:
     for key, low in MINIMUM.items():
         if getattr(opts, key) < low:
             raise ConfigError(f"{key}={getattr(opts, key)}: must be >= {low}")
+    if not opts.slurm:
+        opts = replace(opts, slurm="a100x16" if opts.scale == "paper" else "a100x1")
     if not opts.tracking_uri:
         from sweeps.tracking import DEFAULT_URI
 

@@ -125,6 +125,17 @@ def prepare_launch(opts: Options) -> Launch:
     return Launch(commit, dirty, spec)
 
 
+def check_eval_sets(plans: list[Planned]) -> None:
+    """Every second evaluation set (eval.extra=coco:PATH) exists and holds images: else one line."""
+    from fvq.build import build_extra_datasets
+
+    for extra in sorted({p.cfg.eval.extra for p in plans if p.cfg.eval.extra}):
+        try:
+            build_extra_datasets(next(p.cfg for p in plans if p.cfg.eval.extra == extra))
+        except FileNotFoundError as e:
+            raise ConfigError(f"{e} (give eval.extra=coco:PATH to COCO 2017 val, or eval.extra= for none)") from None
+
+
 def write_run(p: Planned, scale: str, launch: Launch, parent_run_id: str = "") -> None:
     """config.json (the science, read back by the job) and tags.json, merged over every launch that holds
     the run: its grids, the commit label, its MLflow name and the launch (parent) run it was first made by."""

@@ -5,11 +5,13 @@
     python sweeps/run.py grid=patch_size status=true          # live table, refreshed until no run is active
     python sweeps/run.py grid=patch_size status=true watch=0  # one snapshot
     python sweeps/run.py grid=depth,latent_dim                # several grids in one launch (or grid=all)
-    python sweeps/run.py grid=scaling scale=paper launcher=slurm slurm=a100x16 tracking_uri=http://...
+    python sweeps/run.py grid=projector scale=paper launcher=slurm dry=true   # + GPU-hours per point, total
+    python sweeps/run.py grid=scaling scale=paper launcher=slurm tracking_uri=http://...  # slurm=a100x16
     python sweeps/run.py search=vqbridge_lr trials=8          # Optuna search through the same launcher
 
 Harness keys (typed, sweeps/options.py): grid | search, scale (cpu | paper), launcher (local | slurm; default
-slurm when sbatch is on PATH and sinfo answers), slurm (spec name in slurm/ or a path), runs_dir,
+slurm when sbatch is on PATH and sinfo answers), slurm (spec name in slurm/ or a path; default a100x16 at
+scale=paper, a100x1 otherwise), runs_dir,
 tracking_uri, experiment, parallel (local slots), order (longest | shortest first), dry, status (watch=
 SECONDS between refreshes, 0 = once), retry (resubmit failed runs), force (launch a dirty tree on Slurm),
 trials and storage (searches). Every other ``key=value`` is a config override applied to every point
@@ -17,8 +19,11 @@ trials and storage (searches). Every other ``key=value`` is a config override ap
 
 Relaunch rules: finished or pruned -> skip; queued/running -> skip; failed -> skip unless retry=true;
 missing or stalled (killed, nobody running it) -> submit (a stalled run resumes from its checkpoint).
-Bad input (unknown grid/key, bad value, invalid grid point, bad slurm spec, unreachable tracking server)
-is one line on stderr and exit 2, before anything is submitted.
+Bad input (unknown grid/key, bad value, invalid grid point, bad slurm spec, a spec whose GPUs or an
+optim.accum that do not divide the global batch, a missing or empty eval.extra set, unreachable tracking
+server) is one line on stderr and exit 2, before anything is submitted. With launcher=slurm (and with
+dry=true at scale=paper) the launch prints its cost: steps, GPU-hours and wall time per point and in total
+(sweeps/estimate.py), with a warning for a run that cannot finish within --time x (max_requeues + 1).
 """
 from __future__ import annotations
 
@@ -32,7 +37,9 @@ from fvq.errors import SetupError, one_line  # noqa: E402
 from fvq.rundir import read_json, read_status  # noqa: E402
 from sweeps.launcher import classify, launch_local, launch_slurm  # noqa: E402
 from sweeps.options import Options, parse  # noqa: E402
-from sweeps.plan import Launch, Planned, grid_names, plan_grids, prepare_launch, write_run  # noqa: E402
+from fvq.config import ConfigError  # noqa: E402
+from sweeps.plan import (Launch, Planned, check_eval_sets, grid_names, plan_grids, prepare_launch,  # noqa: E402
+                         write_run)
 
 _ORDER = {"quant": 0, "model": 1, "optim": 2, "sched": 3, "loss": 4}
 
@@ -45,6 +52,19 @@ def table(plans: list[Planned]) -> str:
         ov = " ".join(f"{k.split('.')[-1]}={p.overrides[k]}" for k in keys)
         rows.append(f"{p.sig:<11} {p.state[:9]:<9} {ov[:100]:<100} {p.detail}")
     return "\n".join(rows)
+
+
+def costs(plans: list[Planned], opts: Options) -> str:
+    """Steps, GPU-hours and wall time per point and in total on the launch's Slurm spec
+    (sweeps/estimate.py); a spec whose GPUs (or optim.accum) do not divide the batch is a SetupError."""
+    from slurm.spec import load_spec
+    from sweeps.estimate import cost_report
+
+    try:
+        spec = load_spec(opts.slurm)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return cost_report(plans, spec)
 
 
 def watch(plans: list[Planned], opts: Options) -> int:
@@ -81,8 +101,18 @@ def main(argv: list[str]) -> int:
         if opts.dry:
             print(f"grid={opts.grid} scale={opts.scale} runs_dir={opts.runs_dir} ({len(plans)} points)")
             print(table(plans))
+            if opts.launcher == "slurm" or opts.scale == "paper":
+                print(costs(plans, opts))
+            try:
+                check_eval_sets(plans)
+            except SetupError as e:
+                print(f"note: a launch would stop here: {one_line(e)}")
             return 0
+        check_eval_sets(plans)
+        cost = costs(plans, opts) if opts.launcher == "slurm" else ""  # checks that the GPUs divide the batch
         launch = prepare_launch(opts)
+        if cost:
+            print(cost, flush=True)
     except SetupError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2

@@ -262,3 +262,35 @@ def test_two_tasks_on_slurm_requeued_equal_one(one_process, tmp_path, slurm_clus
     # every log step once; steps logged again after the requeue (between the checkpoint and the signal) are
     # the same steps, not a second rank's copies
     assert {m.step for m in hist} == set(range(4, 41, 4))
+
+
+# ---- gradient accumulation (optim.accum): the same global batch in micro-batches ------------------------
+def test_accumulation_in_one_process_equals_one_process(one_process, tmp_path):
+    p = cli(tmp_path / "acc4", "optim.accum=4")  # 4 micro-batches of 2 images per optimiser step
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert_same_run(one_process, str(tmp_path / "acc4"))
+    # with the PatchGAN on (its BatchNorm sees micro-batches: not compared, only run)
+    p = cli(tmp_path / "gan", "optim.accum=2", "loss.disc_weight=0.5", "optim.steps=8")
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+
+
+@pytest.mark.slow
+def test_two_processes_with_accumulation_equal_one_process(one_process, tmp_path):
+    p = cli(tmp_path / "two-acc2", "optim.accum=2", nproc=2)  # gloo: 2 ranks x 2 micro-batches of 2 images
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert_same_run(one_process, str(tmp_path / "two-acc2"))
+
+
+@pytest.mark.parametrize("args, nproc, words", [
+    (["optim.accum=3"], 1, "optim.accum=3 must be >= 1 and divide optim.batch=8"),
+    (["optim.accum=8"], 2, "optim.accum=8 does not divide the 4 images per process of optim.batch=8 over 2"),
+])
+def test_accumulation_that_does_not_divide_is_one_line_exit_2(tmp_path, args, nproc, words):
+    p = cli(tmp_path / "r", *args, nproc=nproc)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode != 0 and words in err, err
+    if nproc == 1:
+        assert p.returncode == 2 and err.strip().count("\n") == 0

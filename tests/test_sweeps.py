@@ -47,6 +47,14 @@ def submitted(tmp_path) -> list[str]:
     (["depth"], "is not key=value"),
     (["search=nope"], "unknown search 'nope'"),
     (["grid=depth", "status=true", "watch=soon"], "watch='soon': expected int"),
+    (["grid=depth", "eval.protocol=adm"], "eval.protocol='adm' is not one of fvq, llamagen, official"),
+    (["grid=depth", "eval.extra=coco:/nonexistent/coco"], "eval.extra=coco:/nonexistent/coco: /nonexistent/coco "
+                                                          "does not exist"),
+    (["grid=depth", "optim.accum=3"], "optim.accum=3 must be >= 1 and divide optim.batch=32"),
+    (["grid=depth", "launcher=slurm", "slurm=a100x16", "optim.batch=24"], "slurm=a100x16: 16 GPUs (ranks) do not "
+                                                                          "divide optim.batch=24"),
+    (["grid=depth", "scale=paper", "launcher=slurm", "optim.accum=16", "dry=true"],
+     "optim.accum=16 does not divide the 8 images per GPU of optim.batch=128 on slurm=a100x16 (16 GPUs)"),
 ])
 def test_bad_input_exit_2_nothing_submitted(tmp_path, args, words):
     r = run(tmp_path, *args)
@@ -60,6 +68,26 @@ def test_dry_lists_points_and_submits_nothing(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "(6 points)" in r.stdout and r.stdout.count("missing") == 6
     assert submitted(tmp_path) == [] and not (tmp_path / "mlflow.db").exists()
+
+
+def test_paper_dry_run_prints_the_cost_on_the_official_layout(tmp_path):
+    r = run(tmp_path, "grid=projector", "scale=paper", "launcher=slurm", "dry=true")
+    assert r.returncode == 0, r.stderr
+    assert "estimate on slurm=a100x16: 2 x 8 a100 = 16 GPUs per run, 8 images per GPU per forward" in r.stdout
+    assert r.stdout.count("400,364") == 8 and "GPU-hours" in r.stdout and "total (whole grid, 8 runs):" in r.stdout
+    assert "FLOPs:" in r.stdout or "measured on" in r.stdout  # which source the speed came from
+    assert "note: a launch would stop here: eval.extra=coco:" in r.stdout or os.path.isdir("/datasets/coco/val2017")
+    one = run(tmp_path, "grid=depth", "scale=paper", "launcher=slurm", "slurm=a100x1", "optim.steps=2000000",
+              "dry=true")
+    assert one.returncode == 0 and "warning: " in one.stdout and "max_requeues=20" in one.stdout
+    assert submitted(tmp_path) == [] and not (tmp_path / "mlflow.db").exists()
+
+
+def test_empty_coco_folder_is_one_line_exit_2(tmp_path):
+    (tmp_path / "coco").mkdir()
+    r = run(tmp_path, "grid=depth", f"eval.extra=coco:{tmp_path / 'coco'}")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "holds no .jpg/.jpeg/.png images" in r.stderr and submitted(tmp_path) == []
 
 
 def test_several_grids_in_one_launch_share_points(tmp_path):

@@ -3,8 +3,8 @@
 Each paper row is followed by our run(s) of the same grid point (sweeps/grids/scaling.py ROWS), found by
 the point's paper-terms signature in any results/<grid>.csv, so the reference run shared with other grids
 counts here too. rFID_COCO is the run's ``coco/rfid`` (``eval.extra=coco:PATH``, on by default at
-scale=paper); a run without it shows "—" with the reason. At scale=cpu the sizes are shrunk by the fixed rule of sweeps/scale.py (K/16, 40 epochs ->
-300 steps, vq-16 -> cpu-4): the "ran" column says what actually ran.
+scale=paper); a run without it shows "—" with the reason. At scale=cpu the sizes are shrunk by the fixed
+rule of sweeps/scale.py (K/16, 40 epochs -> 300 steps, vq-16 -> cpu-4): the "ran" column says what ran.
 
     python -m analysis.tables.tab3_scaling [--results results --out results/tables]
 """
