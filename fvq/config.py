@@ -82,9 +82,8 @@ class OptimCfg:
     # cpu reference (VQBridge K=1,024 p=4, cpu-4, seed 0): lr 1e-4 -> PSNR 17.3 / val usage 0.94, lr 2e-4 ->
     # PSNR 19.2 / usage 0.92; plain VQ at 1e-4 -> 15.8 / 0.02.
     lr_scale: float = 8.0
-    # Gradient accumulation: each rank's slice of the global batch runs in `accum` micro-batches, one
-    # optimiser step per global batch, so fewer GPUs keep the official 8 images per GPU per forward (same
-    # result up to float error; the PatchGAN's BatchNorm sees micro-batches). A layout choice: not science.
+    # Gradient accumulation: each rank's slice runs as `accum` micro-batches, one optimiser step per global
+    # batch (same result up to float error; the PatchGAN's BatchNorm sees micro-batches). Not science.
     accum: int = 1
 
 
@@ -375,24 +374,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"eval.fid_images={cfg.eval.fid_images} must be >= 0 (0 = every evaluated image)")
     if cfg.eval.ssim_range < 0:
         raise ConfigError(f"eval.ssim_range={cfg.eval.ssim_range} must be >= 0 (0 = the protocol's)")
-    extra_sets(cfg.eval.extra)
+    from fvq.protocols import extra_sets
+
+    try:
+        extra_sets(cfg.eval.extra)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if cfg.loss.perceptual_weight < 0 or cfg.loss.disc_weight < 0 or cfg.loss.disc_start < 0:
         raise ConfigError("loss weights and loss.disc_start must be >= 0")
-
-
-EXTRA_SETS = ("coco",)
-
-
-def extra_sets(text: str) -> list[tuple[str, str]]:
-    """``"coco:/data/val2017"`` -> [("coco", "/data/val2017")]; paths are checked where the data lives."""
-    out = []
-    for part in filter(None, text.split(",")):
-        name, sep, path = part.partition(":")
-        if not sep or name not in EXTRA_SETS or not path:
-            raise ConfigError(f"eval.extra={text!r}: expected NAME:PATH with NAME one of {', '.join(EXTRA_SETS)} "
-                              f"(e.g. eval.extra=coco:/datasets/coco/val2017)")
-        out.append((name, path))
-    return out
 
 
 def parse_scales(text: str, key: str = "quant.scales") -> tuple[int, ...]:

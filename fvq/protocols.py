@@ -77,6 +77,22 @@ def get_protocol(name: str, psnr_channel: str = "auto", ssim_range: float = 0.0,
     return p
 
 
+EXTRA_SETS = ("coco",)
+
+
+def extra_sets(text: str) -> list[tuple[str, str]]:
+    """``eval.extra``: "coco:/data/val2017" -> [("coco", "/data/val2017")]; "" -> []. A ValueError naming the
+    key otherwise; the folders are checked where the data lives (sweeps/plan.py, fvq/build.py)."""
+    out = []
+    for part in filter(None, text.split(",")):
+        name, sep, path = part.partition(":")
+        if not sep or name not in EXTRA_SETS or not path:
+            raise ValueError(f"eval.extra={text!r}: expected NAME:PATH with NAME one of {', '.join(EXTRA_SETS)} "
+                             f"(e.g. eval.extra=coco:/datasets/coco/val2017)")
+        out.append((name, path))
+    return out
+
+
 # ---- crops of a PIL image (imagefolder val sets) -> uint8 HxWx3 ------------------------------------------
 def crop_box(width: int, height: int, size: int, crop: str) -> tuple[int, int]:
     """(top, left) of the size x size window on an image already at the protocol's scale.
