@@ -46,6 +46,29 @@ def build_quantizer(cfg: Config):
     raise ConfigError(f"quant.kind={q.kind!r} is not one of vq, rq, msvq")
 
 
+def check_buildable(cfg: Config, files: bool = True) -> None:
+    """What a run needs beyond valid values, checked before anything is submitted (``dry=true`` too): a
+    known architecture, an image size it can downsample and, with ``files`` (the run will start on this
+    machine), the data on disk and LPIPS weights when asked for."""
+    import os
+
+    from fvq.losses import lpips_backbone_path
+    from fvq.models import ARCHS
+
+    if cfg.model.arch not in ARCHS:
+        raise ConfigError(f"model.arch={cfg.model.arch!r} is not one of {', '.join(ARCHS)}")
+    ratio = ARCHS[cfg.model.arch].ratio
+    if cfg.data.image_size % ratio:
+        raise ConfigError(f"data.image_size={cfg.data.image_size} is not divisible by the downsampling ratio "
+                          f"{ratio} of model.arch={cfg.model.arch}")
+    if not files:
+        return
+    if cfg.data.source == "imagefolder" and not os.path.isdir(cfg.data.path):
+        raise ConfigError(f"data.path={cfg.data.path!r} is not a directory (data.source=imagefolder)")
+    if cfg.loss.perceptual_weight > 0:
+        lpips_backbone_path(cfg.loss.lpips_net, cfg.loss.lpips_weights or None)
+
+
 def build_model(cfg: Config):
     """Encoder -> 1x1 -> VQ (through the projector) -> 1x1 -> decoder; validates the image size."""
     from fvq.models import VQModel

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -348,8 +349,12 @@ _FRACTIONS = ("sched.warmup", "sched.warmup_start", "sched.constant", "sched.fin
 
 
 def validate(cfg: Config) -> None:
-    """Checks that need no model construction; models/projectors validate their own combinations."""
+    """Checks that need no model construction; models/projectors validate their own combinations
+    (fvq.build.check_buildable adds the ones that need the architecture or the file system)."""
     flat = to_flat_dict(cfg)
+    for key, value in flat.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value}: must be a finite number")
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"{key}={flat[key]!r} is not one of {', '.join(choices)}")
@@ -361,6 +366,16 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}={flat[key]} must be in [0, 1]")
     if cfg.optim.accum < 1 or cfg.optim.batch % cfg.optim.accum:
         raise ConfigError(f"optim.accum={cfg.optim.accum} must be >= 1 and divide optim.batch={cfg.optim.batch}")
+    o = cfg.optim
+    if o.grad_clip < 0:
+        raise ConfigError(f"optim.grad_clip={o.grad_clip} must be >= 0 (0 = no clipping; < 0 would ascend)")
+    if not (0 <= o.beta1 < 1 and 0 <= o.beta2 < 1):
+        raise ConfigError(f"optim.beta1={o.beta1}, optim.beta2={o.beta2}: Adam's betas must be in [0, 1)")
+    if o.weight_decay < 0:
+        raise ConfigError(f"optim.weight_decay={o.weight_decay} must be >= 0")
+    if cfg.eval.fid_images > cfg.eval.images:
+        raise ConfigError(f"eval.fid_images={cfg.eval.fid_images} exceeds eval.images={cfg.eval.images} "
+                          f"(rFID uses the first fid_images of the evaluated images; 0 = all)")
     if cfg.optim.base_lr <= 0 or cfg.optim.lr_scale <= 0:
         raise ConfigError(f"optim.base_lr={cfg.optim.base_lr} and optim.lr_scale={cfg.optim.lr_scale} must be > 0")
     if cfg.quant.latent_dim < 0:

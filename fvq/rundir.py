@@ -5,6 +5,8 @@ A run dir (``<runs>/<signature>``) holds
 - ``status.json``  ``{"state": RUNNING | FINISHED | PRUNED | PREEMPTED | FAILED, "step", "reason", "pid"}``;
 - ``tags.json``    what the launcher knows (signature, commit, grids, run name) and hands to the tracker;
 - ``job.json``     who runs it (local launcher pid / Slurm job id), ``mlflow.json`` (its MLflow run id);
+- ``claim``        held by the one launch that is submitting the run (exclusive create), so two launches of
+                   one grid never train a point twice;
 - ``ckpt.pt``, ``metrics.jsonl``, ``final.json``, ``recon.png``, ``codebook.pt`` (fvq/train.py).
 Every write is atomic (temporary file + rename), so a reader never sees half a file.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from typing import Any
 
 from fvq.config import Config, science_mismatch, to_flat_dict, to_json
@@ -71,3 +74,40 @@ def prepare_run_dir(cfg: Config, run_dir: str) -> None:
         with open(path + ".tmp", "w") as f:
             f.write(to_json(cfg))
         os.replace(path + ".tmp", path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+
+
+def claim(run_dir: str) -> str:
+    """Take the run dir for this process (exclusive create of ``claim``): "" when taken, else who holds it
+    ("pid 123 on host"). A claim whose process is gone (same host) is stale and taken over."""
+    os.makedirs(run_dir, exist_ok=True)
+    path, me = os.path.join(run_dir, "claim"), {"pid": os.getpid(), "host": socket.gethostname()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = read_json(path)
+            if owner.get("host") == me["host"] and owner.get("pid") and not _alive(int(owner["pid"])):
+                os.unlink(path)  # its launcher died: stale
+                continue
+            return f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}"
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return ""
+    return "another launch (the claim changed hands while it was read)"
+
+
+def release(run_dir: str) -> None:
+    """Drop this process's claim (job.json / status.json now say who runs the run)."""
+    path = os.path.join(run_dir, "claim")
+    if read_json(path).get("pid") == os.getpid():
+        os.unlink(path)

@@ -169,6 +169,7 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
         else:
             n_params = sum(t.numel() for t in p.model.parameters())
             tracker.log_params({**to_flat_dict(cfg), "derived.lr": cfg.lr, "derived.params": n_params})
+        tracker.resume(start)  # metrics.jsonl: no torn line, no row after the step training restarts at
 
         def checkpoint(step: int) -> None:
             window.all_reduce()  # every rank calls checkpoint() at the same steps; rank 0 writes

@@ -35,6 +35,7 @@ class Options:
     status: bool = False         # live status table (redrawn every `watch` s; 0 = one snapshot)
     watch: int = 10
     retry: bool = False          # resubmit failed runs
+    sync: bool = False           # send MLflow what ended runs could not (unsent metrics, end states); no launch
     force: bool = False          # launch a dirty tree on Slurm (a snapshot of it is pinned)
     trials: int = 8              # searches: finished trials wanted
     storage: str = ""            # searches: Optuna RDB storage ("" = sqlite:///<repo>/optuna.db)

@@ -11,6 +11,7 @@ Everything raises a one-line `fvq.errors.SetupError` before anything is submitte
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from fvq.config import Config, ConfigError
 from fvq.rundir import prepare_run_dir, read_json, write_json
 from sweeps import grids
 from sweeps.identity import check_stored, science_delta, signature
-from sweeps.launcher import classify, git_commit, refuse_dirty
+from sweeps.launcher import LaunchError, classify, git_commit, refuse_dirty
 from sweeps.options import Options
 from sweeps.scale import resolve
 
@@ -67,18 +68,17 @@ def point_name(where: str, point: dict[str, Any]) -> str:
 
 
 def plan_point(point: dict[str, Any], scale: str, overrides: dict[str, Any], runs_root: str, label: str,
-               where: str = "") -> Planned:
+               where: str = "", files: bool = True) -> Planned:
     """One point (paper terms) -> a checked, classified `Planned`. ``label`` (a grid or search name) starts
-    its MLflow run name; ``where`` names the point in errors (default: the label)."""
+    its MLflow run name; ``where`` names the point in errors (default: the label); ``files``: also check
+    data and weights on this machine (local launches; a cluster's jobs see the cluster's file system)."""
     import torch
 
-    from fvq.build import build_quantizer
-    from fvq.models import ARCHS
+    from fvq.build import build_quantizer, check_buildable
 
     try:
         cfg = resolve(point, scale, overrides)
-        if cfg.model.arch not in ARCHS:
-            raise ConfigError(f"model.arch={cfg.model.arch!r} is not one of {', '.join(ARCHS)}")
+        check_buildable(cfg, files)
         with torch.device("meta"):  # builds the projector to validate K/p/d'/heads, allocates nothing
             build_quantizer(cfg)
     except ValueError as e:  # ConfigError included: say which point
@@ -98,12 +98,13 @@ def grid_names(spec: str) -> list[str]:
     return names
 
 
-def plan_grids(spec: str, scale: str, overrides: dict[str, Any], runs_root: str) -> list[Planned]:
+def plan_grids(spec: str, scale: str, overrides: dict[str, Any], runs_root: str,
+               files: bool = True) -> list[Planned]:
     """Every point of the grids named by ``spec``, in grid order, one `Planned` per distinct run."""
     out: dict[str, Planned] = {}
     for name in grid_names(spec):
         for i, point in enumerate(grids.load(name).points()):
-            p = plan_point(point, scale, overrides, runs_root, name, where=f"grid {name} point {i}")
+            p = plan_point(point, scale, overrides, runs_root, name, where=f"grid {name} point {i}", files=files)
             p = out.setdefault(p.sig, p)
             if name not in p.grids:
                 p.grids.append(name)
@@ -111,8 +112,10 @@ def plan_grids(spec: str, scale: str, overrides: dict[str, Any], runs_root: str)
 
 
 def prepare_launch(opts: Options) -> Launch:
-    """Commit and dirtiness, the Slurm spec (dirty tree refused unless force=true), tracking reachable."""
-    from sweeps.tracking import check_reachable
+    """Every check a launch makes before writing anything (``dry=true`` makes them too): the Slurm spec, a
+    dirty tree refused for Slurm unless force=true (not for a dry run), the tracking URI and store, the
+    experiment name, a writable runs dir."""
+    from sweeps.tracking import check_experiment_name, check_reachable
 
     commit, dirty = git_commit()
     spec = None
@@ -120,9 +123,24 @@ def prepare_launch(opts: Options) -> Launch:
         from slurm.spec import load_spec
 
         spec = load_spec(opts.slurm)
-        refuse_dirty(dirty, opts.force)
+        if not opts.dry:
+            refuse_dirty(dirty, opts.force)
     check_reachable(opts.tracking_uri)
+    check_experiment_name(opts.experiment)
+    check_writable(opts.runs_dir)
     return Launch(commit, dirty, spec)
+
+
+def check_writable(path: str) -> None:
+    """``runs_dir`` (or the nearest existing folder above it, where it will be created) is writable."""
+    probe = path
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise LaunchError(f"runs_dir={path} is not writable ({probe}: {e.strerror})") from None
 
 
 def check_eval_sets(plans: list[Planned]) -> None:

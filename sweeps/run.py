@@ -34,7 +34,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fvq.errors import SetupError, one_line  # noqa: E402
-from fvq.rundir import read_json, read_status  # noqa: E402
+from fvq.rundir import claim, read_json, read_status, release  # noqa: E402
+from fvq.track import pending  # noqa: E402
 from sweeps.launcher import classify, launch_local, launch_slurm  # noqa: E402
 from sweeps.options import Options, parse  # noqa: E402
 from fvq.config import ConfigError  # noqa: E402
@@ -95,9 +96,12 @@ def main(argv: list[str]) -> int:
             from sweeps.search import run_search
 
             return run_search(opts, overrides)
-        plans = plan_grids(opts.grid, opts.scale, overrides, opts.runs_dir)
+        plans = plan_grids(opts.grid, opts.scale, overrides, opts.runs_dir, files=opts.launcher == "local")
         if opts.status:
             return watch(plans, opts)
+        if opts.sync:
+            return sync(plans)
+        launch = prepare_launch(opts)  # every launch check, dry runs included (a dirty tree only noted)
         if opts.dry:
             print(f"grid={opts.grid} scale={opts.scale} runs_dir={opts.runs_dir} ({len(plans)} points)")
             print(table(plans))
@@ -110,7 +114,6 @@ def main(argv: list[str]) -> int:
             return 0
         check_eval_sets(plans)
         cost = costs(plans, opts) if opts.launcher == "slurm" else ""  # checks that the GPUs divide the batch
-        launch = prepare_launch(opts)
         if cost:
             print(cost, flush=True)
     except SetupError as e:
@@ -119,58 +122,86 @@ def main(argv: list[str]) -> int:
     return launch_grids(plans, opts, launch)
 
 
+def sync(plans: list[Planned]) -> int:
+    """Send to MLflow what ended runs could not (unsent metrics, end states; fvq/track.py)."""
+    from sweeps.tracking import sync_run
+
+    lines = [line for p in plans if pending(p.run_dir) for line in [_sync_one(sync_run, p)] if line]
+    print("\n".join(lines) if lines else "nothing to send: every point's MLflow run has all its records")
+    return 1 if any(" not sent" in line for line in lines) else 0
+
+
+def _sync_one(sync_run, p: Planned) -> str:
+    try:
+        return sync_run(p.run_dir)
+    except Exception as e:  # still unreachable: the files stay for the next try
+        return f"{p.sig}: not sent ({type(e).__name__}: {one_line(e)[:160]})"
+
+
 def launch_grids(plans: list[Planned], opts: Options, launch: Launch) -> int:
     """Submit what the relaunch rules ask for, under one parent MLflow run; local launches wait."""
-    from sweeps.tracking import end_launch, ensure_experiment, open_launch
+    from sweeps.tracking import end_launch, ensure_experiment, open_launch, sync_run
 
+    for p in plans:  # ended runs with records MLflow missed (an outage past their end): send them now
+        if p.state in ("finished", "pruned", "failed") and pending(p.run_dir):
+            print(f"[fvq] {_sync_one(sync_run, p)}", flush=True)
     todo = [p for p in plans if p.state in ("missing", "stalled") or (opts.retry and p.state == "failed")]
-    skipped = {p.state for p in plans} - {"missing", "stalled"}
-    print(f"grid={opts.grid} scale={opts.scale}: {len(plans)} points, {len(todo)} to submit "
-          f"({', '.join(f'{sum(p.state == s for p in plans)} {s}' for s in sorted(skipped)) or 'none skipped'})",
-          flush=True)
-    exp_id = ensure_experiment(opts.tracking_uri, opts.experiment)
-    for p in plans:
-        if p not in todo:
-            _tag_existing(p, opts)
-    if not todo:
-        print(table(plans))
-        return 0
-    parent = open_launch(opts.tracking_uri, opts.experiment, f"grid={opts.grid} scale={opts.scale}",
-                         {"commit": launch.label, "grids": ",".join(grid_names(opts.grid)),
-                          "launcher": opts.launcher, "runs": str(len(todo))})
+    claimed = {p.sig: claim(p.run_dir) for p in todo}
     for p in todo:
-        write_run(p, opts.scale, launch, parent)
-        if opts.retry and os.path.exists(os.path.join(p.run_dir, "attempts.json")):
-            os.unlink(os.path.join(p.run_dir, "attempts.json"))  # a retried run gets its requeue budget back
-    if opts.launcher == "slurm":
-        try:
-            ids = launch_slurm(todo, opts.runs_dir, opts.tracking_uri, opts.experiment, launch.spec,
-                               launch.commit, launch.dirty)
-        except SetupError as e:
-            end_launch(opts.tracking_uri, parent, "FAILED", failure=one_line(e)[:250])
-            print(f"error: {one_line(e)}", file=sys.stderr)
-            return 2
-        end_launch(opts.tracking_uri, parent, job_array=ids[0].split("_")[0])
-        print(f"submitted job array {ids[0].split('_')[0]} ({len(ids)} tasks) from commit {launch.label[:10]}; "
-              f"watch: python sweeps/run.py grid={opts.grid} scale={opts.scale} status=true")
-        return 0
+        if claimed[p.sig]:  # another launch took it between its plan and ours: it trains it, not us
+            print(f"[fvq] {p.sig}: already claimed by {claimed[p.sig]}; not submitted", flush=True)
+    todo = [p for p in todo if not claimed[p.sig]]
     try:
-        results = launch_local(todo, opts.runs_dir, opts.tracking_uri, opts.experiment, opts.parallel,
-                               shortest_first=opts.order == "shortest", show=_Live(plans).show)
-    except BaseException:
-        end_launch(opts.tracking_uri, parent, "KILLED")
-        raise
-    for p in plans:
-        p.state, p.detail = classify(p.run_dir)
-    print(table(plans))
-    failed = [s for s, r in results.items() if r.startswith("failed")]
-    end_launch(opts.tracking_uri, parent, "FAILED" if failed else "FINISHED")
-    # MLflow 3's UI opens in its GenAI mode unless the URL asks for the model-training one
-    print(f"done: {len(results) - len(failed)} finished, {len(failed)} failed. Browse: make mlflow-ui, then "
-          f"http://127.0.0.1:5000/#/experiments/{exp_id}?workflowType=machine_learning (parent run "
-          f"'grid={opts.grid} scale={opts.scale}', or filter "
-          + " or ".join(f"tags.\"grid.{n}\" = '1'" for n in grid_names(opts.grid)) + ")")
-    return 1 if failed else 0
+        skipped = {p.state for p in plans} - {"missing", "stalled"}
+        print(f"grid={opts.grid} scale={opts.scale}: {len(plans)} points, {len(todo)} to submit "
+              f"({', '.join(f'{sum(p.state == s for p in plans)} {s}' for s in sorted(skipped)) or 'none skipped'})",
+              flush=True)
+        exp_id = ensure_experiment(opts.tracking_uri, opts.experiment)
+        for p in plans:
+            if p not in todo:
+                _tag_existing(p, opts)
+        if not todo:
+            print(table(plans))
+            return 0
+        parent = open_launch(opts.tracking_uri, opts.experiment, f"grid={opts.grid} scale={opts.scale}",
+                             {"commit": launch.label, "grids": ",".join(grid_names(opts.grid)),
+                              "launcher": opts.launcher, "runs": str(len(todo))})
+        for p in todo:
+            write_run(p, opts.scale, launch, parent)
+            if opts.retry and os.path.exists(os.path.join(p.run_dir, "attempts.json")):
+                os.unlink(os.path.join(p.run_dir, "attempts.json"))  # a retried run gets its requeue budget back
+        if opts.launcher == "slurm":
+            try:
+                ids = launch_slurm(todo, opts.runs_dir, opts.tracking_uri, opts.experiment, launch.spec,
+                                   launch.commit, launch.dirty)
+            except SetupError as e:
+                end_launch(opts.tracking_uri, parent, "FAILED", failure=one_line(e)[:250])
+                print(f"error: {one_line(e)}", file=sys.stderr)
+                return 2
+            end_launch(opts.tracking_uri, parent, job_array=ids[0].split("_")[0])
+            print(f"submitted job array {ids[0].split('_')[0]} ({len(ids)} tasks) from commit {launch.label[:10]}; "
+                  f"watch: python sweeps/run.py grid={opts.grid} scale={opts.scale} status=true")
+            return 0
+        try:
+            results = launch_local(todo, opts.runs_dir, opts.tracking_uri, opts.experiment, opts.parallel,
+                                   shortest_first=opts.order == "shortest", show=_Live(plans).show)
+        except BaseException:
+            end_launch(opts.tracking_uri, parent, "KILLED")
+            raise
+        for p in plans:
+            p.state, p.detail = classify(p.run_dir)
+        print(table(plans))
+        failed = [s for s, r in results.items() if r.startswith("failed")]
+        end_launch(opts.tracking_uri, parent, "FAILED" if failed else "FINISHED")
+        # MLflow 3's UI opens in its GenAI mode unless the URL asks for the model-training one
+        print(f"done: {len(results) - len(failed)} finished, {len(failed)} failed. Browse: make mlflow-ui, then "
+              f"http://127.0.0.1:5000/#/experiments/{exp_id}?workflowType=machine_learning (parent run "
+              f"'grid={opts.grid} scale={opts.scale}', or filter "
+              + " or ".join(f"tags.\"grid.{n}\" = '1'" for n in grid_names(opts.grid)) + ")")
+        return 1 if failed else 0
+    finally:
+        for p in todo:
+            release(p.run_dir)
 
 
 def _tag_existing(p: Planned, opts: Options) -> None:

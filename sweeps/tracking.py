@@ -7,8 +7,12 @@
   K=16k p=16``), its signature kept as the ``signature`` tag.
 - A run's MLflow run id is stored in its run dir (``mlflow.json``), so a requeued or resumed job continues
   the same MLflow run instead of opening a new one.
-- Local default: a sqlite file (``sqlite:///<repo>/mlflow.db``) with artifacts under ``<repo>/mlartifacts``;
-  on a cluster: a tracking server URI (``make mlflow-ui`` / ``mlflow server`` bound to 127.0.0.1).
+- Local default: a sqlite file (``sqlite:///<repo>/mlflow.db``) with artifacts beside it
+  (``<dir of the db>/mlartifacts/<experiment>``); on a cluster: a tracking server URI (``make mlflow-ui`` /
+  ``mlflow server`` bound to 127.0.0.1). A store whose experiment keeps its artifacts elsewhere (the
+  project was moved or copied) is refused, never written into the old tree.
+- Unsent metrics and unfinished end states left in a run dir (fvq/track.py) are sent by `sync_run`:
+  ``python sweeps/run.py grid=... sync=true``, and any launch of the grid, does it for every point.
 - HTTP retries are capped so that a vanished server costs seconds, not minutes; the buffered tracker in
   fvq/track.py keeps the metrics meanwhile.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -32,7 +37,8 @@ from fvq.errors import SetupError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_URI = f"sqlite:///{os.path.join(REPO, 'mlflow.db')}"
-DEFAULT_ARTIFACTS = os.path.join(REPO, "mlartifacts")
+SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql")
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 # The UI's "experiment type": runs table first, not the GenAI traces overview.
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
@@ -41,8 +47,26 @@ class TrackingError(SetupError):
     """Tracking store unreachable or unusable; one-line message."""
 
 
+def sqlite_path(uri: str) -> str | None:
+    return uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+
+
+def check_experiment_name(name: str) -> None:
+    """An experiment name becomes a directory under the artifact root: no separators, no ``..``."""
+    if not EXPERIMENT_NAME.fullmatch(name) or ".." in name:
+        raise TrackingError(f"experiment={name!r}: use letters, digits, '_', '.', '-' (no '/' or '..')")
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail before anything is submitted when an HTTP tracking server does not answer /health."""
+    """Fail before anything is submitted: unknown URI scheme, a sqlite file whose directory does not exist
+    (MLflow would create it silently), or an HTTP tracking server that does not answer /health."""
+    scheme = uri.split(":", 1)[0] if "://" in uri else ""
+    if scheme.split("+")[0] not in SCHEMES:
+        raise TrackingError(f"tracking_uri={uri!r}: expected one of {', '.join(s + '://' for s in SCHEMES)}")
+    db = sqlite_path(uri)
+    if scheme == "sqlite" and (db is None or not os.path.isdir(os.path.dirname(db) or ".")):
+        raise TrackingError(f"tracking_uri={uri!r}: the directory of the sqlite file does not exist "
+                            f"(sqlite:///relative/or/absolute/path/mlflow.db)")
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -56,14 +80,21 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 def ensure_experiment(uri: str, name: str) -> str:
-    """Create the experiment if missing (launcher only); return its id."""
+    """Create the experiment if missing (launcher only); return its id. A sqlite store keeps artifacts
+    beside its file; an experiment whose stored location is elsewhere (a moved project) is refused."""
+    check_experiment_name(name)
+    db = sqlite_path(uri)
+    art = "file://" + os.path.join(os.path.dirname(os.path.abspath(db)), "mlartifacts", name) if db else None
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if art and exp.artifact_location.startswith("file://") and exp.artifact_location != art:
+            raise TrackingError(f"experiment {name!r} in {uri} keeps its artifacts in {exp.artifact_location}, "
+                                f"not beside this store ({art}): the project was moved or copied; use a new "
+                                f"experiment= or tracking_uri=")
         if exp.tags.get(KIND_TAG) != KIND:
             client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
         return exp.experiment_id
-    art = None if uri.startswith("http") else "file://" + os.path.join(DEFAULT_ARTIFACTS, name)
     try:
         return client.create_experiment(name, artifact_location=art, tags={KIND_TAG: KIND})
     except Exception:  # created concurrently by another launcher
@@ -135,3 +166,26 @@ class MLflowSink:
 
     def finish(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status=status)
+
+
+def sync_run(run_dir: str) -> str:
+    """Send what a run dir holds that its MLflow run has not taken (fvq/track.py: unsent metrics, an end
+    status); a one-line account, "" when there was nothing to send."""
+    from fvq.rundir import read_json
+    from fvq.track import UNFINISHED, UNSENT, read_jsonl
+
+    ml = read_json(os.path.join(run_dir, "mlflow.json"))
+    unsent, marker = os.path.join(run_dir, UNSENT), os.path.join(run_dir, UNFINISHED)
+    if not ml or not (os.path.exists(unsent) or os.path.exists(marker)):
+        return ""
+    sink = MLflowSink(ml["tracking_uri"], ml["run_id"])
+    rows = [(r["key"], float(r["value"]), int(r["step"])) for r in read_jsonl(unsent)]
+    for i in range(0, len(rows), 1000):
+        sink.log_metrics(rows[i:i + 1000])
+    if os.path.exists(unsent):
+        os.unlink(unsent)
+    status = read_json(marker).get("status")
+    if status:
+        sink.finish(status)
+        os.unlink(marker)
+    return f"{os.path.basename(run_dir)}: {len(rows)} metrics sent" + (f", ended {status}" if status else "")
