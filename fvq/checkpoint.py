@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from fvq.config import science_mismatch
-from fvq.errors import SetupError
+from fvq.errors import SetupError, one_line
 
 
 class CheckpointError(SetupError, RuntimeError):
@@ -45,7 +45,7 @@ def load_checkpoint(path: str, expect_config: dict[str, Any] | None = None) -> d
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:120]})") from None
+                              f"{one_line(e)[:120]})") from None
     if not isinstance(state, dict) or "step" not in state or "model" not in state:
         raise CheckpointError(f"checkpoint {path} is not an fvq training checkpoint")
     if expect_config is not None and state.get("config") is not None:

@@ -373,7 +373,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optim.beta1={o.beta1}, optim.beta2={o.beta2}: Adam's betas must be in [0, 1)")
     if o.weight_decay < 0:
         raise ConfigError(f"optim.weight_decay={o.weight_decay} must be >= 0")
-    if cfg.eval.fid_images > cfg.eval.images:
+    if cfg.eval.fid and cfg.eval.fid_images > cfg.eval.images:
         raise ConfigError(f"eval.fid_images={cfg.eval.fid_images} exceeds eval.images={cfg.eval.images} "
                           f"(rFID uses the first fid_images of the evaluated images; 0 = all)")
     if cfg.optim.base_lr <= 0 or cfg.optim.lr_scale <= 0:

@@ -270,8 +270,11 @@ class ImageFolder(_Base):
         from PIL import Image
 
         s = self.image_size
-        with Image.open(self.files[i]) as im:
-            img = im.convert("RGB")
+        try:
+            with Image.open(self.files[i]) as im:
+                img = im.convert("RGB")
+        except OSError as e:  # truncated / not an image: name the file, not just PIL's complaint
+            raise OSError(f"cannot read image {self.files[i]}: {e}") from None
         if self.train:
             g = item_generator(self.seed, self.epoch, i)
             short = int(round(s * (1 + 0.1 * float(torch.rand((), generator=g)))))

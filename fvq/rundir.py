@@ -40,7 +40,7 @@ def read_json(path: str) -> dict:
     try:
         with open(path) as f:
             return json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, not a folder, torn or garbled JSON
         return {}
 
 

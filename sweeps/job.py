@@ -24,7 +24,8 @@ import submitit
 from fvq import dist
 from fvq.build import resolve_device
 from fvq.config import from_flat_dict
-from fvq.rundir import read_json, read_status, write_json, write_status
+from fvq.errors import one_line
+from fvq.rundir import RunDirError, read_json, read_status, write_json, write_status
 from fvq.train import Preempted, train
 from sweeps.pruning import pruning_callback
 
@@ -39,8 +40,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         from sweeps.tracking import MLflowSink
 
-        with open(os.path.join(self.run_dir, "config.json")) as f:
-            cfg = from_flat_dict(json.load(f))
+        cfg = self._config()
         env = submitit.JobEnvironment() if "SUBMITIT_EXECUTOR" in os.environ else None
         if env is not None and env.num_tasks > 1:
             # Data-parallel (one task per GPU): fvq reads only torchrun-style variables; submitit derives them
@@ -50,7 +50,12 @@ class TrainJob(submitit.helpers.Checkpointable):
         # Join the process group here already, so that rank 0's verdict on the attempt reaches every rank.
         _, own_group = dist.init_from_env(resolve_device(cfg))
         try:
-            run_id = dist.on_main(self._start, env)  # raises on every rank when rank 0 gives up
+            try:
+                run_id = dist.on_main(self._start, env)  # raises on every rank when rank 0 gives up
+            except Exception as e:  # e.g. the tracking server is down at start: recorded, not left "active"
+                if dist.is_main() and read_status(self.run_dir).get("state") != "FAILED":
+                    self._fail(f"could not open the MLflow run: {type(e).__name__}: {one_line(e)}")
+                raise
             main = dist.is_main()
             sink = MLflowSink(self.tracking_uri, run_id) if main else None  # rank 0 alone tracks the run
             return train(cfg, self.run_dir, sink, on_eval=pruning_callback(self.run_dir) if main else None)
@@ -61,6 +66,20 @@ class TrainJob(submitit.helpers.Checkpointable):
             if own_group:
                 dist.destroy()
 
+    def _config(self):
+        """The config the launcher wrote; an unreadable one fails the run with a line naming the file."""
+        path = os.path.join(self.run_dir, "config.json")
+        try:
+            with open(path) as f:
+                return from_flat_dict(json.load(f))
+        except (OSError, ValueError) as e:  # JSONDecodeError and ConfigError are ValueErrors
+            reason = f"{path} is unreadable ({type(e).__name__}: {one_line(e)[:160]})"
+            self._fail(reason)
+            raise RunDirError(reason) from None
+
+    def _fail(self, reason: str) -> None:
+        write_status(self.run_dir, "FAILED", reason=reason[:500], step=read_status(self.run_dir).get("step"))
+
     def _start(self, env) -> str:
         """Rank 0: count this start (bounded requeues), open or re-open the MLflow run; its run id."""
         from sweeps.tracking import open_run  # mlflow is imported by the job, never by fvq/
@@ -68,8 +87,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         attempts = self._count_attempt()
         if attempts > self.max_requeues + 1:
             reason = f"gave up after {attempts - 1} starts (max_requeues={self.max_requeues})"
-            write_status(self.run_dir, "FAILED", reason=reason, step=read_status(self.run_dir).get("step"))
-            raise RuntimeError(reason)
+            self._fail(reason)
+            raise RunDirError(reason)
         tags = self._tags()
         if env is not None:
             tags.update({"job_id": str(env.job_id), "host": socket.gethostname()})

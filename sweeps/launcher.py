@@ -13,6 +13,7 @@ Run state lives in each run dir (fvq/rundir.py): ``job.json`` (who runs it), ``s
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,11 @@ def classify(run_dir: str) -> tuple[str, str]:
     unless retry; stalled (queued/running but nobody runs it any more, e.g. killed) or missing -> submit."""
     status = read_status(run_dir)
     state = status.get("state")
+    if not status and os.path.exists(os.path.join(run_dir, "status.json")):
+        # torn or garbled: never restart a run on that alone (a finished one would train again)
+        if read_json(os.path.join(run_dir, "final.json")).get("metrics"):
+            return "finished", "status.json unreadable; final.json holds the evaluation"
+        return "failed", "status.json unreadable (repair or delete it, then retry=true)"
     if state in DONE:
         return state.lower(), f"step {status.get('step')}"
     if state == "FAILED":
@@ -212,7 +218,8 @@ def launch_slurm(plans: list, runs_root: str, uri: str, experiment: str, spec, c
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     params = spec.submitit_params()
     setup = list(params.pop("slurm_setup", []) or [])
-    setup += [f"cd {code}", f"export PYTHONPATH={code}${{PYTHONPATH:+:$PYTHONPATH}}"]
+    # quoted: a runs_dir with a space, or with $(...) in its name, is a path, never shell code
+    setup += [f"cd {shlex.quote(code)}", f"export PYTHONPATH={shlex.quote(code)}${{PYTHONPATH:+:$PYTHONPATH}}"]
     executor.update_parameters(slurm_setup=setup, **params)
     max_requeues = getattr(spec, "max_requeues", 3)
     jobs = []

@@ -101,8 +101,8 @@ def main(argv: list[str]) -> int:
             return watch(plans, opts)
         if opts.sync:
             return sync(plans)
-        launch = prepare_launch(opts)  # every launch check, dry runs included (a dirty tree only noted)
         if opts.dry:
+            prepare_launch(opts)  # every launch check, dry runs included (a dirty tree is not refused)
             print(f"grid={opts.grid} scale={opts.scale} runs_dir={opts.runs_dir} ({len(plans)} points)")
             print(table(plans))
             if opts.launcher == "slurm" or opts.scale == "paper":
@@ -114,6 +114,7 @@ def main(argv: list[str]) -> int:
             return 0
         check_eval_sets(plans)
         cost = costs(plans, opts) if opts.launcher == "slurm" else ""  # checks that the GPUs divide the batch
+        launch = prepare_launch(opts)
         if cost:
             print(cost, flush=True)
     except SetupError as e:

@@ -57,6 +57,30 @@ def _plan_trial(study, trial, mod, opts: Options, overrides: dict):
     return trial, plan
 
 
+def overview(mod, opts: Options, overrides: dict, storage: str) -> int:
+    """``dry=true`` / ``status=true``: the base point as planned and the study's trials; writes nothing."""
+    base = plan_point(mod.base, opts.scale, overrides, opts.runs_dir, f"search.{opts.search}",
+                      files=opts.launcher == "local")
+    name = f"{opts.search}-{opts.scale}"
+    print(f"search={opts.search} scale={opts.scale} study {name} in {storage}; wants trials={opts.trials}; "
+          f"base point {base.sig} ({base.state})")
+    db = storage[len("sqlite:///"):] if storage.startswith("sqlite:///") else None
+    trials = []
+    if db is None or os.path.exists(db):  # loading a study never creates a sqlite file here
+        try:
+            trials = optuna.load_study(study_name=name, storage=storage).trials
+        except KeyError:
+            pass
+    if not trials:
+        print("no trials yet")
+    for t in trials:
+        sig = t.user_attrs.get("signature", "")
+        run = classify(os.path.join(opts.runs_dir, sig))[0] if sig else "-"
+        value = f"{t.value:.4g}" if t.value is not None else "-"
+        print(f"trial {t.number:>3} {t.state.name:<8} value={value:<10} run {sig or '-':<10} ({run}) {t.params}")
+    return 0
+
+
 def run_search(opts: Options, overrides: dict) -> int:
     mod = searches.load(opts.search)
     scale, runs_root, trials = opts.scale, opts.runs_dir, opts.trials
@@ -64,6 +88,8 @@ def run_search(opts: Options, overrides: dict) -> int:
     if "mlflow" in os.path.basename(storage):
         raise ConfigError(f"storage={storage}: Optuna must not share MLflow's sqlite file")
     launch = prepare_launch(opts)
+    if opts.dry or opts.status:
+        return overview(mod, opts, overrides, storage)
     from sweeps.tracking import end_launch, ensure_experiment, open_launch
 
     study = optuna.create_study(study_name=f"{opts.search}-{scale}", storage=storage, direction="minimize",

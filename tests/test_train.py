@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A few dozen steps of the cpu preset on a small slice of the built-in photos.
 SMALL = ["optim.steps=30", "log.every=5", "log.ckpt_every=10", "data.train_size=256", "data.val_size=16",
          "eval.images=16", "eval.batch=16", "optim.batch=16", "quant.codebook_size=256", "optim.base_lr=4e-4",
-         "log.progress=off"]
+         "log.progress=off", "eval.fid_images=0"]
 
 
 def small(*extra: str) -> Config:
