@@ -185,6 +185,17 @@ class PhotoCrops(_Base):
                 left = cut + int(torch.randint(max(1, w - cut - s + 1), (1,), generator=g))
                 self.val_spec.append((k, top, min(left, w - s)))
 
+    @property
+    def num_classes(self) -> int:
+        return len(self.bases)
+
+    def label(self, i: int) -> int:
+        """The source photo of crop i: the class of the cpu-scale class-conditional generator (Table 2's
+        cpu stand-in for ImageNet's 1,000 classes). The same draw as ``__getitem__``'s first."""
+        if not self.train:
+            return self.val_spec[i][0]
+        return int(torch.randint(len(self.bases), (1,), generator=item_generator(self.seed, self.epoch, i)))
+
     def __getitem__(self, i: int) -> torch.Tensor:
         s = self.image_size
         if not self.train:
@@ -265,6 +276,20 @@ class ImageFolder(_Base):
     @property
     def cache_key(self) -> str:
         return super().cache_key + f"|root={os.path.abspath(self.root)}"
+
+    def _class_of(self, f: str) -> str:
+        return os.path.relpath(f, self.root).split(os.sep)[0] if os.sep in os.path.relpath(f, self.root) else ""
+
+    @property
+    def num_classes(self) -> int:
+        return len({self._class_of(f) for f in self.files})
+
+    def label(self, i: int) -> int:
+        """The class of image i: its top-level folder under the split (ImageNet's synset folders), in sorted
+        order; a flat folder is one class."""
+        if not hasattr(self, "_classes"):
+            self._classes = {c: k for k, c in enumerate(sorted({self._class_of(f) for f in self.files}))}
+        return self._classes[self._class_of(self.files[i])]
 
     def __getitem__(self, i: int) -> torch.Tensor:
         from PIL import Image

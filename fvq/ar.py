@@ -1,0 +1,248 @@
+"""Training and evaluating the generator (Tables 2 and 11, Fig. 1 left, Fig. 5 right).
+
+``train_ar(cfg, run_dir)``: the GPT of fvq/gpt.py on a finished tokenizer's token cache (fvq/tokens.py),
+then class-conditional samples decoded by that tokenizer and scored against real images.
+
+Recipe (Table 6, generation column, i.e. LlamaGen's): AdamW, betas (0.9, 0.95), weight decay 0.05,
+base lr 1e-4 at batch 256 (lr = base_lr x batch / base_batch x lr_scale), no warmup, lr held for 5% of the
+steps then linear decay over 95% to 0.01 x lr (fvq/schedule.py), 300 epochs at paper scale, grad clip 1.0,
+bf16 autocast on GPU; data-parallel through fvq/dist.py. A checkpoint (model, optimiser, step, RNG) is
+written every ``ckpt_every`` steps and on the last; a rerun resumes from it, bit-identical on CPU.
+
+Evaluation (``gfid``, ``precision``, ``recall``, ``is``): ``samples`` generated images (classes cycled
+0,1,2,...) against the first ``samples`` images of the tokenizer's val set through the same offline
+Inception as rFID (fvq/evaluate.py). ``is`` needs Inception logits, which the offline TorchScript pool3
+extractor does not have: it is recorded missing with that reason. Precision / recall (k = 3, torch-
+fidelity's ``prc_features_to_metric``) run on the same pool3 features rather than torch-fidelity's VGG16
+(no VGG16 weights offline); a deviation, recorded in ``final.json``. ``noise_gfid``: the FID between two
+disjoint halves of 2 x ``samples`` real images, i.e. how far apart two real sets of this size already are.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import torch
+
+from fvq import dist
+from fvq.checkpoint import load_checkpoint, save_checkpoint
+from fvq.config import ConfigError, SchedCfg, parse_value
+from fvq.errors import SetupError, one_line
+from fvq.gpt import GPT, check_cfg, generate, spec
+from fvq.rundir import write_json, write_status
+from fvq.schedule import lr_factor
+from fvq.tokens import TokenizerError, load_tokenizer, token_cache
+
+# Table 6 generation column: no warmup, constant 5%, linear decay over 95% to 0.01.
+AR_SCHED = SchedCfg(kind="anneal", warmup=0.0, constant=0.05, final=0.01)
+
+
+@dataclass(frozen=True)
+class ARConfig:
+    tokenizer: str = ""         # run dir of a FINISHED tokenizer run (the harness resolves a grid point to it)
+    model: str = "tiny"         # fvq.gpt.PRESETS: tiny | B | L | XL
+    vocab: int = 0              # AR vocabulary; 0 = the tokenizer's codebook size (else it must equal it)
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 1
+    train_images: int = 4096    # token cache size (train crops at epoch 0)
+    batch: int = 64
+    base_lr: float = 1e-4       # Table 6: 1e-4 at batch 256
+    base_batch: int = 256
+    lr_scale: float = 8.0       # cpu: 1,000 steps cannot afford 2.5e-5 (cf. OptimCfg.lr_scale); paper: 1.0
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    steps: int = 1000
+    class_dropout: float = 0.1  # LlamaGen: trains the null class CFG needs
+    cfg_scale: float = 1.0      # paper: 1.75 (L), 1.65 (XL)
+    temperature: float = 1.0
+    top_k: int = 0              # 0 = off
+    top_p: float = 1.0
+    samples: int = 128          # generated images for gFID (paper: 50,000)
+    log_every: int = 50
+    ckpt_every: int = 500
+
+    @property
+    def lr(self) -> float:
+        return self.base_lr * self.batch / self.base_batch * self.lr_scale
+
+
+def ar_overrides(overrides: list[str] | dict[str, Any], base: ARConfig | None = None) -> ARConfig:
+    """Typed ``key=value`` overrides (unknown key or bad value: ConfigError naming it)."""
+    cfg = base or ARConfig()
+    types = {f.name: f.type for f in fields(ARConfig)}
+    items = overrides.items() if isinstance(overrides, dict) else [o.split("=", 1) for o in overrides]
+    for kv in items:
+        k, v = kv if len(kv) == 2 else (kv[0], None)
+        if v is None or k not in types:
+            raise ConfigError(f"AR override {k!r}: expected one of {', '.join(types)} as key=value")
+        tp = {"str": str, "int": int, "float": float}[types[k]] if isinstance(types[k], str) else types[k]
+        cfg = replace(cfg, **{k: parse_value(k, str(v), tp)})
+    check_cfg(cfg.cfg_scale, cfg.class_dropout)
+    spec(cfg.model)
+    return cfg
+
+
+def _gpt(cfg: ARConfig, cache: dict) -> GPT:
+    if cfg.vocab and cfg.vocab != cache["vocab"]:
+        raise TokenizerError(f"AR vocab={cfg.vocab} but the tokenizer {cache['key']} has codebook size "
+                             f"{cache['vocab']}")
+    return GPT(spec(cfg.model, vocab=cache["vocab"], classes=cache["classes"], tokens=cache["side"] ** 2,
+                    class_dropout=cfg.class_dropout))
+
+
+def train_ar(cfg: ARConfig, run_dir: str, log=print) -> dict[str, Any]:
+    check_cfg(cfg.cfg_scale, cfg.class_dropout)
+    device, own = dist.init_from_env(torch.device("cuda" if cfg.device == "cuda" else "cpu"))
+    try:
+        return _train(cfg, run_dir, device, log)
+    finally:
+        if own:
+            dist.destroy()
+
+
+def _train(cfg: ARConfig, run_dir: str, device: torch.device, log) -> dict[str, Any]:
+    main = dist.is_main()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    os.makedirs(run_dir, exist_ok=True)
+    flat = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    cache = dist.on_main(token_cache, cfg.tokenizer, "train", cfg.train_images)
+    cache = cache if main else token_cache(cfg.tokenizer, "train", cfg.train_images)
+    torch.manual_seed(cfg.seed)
+    model = _gpt(cfg, cache).to(device)
+    decay = [p for p in model.parameters() if p.dim() >= 2]  # no decay on norms (LlamaGen: dim < 2 undecayed)
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    net = dist.wrap(model, device)
+    ckpt = os.path.join(run_dir, "ckpt.pt")
+    start = 0
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # batch order and label dropout: resumable state
+    if os.path.exists(ckpt):
+        st = load_checkpoint(ckpt, expect_config=flat)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+        torch.set_rng_state(st["rng"])
+        start = int(st["step"])
+        log(f"[ar] resumed {run_dir} at step {start}/{cfg.steps}", flush=True)
+    if main:
+        write_status(run_dir, "RUNNING", step=start, pid=os.getpid())
+    idx, lab = cache["indices"], cache["labels"]
+    per = cfg.batch // dist.world()
+    curves = []
+    t0 = time.perf_counter()
+    net.train()
+    for step in range(start, cfg.steps):
+        lr = cfg.lr * lr_factor(step, cfg.steps, AR_SCHED)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        pick = torch.randint(len(idx), (cfg.batch,), generator=gen)[dist.rank() * per:(dist.rank() + 1) * per]
+        x, y = idx[pick].to(device), lab[pick].to(device)
+        y = model.drop_labels(y.cpu(), gen).to(device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            logits = net(x[:, :-1], y)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else torch.zeros(())
+        opt.step()
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            now = time.perf_counter()
+            curves.append({"step": done, "ar/loss": float(dist.all_reduce(loss.detach()) / dist.world()),
+                           "ar/lr": lr, "ar/grad_norm": float(gn),
+                           "ar/img_per_s": cfg.log_every * cfg.batch / max(now - t0, 1e-9)})
+            t0 = now
+            log(f"[ar] step {done}/{cfg.steps} loss={curves[-1]['ar/loss']:.4f}", flush=True)
+        if main and (done % cfg.ckpt_every == 0 or done == cfg.steps):
+            save_checkpoint(ckpt, {"step": done, "model": model.state_dict(), "opt": opt.state_dict(),
+                                   "gen": gen.get_state(), "rng": torch.get_rng_state(), "config": flat})
+    if main:
+        with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
+            import json
+            for c in curves:
+                f.write(json.dumps(c) + "\n")
+    result = {"step": cfg.steps, "config": flat, "tokenizer": cache["key"]}
+    if main:
+        metrics, missing = evaluate_generator(cfg, model, run_dir, device)
+        result.update(metrics=metrics, missing=missing)
+        write_json(os.path.join(run_dir, "final.json"), result)
+        write_status(run_dir, "FINISHED", step=cfg.steps)
+    dist.barrier()
+    return result
+
+
+@torch.no_grad()
+def sample_images(cfg: ARConfig, model: GPT, tokenizer, n: int, device, batch: int = 64) -> torch.Tensor:
+    """n images in [0,1], classes cycled, seeded per batch by ``cfg.seed`` (reproducible)."""
+    side = int(round(model.spec.tokens ** 0.5))
+    out = []
+    for s in range(0, n, batch):
+        y = torch.arange(s, min(n, s + batch), device=device) % model.spec.classes
+        codes = generate(model, y, cfg=cfg.cfg_scale, temperature=cfg.temperature, top_k=cfg.top_k,
+                         top_p=cfg.top_p, seed=cfg.seed * 100_003 + s)
+        out.append(tokenizer.decode_indices(codes.view(-1, side, side)).float().clamp(-1, 1).add(1).div(2).cpu())
+    return torch.cat(out)
+
+
+def evaluate_generator(cfg: ARConfig, model: GPT, run_dir: str, device) -> tuple[dict, dict]:
+    import torchvision
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    from fvq.evaluate import find_fid_weights, frechet_distance, get_extractor
+    from fvq.tokens import labelled_dataset
+
+    tcfg, tok = load_tokenizer(cfg.tokenizer, device)
+    fake = sample_images(cfg, model, tok, cfg.samples, device)
+    per_class = torch.stack([fake[i] for i in range(min(len(fake), model.spec.classes))])
+    torchvision.utils.save_image(per_class, os.path.join(run_dir, "samples.png"), nrow=min(11, len(per_class)),
+                                 padding=1)
+    metrics: dict[str, float] = {"gen_samples": float(len(fake))}
+    missing = {"is": "the offline TorchScript Inception (pool3 features only) has no logits: no Inception Score",
+               "prc_features": "precision/recall on Inception pool3 features, not torch-fidelity's VGG16 "
+                               "(no VGG16 weights offline)"}
+    kind, path, reason = find_fid_weights()
+    if kind is None:
+        missing.update(gfid=reason, precision=reason, recall=reason)
+        return metrics, missing
+    ext = get_extractor(kind, path, str(device))
+    ds = labelled_dataset(tcfg, "val", None)
+    n = cfg.samples
+    if len(ds) < 2 * n:
+        missing["noise_gfid"] = f"val set has {len(ds)} < 2 x {n} images"
+    real = torch.stack([ds[i] for i in range(min(len(ds), 2 * n))]).add(1).div(2)
+    rf = torch.cat([ext(real[i:i + 64]) for i in range(0, len(real), 64)])
+    ff = torch.cat([ext(fake[i:i + 64]) for i in range(0, len(fake), 64)])
+    metrics["gfid"] = frechet_distance({"feats": rf[:n]}, ff)
+    if len(rf) >= 2 * n:
+        metrics["noise_gfid"] = frechet_distance({"feats": rf[:n]}, rf[n:2 * n])
+    prc = prc_features_to_metric(rf[:n].float(), ff.float(), verbose=False)
+    metrics["precision"], metrics["recall"] = float(prc["precision"]), float(prc["recall"])
+    return metrics, missing
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fvq.ar out=runs/ar-demo tokenizer=runs/<sig> [key=value ...]``: one generator run."""
+    import json
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    out = next((a.split("=", 1)[1] for a in args if a.startswith("out=")), "runs/ar-debug")
+    try:
+        cfg = ar_overrides([a for a in args if not a.startswith("out=")])
+        result = train_ar(cfg, out)
+    except (SetupError, TokenizerError, ValueError, OSError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.get("metrics", {}), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

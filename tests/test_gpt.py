@@ -1,0 +1,95 @@
+"""The generator's GPT (fvq/gpt.py): KV cache == full recomputation, CFG, determinism, sizes, filters."""
+import pytest
+import torch
+
+from fvq.gpt import GPT, PRESETS, filter_logits, generate, guided, rope_2d, spec
+
+
+def tiny(**over) -> GPT:
+    torch.manual_seed(0)
+    m = GPT(spec("tiny", vocab=37, classes=5, tokens=16, **over)).double()
+    for p in m.head.parameters():  # the zero-init head would make every distribution uniform
+        torch.nn.init.normal_(p, 0, 0.5)
+    return m.eval()
+
+
+def test_cached_logits_equal_full_recomputation():
+    m = tiny()
+    y = torch.tensor([0, 3])
+    codes = torch.randint(37, (2, 15))
+    full = m(codes, y)  # (2, 16, V)
+    m.reset_cache()
+    steps = [m(None, y, start=0)[:, -1]]
+    for i in range(15):
+        steps.append(m(codes[:, i:i + 1], None, start=i + 1)[:, -1])
+    assert torch.allclose(torch.stack(steps, 1), full, atol=1e-10)
+
+
+@pytest.mark.parametrize("cfg,top_k,top_p,temp", [(1.0, 0, 1.0, 1.0), (1.75, 0, 1.0, 1.0), (1.65, 5, 0.9, 0.8)])
+def test_cached_sampling_equals_uncached(cfg, top_k, top_p, temp):
+    m = tiny()
+    y = torch.tensor([1, 2, 4])
+    kw = dict(cfg=cfg, top_k=top_k, top_p=top_p, temperature=temp, seed=7)
+    a = generate(m, y, cache=True, **kw)
+    b = generate(m, y, cache=False, **kw)
+    assert a.shape == (3, 16) and torch.equal(a, b)
+
+
+def test_sampling_is_deterministic_given_seed_and_varies_with_it():
+    m = tiny()
+    y = torch.tensor([0, 1, 2, 3])
+    assert torch.equal(generate(m, y, seed=3), generate(m, y, seed=3))
+    assert not torch.equal(generate(m, y, seed=3), generate(m, y, seed=4))
+
+
+def test_cfg_combines_conditional_and_unconditional_logits():
+    c, u = torch.tensor([[1.0, 3.0]]), torch.tensor([[2.0, 0.0]])
+    assert torch.allclose(guided(torch.cat([c, u]), 1.0), c)
+    assert torch.allclose(guided(torch.cat([c, u]), 2.0), torch.tensor([[0.0, 6.0]]))
+
+
+def test_cfg_changes_samples_and_needs_the_null_class():
+    m = tiny()
+    y = torch.tensor([0, 1, 2])
+    assert not torch.equal(generate(m, y, cfg=1.0, seed=0), generate(m, y, cfg=3.0, seed=0))
+    with pytest.raises(ValueError, match="class_dropout=0"):
+        generate(tiny(class_dropout=0.0), y, cfg=1.5)
+    with pytest.raises(ValueError, match="< 1"):
+        generate(m, y, cfg=0.5)
+
+
+def test_null_class_row_and_label_dropout():
+    m = tiny()
+    assert m.cls.num_embeddings == 6 and m.null_class == 5
+    g = torch.Generator().manual_seed(0)
+    dropped = m.drop_labels(torch.zeros(10_000, dtype=torch.long), g)
+    assert 0.08 < (dropped == 5).float().mean() < 0.12  # class dropout 0.1
+    assert tiny(class_dropout=0.0).cls.num_embeddings == 5
+
+
+def test_top_k_and_top_p_filters():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isfinite(filter_logits(logits, top_k=2)).sum() == 2
+    assert torch.isfinite(filter_logits(logits, top_p=0.7)).sum() == 2  # 0.5 + 0.3 reaches 0.7
+    assert torch.isfinite(filter_logits(logits, top_p=0.01)).sum() == 1  # never empty
+    assert torch.isfinite(filter_logits(logits)).all()
+
+
+def test_rope_prefix_is_not_rotated_and_grid_is_2d():
+    t = rope_2d(4, 16, 10000.0)
+    assert t.shape == (17, 8, 2)
+    assert torch.equal(t[0, :, 0], torch.ones(8)) and torch.equal(t[0, :, 1], torch.zeros(8))
+    # tokens of one row share the row half of the angles; tokens of one column share the column half
+    assert torch.equal(t[1 + 0, :4], t[1 + 3, :4]) and not torch.equal(t[1 + 0, 4:], t[1 + 3, 4:])
+    assert torch.equal(t[1 + 1, 4:], t[1 + 5, 4:])
+
+
+def test_llamagen_b_size_and_presets():
+    n = sum(p.numel() for p in GPT(spec("B")).parameters())
+    assert abs(n / 1e6 - 111) < 1  # LlamaGen GPT-B: 111M at vocab 16,384
+    assert (PRESETS["L"].dim, PRESETS["L"].layers, PRESETS["L"].heads) == (1024, 24, 16)
+    assert (PRESETS["XL"].dim, PRESETS["XL"].layers, PRESETS["XL"].heads) == (1280, 36, 20)
+    with pytest.raises(ValueError, match="unknown AR model"):
+        spec("XXL")
+    with pytest.raises(ValueError, match="square"):
+        GPT(spec("tiny", tokens=15))
