@@ -19,6 +19,7 @@ disjoint halves of 2 x ``samples`` real images, i.e. how far apart two real sets
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -96,17 +97,19 @@ def _gpt(cfg: ARConfig, cache: dict) -> GPT:
                     class_dropout=cfg.class_dropout))
 
 
-def train_ar(cfg: ARConfig, run_dir: str, log=print) -> dict[str, Any]:
+def train_ar(cfg: ARConfig, run_dir: str, log=print, stop_after: int = 0) -> dict[str, Any]:
+    """Train (resuming from ``run_dir/ckpt.pt``), evaluate, write ``final.json``; its content.
+    ``stop_after`` > 0 stops after that step with a checkpoint and state PREEMPTED, as a preemption would."""
     check_cfg(cfg.cfg_scale, cfg.class_dropout)
     device, own = dist.init_from_env(torch.device("cuda" if cfg.device == "cuda" else "cpu"))
     try:
-        return _train(cfg, run_dir, device, log)
+        return _train(cfg, run_dir, device, log, stop_after)
     finally:
         if own:
             dist.destroy()
 
 
-def _train(cfg: ARConfig, run_dir: str, device: torch.device, log) -> dict[str, Any]:
+def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: int = 0) -> dict[str, Any]:
     main = dist.is_main()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -161,14 +164,19 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log) -> dict[str, 
                            "ar/img_per_s": cfg.log_every * cfg.batch / max(now - t0, 1e-9)})
             t0 = now
             log(f"[ar] step {done}/{cfg.steps} loss={curves[-1]['ar/loss']:.4f}", flush=True)
-        if main and (done % cfg.ckpt_every == 0 or done == cfg.steps):
+        stop = done == stop_after
+        if main and (done % cfg.ckpt_every == 0 or done == cfg.steps or stop):
             save_checkpoint(ckpt, {"step": done, "model": model.state_dict(), "opt": opt.state_dict(),
                                    "gen": gen.get_state(), "rng": torch.get_rng_state(), "config": flat})
+        if stop:
+            break
     if main:
         with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
-            import json
-            for c in curves:
-                f.write(json.dumps(c) + "\n")
+            f.writelines(json.dumps(c) + "\n" for c in curves)
+    if stop_after and stop_after < cfg.steps:
+        if main:
+            write_status(run_dir, "PREEMPTED", step=stop_after)
+        return {"step": stop_after, "config": flat, "tokenizer": cache["key"], "preempted": True}
     result = {"step": cfg.steps, "config": flat, "tokenizer": cache["key"]}
     if main:
         metrics, missing = evaluate_generator(cfg, model, run_dir, device)
@@ -236,8 +244,6 @@ def evaluate_generator(cfg: ARConfig, model: GPT, run_dir: str, device) -> tuple
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m fvq.ar out=runs/ar-demo tokenizer=runs/<sig> [key=value ...]``: one generator run."""
-    import json
-
     args = list(sys.argv[1:] if argv is None else argv)
     out = next((a.split("=", 1)[1] for a in args if a.startswith("out=")), "runs/ar-debug")
     try:

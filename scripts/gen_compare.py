@@ -1,6 +1,6 @@
 """The cpu-scale generation comparison (Table 2's question at cpu scale): the same tiny GPT on tokens of a
 plain-VQ tokenizer vs an FVQ (VQBridge) tokenizer, several AR seeds each; one row per run in
-results/generation_cpu.csv, and mean +- sd (n) per tokenizer on stdout.
+results/generation_cpu.csv (samples in results/samples/), and mean +- sd (n) per tokenizer on stdout.
 
     PYTHONPATH=. python scripts/gen_compare.py runs=runs seeds=0,1,2
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,9 @@ def main(argv: list[str]) -> int:
             out = os.path.join(runs, f"ar-{sig}-tiny-s{seed}")
             res = train_ar(ARConfig(tokenizer=tok, seed=seed), out)
             m = res["metrics"]
+            os.makedirs(os.path.join(REPO, "results", "samples"), exist_ok=True)  # Fig. 5 right's panels
+            shutil.copy(os.path.join(out, "samples.png"), os.path.join(REPO, "results", "samples",
+                                                                       os.path.basename(out) + ".png"))
             rows.append({"tokenizer": name, "tokenizer_signature": sig, "ar_model": "tiny", "ar_seed": seed,
                          "cfg_scale": 1.0, "gfid": m.get("gfid"), "noise_gfid": m.get("noise_gfid"),
                          "precision": m.get("precision"), "recall": m.get("recall"), "is": "",

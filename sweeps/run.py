@@ -8,6 +8,7 @@
     python sweeps/run.py grid=projector scale=paper launcher=slurm dry=true   # + GPU-hours per point, total
     python sweeps/run.py grid=scaling scale=paper launcher=slurm tracking_uri=http://...  # slurm=a100x16
     python sweeps/run.py search=vqbridge_lr trials=8          # Optuna search through the same launcher
+    python sweeps/run.py grid=generation [ar.steps=300]       # the generator on tokenizer points (Table 2)
 
 Harness keys (typed, sweeps/options.py): grid | search, scale (cpu | paper), launcher (local | slurm; default
 slurm when sbatch is on PATH and sinfo answers), slurm (spec name in slurm/ or a path; default a100x16 at
@@ -90,6 +91,16 @@ def watch(plans: list[Planned], opts: Options) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if "grid=generation" in argv:  # generator runs on tokenizer points (sweeps/generation.py)
+        from sweeps.generation import run_generation, split_args
+
+        try:
+            rest, ar_args = split_args(argv)
+            opts, overrides = parse(rest)
+            return run_generation(opts, overrides, ar_args)
+        except SetupError as e:
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            return 2
     try:
         opts, overrides = parse(argv)
         if opts.search:

@@ -3,7 +3,8 @@
 Panels (a) and (b) are the paper's own numbers (Tables 1 and 2, analysis/paper/). Panel (c) is this harness:
 the LlamaGen VQGAN baseline and FVQ at the same grid points (sweeps/grids/scaling.py rows 1, 2, 6), at the
 scale they ran. Our rFID is on the run's own validation images, so (c) compares methods with each other,
-never with (a). Generation (b) has no "ours": the generation stage is not part of this harness.
+never with (a). Panel (d) is this harness's generation (results/generation_cpu.csv, fvq/ar.py): gFID of the
+same tiny GPT on plain-VQ vs FVQ tokens at cpu scale, mean +- sd over AR seeds; compare it only with itself.
 
     python -m analysis.figures.fig1_comparison [--results results --out results/figures]
 """
@@ -31,7 +32,7 @@ def bars(ax, names: list[str], values: list[float], title: str, xlabel: str) -> 
 
 def make(results: Path):
     style()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2), gridspec_kw={"width_ratios": [1.2, 1.2, 1, 1]})
     t1 = paper("tab1_reconstruction")
     t1 = t1[t1["rfid"] != ""]
     names = [f"{m} (K={int(k):,}, d={d})" for m, k, d in zip(t1["method"], t1["codebook_size"], t1["vector_channel"])]
@@ -55,9 +56,35 @@ def make(results: Path):
     else:
         axes[2].set(title=f"(c) {ours('cpu')}")
         no_runs(axes[2], no_run("scaling"))
+    gaps += generation(axes[3], results)
     fig.suptitle("Fig. 1 (left): performance comparison")
     fig.tight_layout()
     return fig, gaps
+
+
+def generation(ax, results: Path) -> list[str]:
+    """(d): measured gFID per tokenizer, mean with sd error bars and the seeds as dots."""
+    from analysis.tables.tab2_generation import NOT_HERE, TOKENIZERS
+
+    path = Path(results) / "generation_cpu.csv"
+    ax.set(title=f"(d) generation, {ours('cpu')}")
+    if not path.exists():
+        no_runs(ax, NOT_HERE)
+        return [NOT_HERE]
+    df = pd.read_csv(path)
+    names, means = [], []
+    for y, (tok, g) in enumerate(df.groupby("tokenizer", sort=False)):
+        v = g["gfid"].astype(float)
+        names.append(f"{TOKENIZERS.get(tok, tok)} (n={len(v)})")
+        means.append(v.mean())
+        ax.barh(y, v.mean(), xerr=v.std(ddof=1) if len(v) > 1 else 0,
+                color=HIGHLIGHT if tok == "fvq" else OTHER, capsize=3)
+        ax.plot(v, [y] * len(v), "k.", ms=4)
+        ax.text(v.mean(), y, f" {v.mean():.1f}", va="bottom", fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel=f"gFID, tiny GPT, {int(df['samples'].iloc[0])} samples (lower is better)")
+    return []
 
 
 def build(results: Path, out: Path) -> list[str]:

@@ -3,7 +3,7 @@
 Each panel is one run's recon.png (fvq/train.py: inputs on the top row, reconstructions below), copied by
 analysis/collect.py to results/recon/<signature>.png. The runs are the Table 1 / Table 3 points: the LlamaGen
 VQGAN baseline at d = 8 and d = 256, and FVQ at d = 256 (K = 16,384 in paper terms). Generation samples
-(Fig. 5 right, Figs. 9-11) need the generation stage, which is not part of this harness.
+(Fig. 5 right) are analysis/figures/fig5_samples.py.
 
     python -m analysis.figures.fig5_reconstructions [--results results --out results/figures]
 """

@@ -11,11 +11,18 @@ from types import ModuleType
 from fvq.config import ConfigError
 
 
+# Grids whose points name a tokenizer point plus generator settings (sweeps/generation.py), not a config:
+# launched only by name (never by grid=all) and collected by scripts/gen_compare.py / sweeps/generation.py.
+GENERATION = ("generation",)
+
+
 def names() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    """The tokenizer grids (what grid=all launches)."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__)
+                  if not m.name.startswith("_") and m.name not in GENERATION)
 
 
 def load(name: str) -> ModuleType:
-    if name not in names():
-        raise ConfigError(f"unknown grid {name!r} (valid grids: {', '.join(names())})")
+    if name not in names() and name not in GENERATION:
+        raise ConfigError(f"unknown grid {name!r} (valid grids: {', '.join(sorted([*names(), *GENERATION]))})")
     return importlib.import_module(f"{__name__}.{name}")

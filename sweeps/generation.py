@@ -1,0 +1,169 @@
+"""``python sweeps/run.py grid=generation [ar.KEY=VALUE ...]``: generator runs on tokenizer grid points.
+
+Each point of sweeps/grids/generation.py names a tokenizer grid point (paper terms) and the generator's
+settings (``ar.model``, ``ar.cfg_scale``; any fvq.ar.ARConfig key as ``ar.KEY=VALUE`` on the command line).
+The tokenizer point resolves to its signature and run dir (sweeps/plan.py) exactly as in the tokenizer
+grids, so a tokenizer shared with Tables 1/3 trains once; a missing one is trained first by the local
+launcher, then the generator runs (one at a time, in this process) under one parent MLflow run.
+
+A generator run is ``<runs>/gen-<signature>``, its signature a hash of the tokenizer signature and the
+generator's science keys. At ``scale=cpu`` every AR size becomes ``tiny`` and CFG 1.0 (a generator trained
+for minutes gains nothing from guidance), so the paper's L/XL points collapse to one run per tokenizer.
+
+Bad input, one line and exit 2 before anything is written or submitted: a tokenizer run that FAILED, an
+``ar.vocab`` other than the tokenizer's codebook size, CFG < 1 or CFG > 1 with ``ar.class_dropout=0``,
+a token cache beside the tokenizer written by another tokenizer, an unknown ``ar.`` key.
+``launcher=slurm`` is refused for now: the generator job would need an ``afterok`` dependency on its
+tokenizer's job, which is not implemented.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+from fvq.ar import ARConfig, ar_overrides
+from fvq.config import ConfigError
+from fvq.rundir import read_json, read_status
+from fvq.tokens import cache_path, check_tokenizer, token_cache
+from sweeps import grids
+from sweeps.options import Options
+from sweeps.plan import Planned, plan_point
+
+# ARConfig keys that do not change what a generator run computes (like fvq.config.NON_SCIENCE_KEYS)
+AR_NON_SCIENCE = {"tokenizer", "device", "threads", "log_every", "ckpt_every"}
+# Paper scale (Table 6 generation column, section 4.3): 300 epochs of ImageNet-1k at batch 256 with the
+# recipe's lr exactly, 50,000 samples for gFID; the GPU does it (bf16 autocast in fvq/ar.py).
+PAPER_AR = {"lr_scale": 1.0, "batch": 256, "steps": 300 * 1_281_167 // 256, "train_images": 1_281_167,
+            "samples": 50_000, "device": "cuda", "threads": 0, "log_every": 500, "ckpt_every": 5000}
+
+
+@dataclass
+class GenPlanned:
+    sig: str
+    run_dir: str
+    tok: Planned
+    tok_name: str
+    cfg: ARConfig
+    state: str
+
+
+def ar_signature(tok_sig: str, cfg: ARConfig) -> str:
+    ref = ARConfig()
+    delta = {f.name: getattr(cfg, f.name) for f in fields(cfg)
+             if f.name not in AR_NON_SCIENCE and getattr(cfg, f.name) != getattr(ref, f.name)}
+    blob = json.dumps({"tokenizer": tok_sig, **delta}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def split_args(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(harness and tokenizer arguments, ``ar.`` overrides without the prefix)."""
+    rest, ar = [], {}
+    for a in argv:
+        if a.startswith("ar."):
+            k, sep, v = a[3:].partition("=")
+            if not sep:
+                raise ConfigError(f"argument {a!r} is not key=value")
+            ar[k] = v
+        else:
+            rest.append(a)
+    return rest, ar
+
+
+def plan_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, str]) -> list[GenPlanned]:
+    out: dict[str, GenPlanned] = {}
+    for i, point in enumerate(grids.load("generation").points()):
+        where = f"grid generation point {i}"
+        tok = plan_point(point["tokenizer"], opts.scale, overrides, opts.runs_dir, "generation", where=where)
+        if tok.state == "failed":
+            raise ConfigError(f"{where}: tokenizer run {tok.sig} FAILED ({tok.detail or 'no reason'}); "
+                              f"relaunch its grid with retry=true first")
+        ar = {"model": point["ar.model"], "cfg_scale": point["ar.cfg_scale"], **PAPER_AR}
+        if opts.scale == "cpu":
+            ar = {"model": "tiny", "cfg_scale": 1.0}
+        try:
+            cfg = ar_overrides({**ar, **ar_args, "tokenizer": tok.run_dir})
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        if cfg.vocab and cfg.vocab != tok.cfg.quant.codebook_size:
+            raise ConfigError(f"{where}: ar.vocab={cfg.vocab} but tokenizer {tok.sig} has codebook size "
+                              f"{tok.cfg.quant.codebook_size}")
+        if tok.state == "finished" and os.path.exists(cache_path(tok.run_dir, "train", cfg.train_images)):
+            check_tokenizer(tok.run_dir)
+            token_cache(tok.run_dir, "train", cfg.train_images)  # a foreign cache: TokenizerError
+        sig = ar_signature(tok.sig, cfg)
+        run_dir = os.path.join(opts.runs_dir, f"gen-{sig}")
+        st = read_status(run_dir).get("state")
+        out.setdefault(sig, GenPlanned(sig, run_dir, tok, point["tokenizer_name"], cfg,
+                                       "finished" if st == "FINISHED" else "missing" if st is None else "stalled"))
+    return list(out.values())
+
+
+def table(plans: list[GenPlanned]) -> str:
+    rows = [f"{'signature':<11} {'state':<9} {'tokenizer':<22} {'AR':<6} {'cfg':<5} gfid"]
+    for p in plans:
+        g = read_json(os.path.join(p.run_dir, "final.json")).get("metrics", {}).get("gfid")
+        rows.append(f"{p.sig:<11} {p.state:<9} {p.tok_name + ' ' + p.tok.sig + ' (' + p.tok.state + ')':<22} "
+                    f"{p.cfg.model:<6} {p.cfg.cfg_scale:<5} {'' if g is None else f'{g:.2f}'}")
+    return "\n".join(rows)
+
+
+def run_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, str]) -> int:
+    from sweeps.launcher import launch_local
+    from sweeps.plan import prepare_launch, write_run
+    from sweeps.tracking import MLflowSink, end_launch, open_launch, open_run
+
+    plans = plan_generation(opts, overrides, ar_args)
+    if opts.dry or opts.status:
+        print(f"grid=generation scale={opts.scale} runs_dir={opts.runs_dir} ({len(plans)} generator runs)")
+        print(table(plans))
+        return 0
+    if opts.launcher == "slurm":
+        raise ConfigError("grid=generation runs with launcher=local only (a Slurm afterok dependency on the "
+                          "tokenizer job is not implemented)")
+    launch = prepare_launch(opts)
+    parent = open_launch(opts.tracking_uri, opts.experiment, f"grid=generation scale={opts.scale}",
+                         {"commit": launch.label, "grids": "generation", "launcher": "local"})
+    toks = {p.tok.sig: p.tok for p in plans if p.tok.state in ("missing", "stalled")}
+    for t in toks.values():  # each missing tokenizer once, before any generator
+        t.grids = ["generation"]
+        write_run(t, opts.scale, launch, parent)
+    failed = [s for s, r in launch_local(list(toks.values()), opts.runs_dir, opts.tracking_uri, opts.experiment,
+                                         opts.parallel).items() if r.startswith("failed")] if toks else []
+    for p in plans:
+        if p.state == "finished" or p.tok.sig in failed:
+            continue
+        name = f"generation {p.tok_name} GPT-{p.cfg.model} cfg={p.cfg.cfg_scale}"
+        run_id = open_run(opts.tracking_uri, opts.experiment, p.run_dir, name,
+                          {"signature": f"gen-{p.sig}", "tokenizer": p.tok.sig, "commit": launch.label,
+                           "grid.generation": "1", "mlflow.parentRunId": parent})
+        sink = MLflowSink(opts.tracking_uri, run_id)
+        try:
+            res = _train(p)
+        except Exception:
+            sink.finish("FAILED")
+            failed.append(p.sig)
+            continue
+        sink.log_params({f"ar.{k}": v for k, v in res["config"].items()})
+        rows = []
+        with open(os.path.join(p.run_dir, "metrics.jsonl")) as f:
+            for line in f:
+                r = json.loads(line)
+                rows += [(k, float(v), int(r["step"])) for k, v in r.items() if k != "step"]
+        rows += [(f"gen/{k}", float(v), p.cfg.steps) for k, v in res["metrics"].items()]
+        sink.log_metrics(rows)
+        sink.set_tags({f"missing.{k}": v[:250] for k, v in res["missing"].items()})
+        sink.log_artifact(os.path.join(p.run_dir, "samples.png"))
+        sink.finish("FINISHED")
+        p.state = "finished"
+    end_launch(opts.tracking_uri, parent, "FAILED" if failed else "FINISHED")
+    print(table(plans))
+    return 1 if failed else 0
+
+
+def _train(p: GenPlanned) -> dict:
+    from fvq.ar import train_ar
+
+    return train_ar(p.cfg, p.run_dir)

@@ -1,0 +1,123 @@
+"""The generation stage: token caches, AR training + resume, evaluation, the grid=generation launcher."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fvq.ar import ARConfig, ar_overrides, train_ar
+from fvq.config import ConfigError, Config, apply_overrides, to_json
+from fvq.tokens import TokenizerError, cache_path, check_tokenizer, token_cache, tokenizer_key
+from fvq.train import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOK = ["optim.steps=3", "log.every=1", "data.train_size=64", "data.val_size=16", "eval.images=16",
+       "eval.batch=16", "optim.batch=8", "quant.codebook_size=64", "eval.fid=false", "log.progress=off"]
+AR = dict(train_images=64, batch=8, steps=6, log_every=2, ckpt_every=100, samples=4)
+
+
+def fake_run(d, state="FINISHED", reason="", cfg=None):
+    """A run dir as fvq/train.py leaves it, without training (for the refusals that read files only)."""
+    os.makedirs(d, exist_ok=True)
+    (d / "config.json").write_text(to_json(cfg or Config()))
+    (d / "status.json").write_text(json.dumps({"state": state, "reason": reason}))
+    (d / "ckpt.pt").write_bytes(b"")
+    return d
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tok") / "sig0"
+    train(apply_overrides(Config(), TOK), str(d), log=lambda *a, **k: None)
+    return str(d)
+
+
+def test_refuses_missing_unfinished_and_failed_tokenizers(tmp_path):
+    with pytest.raises(TokenizerError, match="does not exist"):
+        check_tokenizer(str(tmp_path / "nope"))
+    with pytest.raises(TokenizerError, match="FAILED: nan loss"):
+        check_tokenizer(str(fake_run(tmp_path / "f", "FAILED", "nan loss")))
+    with pytest.raises(TokenizerError, match="RUNNING, not FINISHED"):
+        check_tokenizer(str(fake_run(tmp_path / "r", "RUNNING")))
+
+
+def test_foreign_token_cache_is_refused_and_kept(tmp_path):
+    run = fake_run(tmp_path / "abc")
+    path = cache_path(str(run), "train", 64)
+    torch.save({"key": "other:0123456789"}, path)
+    before = open(path, "rb").read()
+    with pytest.raises(TokenizerError, match="written by tokenizer 'other:0123456789', not 'abc:"):
+        token_cache(str(run), "train", 64)
+    assert open(path, "rb").read() == before  # nothing overwritten
+
+
+def test_ar_config_refuses_bad_guidance_and_keys():
+    with pytest.raises(ValueError, match="< 1"):
+        ar_overrides(["cfg_scale=0.9"])
+    with pytest.raises(ValueError, match="class_dropout=0"):
+        ar_overrides(["cfg_scale=1.5", "class_dropout=0"])
+    with pytest.raises(ConfigError, match="expected int"):
+        ar_overrides(["steps=ten"])
+    with pytest.raises(ConfigError, match="AR override 'nope'"):
+        ar_overrides(["nope=1"])
+    assert ar_overrides(["cfg_scale=1.75", "model=L"]).cfg_scale == 1.75
+    assert ARConfig(batch=256, lr_scale=1.0).lr == pytest.approx(1e-4)  # Table 6: 1e-4 at batch 256
+
+
+@pytest.mark.slow
+def test_token_cache_extracted_once_and_keyed(tokenizer):
+    c = token_cache(tokenizer, "train", 64, log=lambda *a, **k: None)
+    assert c["indices"].shape == (64, 64) and c["vocab"] == 64 and c["side"] == 8
+    assert c["classes"] >= 2 and 0 <= int(c["labels"].min()) and int(c["labels"].max()) < c["classes"]
+    assert c["key"] == tokenizer_key(tokenizer)
+    mtime = os.path.getmtime(cache_path(tokenizer, "train", 64))
+    assert torch.equal(token_cache(tokenizer, "train", 64)["indices"], c["indices"])
+    assert os.path.getmtime(cache_path(tokenizer, "train", 64)) == mtime  # reused, not re-extracted
+
+
+@pytest.mark.slow
+def test_ar_resume_equals_uninterrupted_and_missing_metrics_have_reasons(tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("FVQ_FID_WEIGHTS", str(tmp_path / "no-weights.pt"))  # gFID: missing, with the reason
+    cfg = ARConfig(tokenizer=tokenizer, **AR)
+    quiet = dict(log=lambda *a, **k: None)
+    ref = train_ar(cfg, str(tmp_path / "ref"), **quiet)
+    cut = train_ar(cfg, str(tmp_path / "cut"), stop_after=3, **quiet)
+    assert cut["preempted"] and json.loads((tmp_path / "cut" / "status.json").read_text())["state"] == "PREEMPTED"
+    res = train_ar(cfg, str(tmp_path / "cut"), **quiet)
+    a = torch.load(tmp_path / "ref" / "ckpt.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "ckpt.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert res["metrics"] == ref["metrics"] and "gfid" in ref["missing"] and "no FID Inception" in ref["missing"]["gfid"]
+    assert "no logits" in ref["missing"]["is"]
+    assert (tmp_path / "ref" / "samples.png").exists()
+    with pytest.raises(TokenizerError, match="AR vocab=99"):
+        train_ar(ARConfig(tokenizer=tokenizer, vocab=99, **AR), str(tmp_path / "v"), **quiet)
+
+
+def _run(tmp_path, *args):
+    return subprocess.run([sys.executable, "sweeps/run.py", "grid=generation", f"runs_dir={tmp_path}",
+                           "launcher=local", "dry=true", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.slow
+def test_generation_grid_bad_inputs_exit_2_and_write_nothing(tmp_path):
+    ok = _run(tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "tiny" in ok.stdout and len(ok.stdout.strip().splitlines()) == 4  # cpu: one run per tokenizer
+    for args, msg in [(["ar.cfg_scale=0.5"], "< 1"), (["ar.cfg_scale=1.5", "ar.class_dropout=0"], "class_dropout=0"),
+                      (["ar.vocab=16384"], "codebook size 1024"), (["ar.nope=1"], "AR override 'nope'")]:
+        r = _run(tmp_path, *args)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+    sig = ok.stdout.splitlines()[2].split()[3]  # the vq tokenizer's signature
+    from sweeps.grids.generation import TOKENIZERS
+    from sweeps.scale import resolve
+
+    fake_run(tmp_path / sig, "FAILED", "diverged", resolve(TOKENIZERS["vq"], "cpu"))
+    r = _run(tmp_path)
+    assert r.returncode == 2 and f"tokenizer run {sig} FAILED (diverged)" in r.stderr
+    assert sorted(os.listdir(tmp_path)) == [sig]  # nothing written besides the fixture
+    r = _run(tmp_path, "dry=false", "launcher=slurm")
+    assert r.returncode == 2
