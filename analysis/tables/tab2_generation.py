@@ -28,6 +28,14 @@ def _ms(v: pd.Series, digits: int = 2) -> str:
     return f"{v.mean():.{digits}f}{sd} (n={len(v)})"
 
 
+def _params(model: str) -> str:
+    """The generator's size at the cpu preset: K = 1,024 codes, 22 photo classes, 8x8 tokens."""
+    from fvq.gpt import GPT, spec
+
+    n = sum(p.numel() for p in GPT(spec(model, vocab=1024, classes=22, tokens=64)).parameters())
+    return f"{n / 1e6:.2f}M"
+
+
 def measured(results: Path, notes: Notes) -> list[list[str]]:
     """One row per tokenizer of results/generation_cpu.csv, labelled as measured at cpu scale."""
     path = Path(results) / "generation_cpu.csv"
@@ -37,11 +45,11 @@ def measured(results: Path, notes: Notes) -> list[list[str]]:
     rows = []
     for tok, g in df.groupby("tokenizer", sort=False):
         n = int(g["samples"].iloc[0])
-        noise = _ms(g["noise_gfid"])
+        noise = f"{float(g['noise_gfid'].iloc[0]):.2f}"  # one real set per data: the same for every row
         name = (f"{TOKENIZERS.get(tok, tok)} {g['tokenizer_signature'].iloc[0]} + GPT-{g['ar_model'].iloc[0]} "
                 f"(measured, cpu scale, {n} samples; real-vs-real noise {noise})")
         is_reason = str(g["is_missing"].iloc[0]) or "IS not computed"
-        rows.append([ours("cpu"), "AR", name, "2.3M", _ms(g["gfid"]) or notes.dash("gFID not computed"),
+        rows.append([ours("cpu"), "AR", name, _params(g["ar_model"].iloc[0]), _ms(g["gfid"]) or notes.dash("gFID not computed"),
                      notes.dash(is_reason), _ms(g["precision"], 3), _ms(g["recall"], 3)])
     return rows
 
