@@ -22,8 +22,7 @@ def build_quantizer(cfg: Config):
             return None
         return build_projector(q.projector, q.codebook_size, d, latent_dim=q.latent_dim, depth=q.depth,
                                group=q.group, heads=q.heads, mlp_ratio=q.mlp_ratio, mlp_layers=q.mlp_layers,
-                               # quant.init is VQBridge's last-layer init; SimVQ / MLP keep PyTorch's
-                               init=q.init if q.projector == "vqbridge" else "default")
+                               init=q.init)  # the last Linear of every projector: the logged value is what runs
 
     if q.kind == "vq":
         return VectorQuantizer(q.codebook_size, d, projector=projector(), beta=q.beta, l2_norm=q.l2_norm,

@@ -6,7 +6,7 @@ cure for the sparse codebook gradients of Challenge 3 (section 2).
 
 - ``identity``: plain VQ, f(C) = C (only selected codes get gradient).
 - ``linear``:   SimVQ / VQGAN-LC, f(C) = C W + b (Zhu et al., 2024a;b). Weak under annealing (Observation 3).
-- ``mlp``:      ``mlp_layers`` Linear layers of width d' with GELU between (the paper's MLP-5).
+- ``mlp``:      ``mlp_layers`` Linear layers of width d' with ReLU between (the paper's MLP-5).
 - ``vqbridge``: compress - process - recover (section 3.2, Fig. 4):
     eq. 8   h_g = LN(C_g W_comp)        groups of p contiguous codes, flattened (p*d) -> d'
     eq. 9   H'  = ViT^N(H)              N pre-norm blocks over the K/p group tokens
@@ -15,11 +15,15 @@ cure for the sparse codebook gradients of Challenge 3 (section 2).
   The output is f(C) alone (not C + f(C)), as eq. 8-11 write it.
 
 Facts from the official code (not in the paper's text): 4 attention heads, MLP ratio 2, LayerNorms without
-affine parameters, no positional embedding, xavier-uniform weights and zero biases, and the last Linear
-initialised to exactly zero, so every projected code starts identical and ties decide the first
-assignments. That last-layer init is the ``init`` option: ``zero`` (official), ``small`` (N(0, 1e-4),
-zero bias) or ``default`` (PyTorch's). It matters at small scale: with p=4, zero init stalled near 3/4
-usage (all codes at one in-group position share one slice of W_exp and live or die together; a slice none
+affine parameters and eps 1e-6, tanh-approximated GELU in the ViT MLP, no positional embedding
+(and, unlike eq. 8, no LayerNorm after the compressing patch embedding: we keep the paper's LN),
+xavier-uniform weights and zero biases, and the last Linear initialised to exactly zero, so every projected
+code starts identical and ties decide the first assignments. The official baselines are built differently:
+the linear (SimVQ) and MLP-5 projectors keep PyTorch's default init in every layer (no init call), and
+MLP-5 is five d -> d Linears with ReLU between. Here the ``init`` option sets the *last* Linear of every
+projector: ``zero`` (the official bridge), ``small`` (N(0, 1e-4), zero bias) or ``default`` (PyTorch's,
+the official baselines); every other Linear is built as the official code builds it. The bridge's last-layer
+init matters at small scale: with p=4, zero init stalled near 3/4 usage (all codes at one in-group position share one slice of W_exp and live or die together; a slice none
 of whose codes is ever picked gets no gradient). Measured on the cpu reference (K=1,024, p=4, lr 1e-4, 300
 steps): std 1e-2 collapsed (usage 0.08), 1e-3 stalled at exactly 0.75, 1e-4 reached ~0.98, PyTorch's
 default collapsed like plain VQ (an independent small VQBridge model showed the same with 1e-3: the sweet
@@ -36,6 +40,7 @@ from torch import nn
 
 KINDS = ("identity", "none", "linear", "mlp", "vqbridge")
 INITS = ("zero", "small", "default")
+LN_EPS = 1e-6  # the official ViT blocks' and final layer's LayerNorm eps
 
 PRESETS: dict[str, dict] = {
     "none": dict(kind="identity"),
@@ -69,7 +74,7 @@ class Identity(nn.Module):
 
 
 class LinearProjector(nn.Module):
-    """SimVQ: one shared Linear d -> d."""
+    """SimVQ: one shared Linear d -> d (PyTorch's default init unless ``init`` says otherwise)."""
 
     def __init__(self, dim: int, init: str = "default"):
         super().__init__()
@@ -81,7 +86,8 @@ class LinearProjector(nn.Module):
 
 
 class MLPProjector(nn.Module):
-    """``layers`` Linear layers (d -> d' -> ... -> d) with GELU between: MLP-5 of Table 5 / Fig. 3."""
+    """``layers`` Linear layers (d -> d' -> ... -> d) with ReLU between: MLP-5 of Table 5 / Fig. 3 (the official
+    baseline, d' = d, PyTorch's default init in the hidden layers)."""
 
     def __init__(self, dim: int, hidden: int, layers: int, init: str = "default"):
         super().__init__()
@@ -90,7 +96,7 @@ class MLPProjector(nn.Module):
         for i in range(layers):
             mods.append(nn.Linear(widths[i], widths[i + 1]))
             if i < layers - 1:
-                mods.append(nn.GELU())
+                mods.append(nn.ReLU())
         self.net = nn.Sequential(*mods)
         _init_last(mods[-1], init)
 
@@ -99,15 +105,16 @@ class MLPProjector(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm ViT block (eq. 9): x + MSA(LN(x)); x + MLP(LN(x)). LayerNorms without affine parameters."""
+    """Pre-norm ViT block (eq. 9): x + MSA(LN(x)); x + MLP(LN(x)). As the official ViT block: LayerNorms
+    without affine parameters and eps 1e-6, tanh-approximated GELU, biases on q/k/v."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=LN_EPS)
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=LN_EPS)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)
@@ -132,9 +139,9 @@ class VQBridge(nn.Module):
             raise ValueError(f"mlp_ratio={mlp_ratio} must be > 0")
         self.num_codes, self.dim, self.group = num_codes, dim, group
         self.compress = nn.Linear(group * dim, latent_dim)              # W_comp, shared by all groups
-        self.norm_in = nn.LayerNorm(latent_dim, elementwise_affine=False)
+        self.norm_in = nn.LayerNorm(latent_dim, elementwise_affine=False, eps=LN_EPS)
         self.blocks = nn.ModuleList(Block(latent_dim, heads, mlp_ratio) for _ in range(depth))
-        self.norm_out = nn.LayerNorm(latent_dim, elementwise_affine=False)
+        self.norm_out = nn.LayerNorm(latent_dim, elementwise_affine=False, eps=LN_EPS)
         self.expand = nn.Linear(latent_dim, group * dim)                # W_exp
         for m in self.modules():
             if isinstance(m, nn.Linear):

@@ -16,9 +16,8 @@ down by one fixed, documented rule - never dropped:
   last step stays the full latent (VAR quantizes the un-pooled residual last), appended if it is missing:
   1,2,3,4,5,6,8,10,13,16 on a 16x16 latent -> 1,2,3,4,5,6,8 on the 8x8 cpu latent (680 -> 155 tokens);
 - epochs e -> 300 x e / 40 steps (40 epochs -> 300 steps, 120 -> 900);
-- at paper scale the linear (SimVQ) and MLP baselines keep PyTorch's default init (see to_scale); at cpu
-  scale every projector's last layer starts "small" (measured on the cpu reference: the linear projector
-  collapses to ~1-2% usage in 300 steps with either init, small 0.020 vs default 0.010);
+- the linear (SimVQ) and MLP-5 baselines are built as the official ones at every scale: PyTorch's default
+  init in every layer (quant.init=default, set by to_scale and honoured by fvq/build.py);
 - the bridge's last Linear starts "small" (N(0, 1e-4)) instead of exactly zero: at this scale zero init
   stalls at ~3/4 usage with p=4 (measured; fvq/projectors.py); the paper scale keeps zero.
 - lr: the cpu scale uses 2e-4 at batch 32 (optim.lr_scale=8) instead of the linearly scaled 2.5e-5, which
@@ -42,13 +41,13 @@ def to_scale(point: dict[str, Any], scale: str) -> dict[str, Any]:
     """Paper-terms overrides -> overrides for ``scale`` (pseudo-key ``epochs`` becomes optim.steps)."""
     out = dict(point)
     epochs = out.pop("epochs", 40)
+    if out.get("quant.projector") in ("linear", "mlp"):
+        # The official SimVQ / MLP-5 baselines (Qbridge-lin/1, Qbridge-lin/5) keep PyTorch's default init in
+        # every layer, at every scale; zero/small last-layer init is the official VQBridge's only.
+        out.setdefault("quant.init", "default")
     if scale == "paper":
         batch = int(out.get("optim.batch", 128))
         out["optim.steps"] = int(epochs) * IMAGENET_TRAIN // batch
-        if out.get("quant.projector") in ("linear", "mlp"):
-            # zero last-layer init is the official VQBridge's; a zero-initialised linear/MLP projector would
-            # map every code to one vector, so the SimVQ / MLP baselines keep PyTorch's default init.
-            out.setdefault("quant.init", "default")
         return out
     if scale != "cpu":
         raise ConfigError(f"scale={scale!r} is not one of cpu, paper")

@@ -82,3 +82,40 @@ def test_flop_count_matches_measurement(kind):
         want -= measured_attn
     assert fc.get_total_flops() / 2 == pytest.approx(want, rel=0.01)
     assert projector_params(kind, 256, 32, group=4) == sum(x.numel() for x in p.parameters())
+
+
+# What the official code's projectors do at step 0 (tokenizer/tokenizer_image/qbridge_ViT.py): the bridge's
+# last Linear starts at exactly zero (every code identical); SimVQ and MLP-5 keep PyTorch's default init and
+# map the raw codebook (uniform in +-1/K) to distinct codes. "small" is the cpu preset's bridge.
+@pytest.mark.parametrize("projector,init,distinct", [
+    ("none", "small", True), ("linear", "default", True), ("mlp", "default", True),
+    ("vqbridge", "zero", False), ("vqbridge", "small", True),
+])
+def test_projected_codebook_at_step_0_from_a_config(projector, init, distinct):
+    from fvq.build import build_quantizer
+    from fvq.config import apply_overrides, base_config
+
+    torch.manual_seed(0)
+    cfg = apply_overrides(base_config("cpu"), {"quant.projector": projector, "quant.init": init})
+    q = build_quantizer(cfg)
+    with torch.no_grad():
+        c = (q.embedding if q.projector is None else q.projector(q.embedding)).detach()
+    spread = float((c - c.mean(0)).norm(dim=1).mean())
+    n_distinct = torch.unique(c, dim=0).shape[0]
+    if distinct:
+        assert spread > 0 and n_distinct == cfg.quant.codebook_size
+    else:
+        assert spread == 0 and n_distinct == 1
+
+
+def test_baselines_are_built_as_the_official_ones():
+    """SimVQ / MLP-5 keep PyTorch's init except the last layer's ``init``; MLP-5 has ReLU; the bridge's ViT
+    has LayerNorm eps 1e-6 and tanh-GELU (official qbridge_ViT.py)."""
+    mlp = build_projector("mlp", 64, 16, mlp_layers=5, init="zero")
+    assert [type(m).__name__ for m in mlp.net] == ["Linear", "ReLU"] * 4 + ["Linear"]
+    assert mlp.net[-1].weight.abs().sum() == 0 and mlp.net[0].bias.abs().sum() > 0  # init only on the last
+    lin = build_projector("linear", 64, 16, init="default")
+    assert lin.proj.bias.abs().sum() > 0  # PyTorch's default (no init call in the official baseline)
+    b = VQBridge(64, 16, group=4)
+    assert b.norm_in.eps == b.blocks[0].norm1.eps == b.norm_out.eps == 1e-6
+    assert b.blocks[0].mlp[1].approximate == "tanh"
