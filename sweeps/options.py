@@ -38,6 +38,7 @@ class Options:
     sync: bool = False           # send MLflow what ended runs could not (unsent metrics, end states); no launch
     force: bool = False          # launch a dirty tree on Slurm (a snapshot of it is pinned)
     trials: int = 8              # searches: finished trials wanted
+    seeds: str = ""              # grids: seed axis, N (seeds 0..N-1) or a list 0,3,7; "" = the config's seed
     storage: str = ""            # searches: Optuna RDB storage ("" = sqlite:///<repo>/optuna.db)
 
 
@@ -87,11 +88,34 @@ def parse(argv: list[str]) -> tuple[Options, dict[str, str]]:
             raise ConfigError(f"{key}={getattr(opts, key)}: must be >= {low}")
     if not opts.slurm:
         opts = replace(opts, slurm="a100x16" if opts.scale == "paper" else "a100x1")
+    if opts.seeds:
+        if opts.search:
+            raise ConfigError(f"seeds={opts.seeds}: a seed axis is for grid launches (a search samples its own points)")
+        parse_seeds(opts.seeds)
+        if "seed" in overrides:
+            raise ConfigError(f"seed given twice: seeds={opts.seeds} and seed={overrides['seed']} (give one)")
     if not opts.tracking_uri:
         from sweeps.tracking import DEFAULT_URI
 
         opts = replace(opts, tracking_uri=DEFAULT_URI)
     return replace(opts, runs_dir=os.path.abspath(opts.runs_dir)), overrides
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``3`` -> (0, 1, 2); ``0,3,7`` -> (0, 3, 7). Seed 0 is the config default, so a seed-0 run keeps the
+    signature it has without a seed axis. A count < 1, a non-integer or a repeated seed is a ConfigError."""
+    parts = text.split(",")
+    if not all(p.strip().isdigit() for p in parts):
+        raise ConfigError(f"seeds={text!r}: expected a count N >= 1 or a list of seeds such as 0,1,2")
+    if len(parts) == 1:
+        n = int(parts[0])
+        if n < 1:
+            raise ConfigError(f"seeds={text}: the number of seeds must be >= 1")
+        return tuple(range(n))
+    seeds = tuple(int(p) for p in parts)
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds={text}: a seed is given twice")
+    return seeds
 
 
 def names() -> list[str]:

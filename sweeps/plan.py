@@ -99,15 +99,21 @@ def grid_names(spec: str) -> list[str]:
 
 
 def plan_grids(spec: str, scale: str, overrides: dict[str, Any], runs_root: str,
-               files: bool = True) -> list[Planned]:
-    """Every point of the grids named by ``spec``, in grid order, one `Planned` per distinct run."""
+               files: bool = True, seeds: tuple[int, ...] = ()) -> list[Planned]:
+    """Every point of the grids named by ``spec``, in grid order, one `Planned` per distinct run; with
+    ``seeds`` every point once per seed (the seed is a science key: part of the signature, except seed 0,
+    the default, which keeps the signature the point has without a seed axis)."""
     out: dict[str, Planned] = {}
     for name in grid_names(spec):
         for i, point in enumerate(grids.load(name).points()):
-            p = plan_point(point, scale, overrides, runs_root, name, where=f"grid {name} point {i}", files=files)
-            p = out.setdefault(p.sig, p)
-            if name not in p.grids:
-                p.grids.append(name)
+            for seed in seeds or (None,):
+                ov = overrides if seed is None else {**overrides, "seed": seed}
+                p = plan_point(point, scale, ov, runs_root, name, where=f"grid {name} point {i}", files=files)
+                if seed is not None:
+                    p.name = f"{p.name} seed={seed}"
+                p = out.setdefault(p.sig, p)
+                if name not in p.grids:
+                    p.grids.append(name)
     return list(out.values())
 
 

@@ -6,6 +6,7 @@
     python sweeps/run.py grid=patch_size status=true watch=0  # one snapshot
     python sweeps/run.py grid=depth,latent_dim                # several grids in one launch (or grid=all)
     python sweeps/run.py grid=projector scale=paper launcher=slurm dry=true   # + GPU-hours per point, total
+    python sweeps/run.py grid=projector seeds=3               # every point with seeds 0, 1, 2 (or seeds=0,4,7)
     python sweeps/run.py grid=scaling scale=paper launcher=slurm tracking_uri=http://...  # slurm=a100x16
     python sweeps/run.py search=vqbridge_lr trials=8          # Optuna search through the same launcher
     python sweeps/run.py grid=generation [ar.steps=300]       # the generator on tokenizer points (Table 2)
@@ -15,8 +16,9 @@ slurm when sbatch is on PATH and sinfo answers), slurm (spec name in slurm/ or a
 scale=paper, a100x1 otherwise), runs_dir,
 tracking_uri, experiment, parallel (local slots), order (longest | shortest first), dry, status (watch=
 SECONDS between refreshes, 0 = once), retry (resubmit failed runs), force (launch a dirty tree on Slurm),
-trials and storage (searches). Every other ``key=value`` is a config override applied to every point
-(e.g. ``optim.steps=100``); an unknown key is an error.
+trials and storage (searches), seeds (grids: N seeds 0..N-1 or a list; seed 0 keeps a point's signature;
+seeds=0, a non-integer, a repeated seed or seeds= with seed= are errors). Every other ``key=value`` is a
+config override applied to every point (e.g. ``optim.steps=100``); an unknown key is an error.
 
 Relaunch rules: finished or pruned -> skip; queued/running -> skip; failed -> skip unless retry=true;
 missing or stalled (killed, nobody running it) -> submit (a stalled run resumes from its checkpoint).
@@ -38,7 +40,7 @@ from fvq.errors import SetupError, one_line  # noqa: E402
 from fvq.rundir import claim, read_json, read_status, release  # noqa: E402
 from fvq.track import pending  # noqa: E402
 from sweeps.launcher import classify, launch_local, launch_slurm  # noqa: E402
-from sweeps.options import Options, parse  # noqa: E402
+from sweeps.options import Options, parse, parse_seeds  # noqa: E402
 from fvq.config import ConfigError  # noqa: E402
 from sweeps.plan import (Launch, Planned, check_eval_sets, grid_names, plan_grids, prepare_launch,  # noqa: E402
                          write_run)
@@ -107,7 +109,8 @@ def main(argv: list[str]) -> int:
             from sweeps.search import run_search
 
             return run_search(opts, overrides)
-        plans = plan_grids(opts.grid, opts.scale, overrides, opts.runs_dir, files=opts.launcher == "local")
+        plans = plan_grids(opts.grid, opts.scale, overrides, opts.runs_dir, files=opts.launcher == "local",
+                           seeds=parse_seeds(opts.seeds) if opts.seeds else ())
         if opts.status:
             return watch(plans, opts)
         if opts.sync:
@@ -175,7 +178,8 @@ def launch_grids(plans: list[Planned], opts: Options, launch: Launch) -> int:
         if not todo:
             print(table(plans))
             return 0
-        parent = open_launch(opts.tracking_uri, opts.experiment, f"grid={opts.grid} scale={opts.scale}",
+        seeds = f" seeds={opts.seeds}" if opts.seeds else ""
+        parent = open_launch(opts.tracking_uri, opts.experiment, f"grid={opts.grid} scale={opts.scale}{seeds}",
                              {"commit": launch.label, "grids": ",".join(grid_names(opts.grid)),
                               "launcher": opts.launcher, "runs": str(len(todo))})
         for p in todo:

@@ -55,6 +55,9 @@ def submitted(tmp_path) -> list[str]:
                                                                           "divide optim.batch=24"),
     (["grid=depth", "scale=paper", "launcher=slurm", "optim.accum=16", "dry=true"],
      "optim.accum=16 does not divide the 8 images per GPU of optim.batch=128 on slurm=a100x16 (16 GPUs)"),
+    (["grid=depth", "seeds=0"], "seeds=0: the number of seeds must be >= 1"),
+    (["grid=depth", "seeds=abc"], "seeds='abc': expected a count"),
+    (["grid=depth", "seeds=3", "seed=1"], "seed given twice"),
 ])
 def test_bad_input_exit_2_nothing_submitted(tmp_path, args, words):
     r = run(tmp_path, *args)
