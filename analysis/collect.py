@@ -3,6 +3,7 @@
     python -m analysis.collect grid=projector                       # cpu scale, local sqlite store
     python -m analysis.collect grid=all scale=paper tracking_uri=http://127.0.0.1:5000
     python -m analysis.collect grid=patch_size allow_partial=true    # write the gaps instead of failing
+    python -m analysis.collect grid=projector seeds=3               # the runs of a seeds=3 launch
 
 The grid is re-expanded to the signatures it should have (sweeps.scale.resolve + sweeps.identity.signature),
 so a run that was never launched is a visible gap, not a silently shorter table. Each signature's run is
@@ -10,6 +11,9 @@ the newest FINISHED MLflow run tagged with it. A grid with a missing or unfinish
 and exit 2, unless allow_partial=true, which writes that row with its status and empty metrics.
 A run whose logged params disagree with the freshly resolved config is always an error (a default changed
 under the same signature; see sweeps/identity.py). recon.png of each run goes to results/recon/<sig>.png.
+With ``seeds=`` (as given to sweeps/run.py) every point is expected once per seed: one row per run with
+its ``seed``; tables and figures aggregate a point's seeds as mean +- sd (n) (analysis/common.py
+aggregate), and the command prints that summary per point.
 """
 from __future__ import annotations
 
@@ -28,24 +32,26 @@ from fvq.config import NON_SCIENCE_KEYS, Config, to_flat_dict
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per grid, no bars
 
 OPTIONS = {"grid": "", "scale": "cpu", "tracking_uri": "", "runs_dir": str(REPO / "runs"), "experiment": "",
-           "allow_partial": "false", "results": str(RESULTS)}
-BASE = ("grid", "signature", "run_id", "commit", "scale", "status", "source", "point", "paper_signature")
+           "allow_partial": "false", "results": str(RESULTS), "seeds": ""}
+BASE = ("grid", "signature", "run_id", "commit", "scale", "status", "source", "point", "paper_signature", "seed")
 
 
 class CollectError(RuntimeError):
     """One line: why a grid cannot be written."""
 
 
-def expected(grid: str, scale: str) -> list[tuple[dict, Config, str]]:
-    """(paper-terms point, resolved Config, signature) of every distinct run the grid should have."""
+def expected(grid: str, scale: str, seeds: tuple[int, ...] = ()) -> list[tuple[dict, Config, str]]:
+    """(paper-terms point, resolved Config, signature) of every distinct run the grid should have (once per
+    seed of ``seeds``; none = the config's seed, as sweeps/run.py without seeds=)."""
     from sweeps import grids
     from sweeps.identity import signature
     from sweeps.scale import resolve
 
     out: dict[str, tuple] = {}
     for point in grids.load(grid).points():
-        cfg = resolve(point, scale)
-        out.setdefault(signature(cfg), (point, cfg))
+        for seed in seeds or (None,):
+            cfg = resolve(point, scale, None if seed is None else {"seed": seed})
+            out.setdefault(signature(cfg), (point, cfg))
     return [(p, c, s) for s, (p, c) in out.items()]
 
 
@@ -66,14 +72,14 @@ def check_params(run, cfg: Config, sig: str) -> None:
 
 
 def collect(grid: str, scale: str, uri: str, runs_dir: Path, results_dir: Path, allow_partial: bool,
-            experiment: str = "") -> str:
+            experiment: str = "", seeds: tuple[int, ...] = ()) -> str:
     """Write the grid's two CSVs; return a one-line summary. Raises CollectError on a partial grid."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
     exps = [e.experiment_id for e in client.search_experiments() if not experiment or e.name == experiment]
     rows, curves, gaps, finished = [], [], [], []
-    for point, cfg, sig in expected(grid, scale):
+    for point, cfg, sig in expected(grid, scale, seeds):
         run = find_run(client, exps, sig) if exps else None
         # a pruned search trial is KILLED in MLflow with the tag state=PRUNED (fvq/train.py)
         status = (run.data.tags.get("state") or run.info.status) if run else "missing"
@@ -81,7 +87,7 @@ def collect(grid: str, scale: str, uri: str, runs_dir: Path, results_dir: Path, 
         row = {"grid": grid, "signature": sig, "run_id": run.info.run_id if run else "",
                "commit": run.data.tags.get("commit", "") if run else "", "scale": scale, "status": status,
                "source": "harness", "point": json.dumps(point, sort_keys=True),
-               "paper_signature": point_signature(point), **{k: flat[k] for k in SWEPT}}
+               "paper_signature": point_signature(point), "seed": cfg.seed, **{k: flat[k] for k in SWEPT}}
         if status != "FINISHED":
             gaps.append(f"{sig}: {status.lower()}")
             rows.append(row)
@@ -112,7 +118,19 @@ def collect(grid: str, scale: str, uri: str, runs_dir: Path, results_dir: Path, 
     pd.DataFrame(curves, columns=["grid", "signature", "step", "metric", "value"]).to_csv(
         results_dir / f"{grid}_curves.csv", index=False)
     return (f"{grid}: {len(rows) - len(gaps)}/{len(rows)} runs finished -> {results_dir / grid}.csv"
-            + (f" (gaps: {', '.join(gaps)})" if gaps else ""))
+            + (f" (gaps: {', '.join(gaps)})" if gaps else "") + summary(table))
+
+
+def summary(table: pd.DataFrame) -> str:
+    """One line per point: PSNR and usage as mean +- sd (n) over its finished seeds."""
+    from analysis.common import Notes, by_point, metric
+
+    lines = []
+    for _, row in by_point(table.assign(status=table["status"].astype(str))).iterrows():
+        if row.get("status") == "FINISHED":
+            notes = Notes()
+            lines.append(f"  {row['point']}: psnr {metric(row, 'psnr', notes)}, usage {metric(row, 'usage', notes)}")
+    return "\n" + "\n".join(lines) if lines else ""
 
 
 def copy_recon(client, run_id: str, run_dir: Path, dest: Path) -> None:
@@ -140,6 +158,9 @@ def main(argv: list[str]) -> int:
         from sweeps import grids
         from sweeps.tracking import DEFAULT_URI, check_reachable
 
+        from sweeps.options import parse_seeds
+
+        seeds = parse_seeds(opts["seeds"]) if opts["seeds"] else ()
         names = grids.names() if opts["grid"] == "all" else [opts["grid"]]
         for name in names:
             grids.load(name)  # an unknown grid is a one-line error listing the valid ones
@@ -156,7 +177,8 @@ def main(argv: list[str]) -> int:
     for name in names:
         try:
             print(collect(name, opts["scale"], uri, Path(opts["runs_dir"]), Path(opts["results"]),
-                          opts["allow_partial"].lower() in ("1", "true", "yes"), opts["experiment"]), flush=True)
+                          opts["allow_partial"].lower() in ("1", "true", "yes"), opts["experiment"], seeds),
+                  flush=True)
         except (CollectError, ValueError, MlflowException) as e:
             print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
             failed += 1

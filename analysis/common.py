@@ -27,6 +27,10 @@ SWEPT = ("quant.codebook_size", "quant.group", "quant.projector", "quant.latent_
 IDS = {"signature": str, "paper_signature": str, "run_id": str, "commit": str, "grid": str}
 NO_RUNS = "no runs yet"
 PAPER_BLANK = "not reported in the paper"
+# rFID over the 64 images a cpu run evaluates is noise next to the differences between grid points (its rank
+# correlation with PSNR over comparable runs was negative): an indicative column; PSNR and usage are primary.
+RFID_INDICATIVE = ("indicative only: at scale=cpu rFID is computed over 64 images (eval.fid_images) and is "
+                   "dominated by sampling noise; compare PSNR / rec_l2 and usage")
 DIGITS = {"rfid": 2, "psnr": 2, "ssim": 3, "lpips": 3, "rec_l2": 4, "perplexity": 1}
 
 
@@ -70,9 +74,48 @@ def lookup(results_dir: Path, point: dict) -> pd.DataFrame:
 
 
 def harness(results_dir: Path, point: dict) -> list[pd.Series | None]:
-    """Our rows for one paper row: one per collected run (cpu and/or paper scale), or [None] if none."""
+    """Our rows for one paper row: one per scale, aggregated over its seeds (`aggregate`), or [None]."""
     df = lookup(results_dir, point)
-    return [r for _, r in df.iterrows()] or [None]
+    return [aggregate(sub) for _, sub in df.groupby("scale", sort=True)] if len(df) else [None]
+
+
+def seeds_of(df: pd.DataFrame) -> pd.Series:
+    """The seed of each row (results written before the seed axis have no column: seed 0, the default)."""
+    return df["seed"].fillna(0).astype(int) if "seed" in df else pd.Series(0, index=df.index)
+
+
+def aggregate(runs: pd.DataFrame) -> pd.Series:
+    """The seeds of one point as one row: each metric's mean over the finished runs that have it, with
+    ``<metric>_sd`` (sample sd, ddof 1; NaN for one run) and ``<metric>_n``; ``signature`` / ``run_id`` list
+    every run (seed order). A point without a finished run is its first row (its status says why)."""
+    runs = runs.assign(seed=seeds_of(runs)).sort_values("seed")
+    done = runs[runs["status"] == "FINISHED"] if "status" in runs else runs
+    if done.empty:
+        return runs.iloc[0]
+    row = done.iloc[0].copy()
+    for m in [*METRICS, *(c for c in done.columns if c.startswith("coco/"))]:
+        if m in done:
+            values = pd.to_numeric(done[m], errors="coerce").dropna()
+            row[m] = values.mean() if len(values) else None
+            row[f"{m}_sd"] = values.std(ddof=1) if len(values) > 1 else float("nan")
+            row[f"{m}_n"] = len(values)
+    row["n"] = len(done)
+    row["seeds"] = ",".join(str(s) for s in done["seed"])
+    for key in ("signature", "run_id"):
+        row[key] = ",".join(str(v) for v in done[key])
+    return row
+
+
+def by_point(runs: pd.DataFrame) -> pd.DataFrame:
+    """One aggregated row per paper point (``paper_signature``) of a results CSV, in first-seen order."""
+    return pd.DataFrame([aggregate(sub) for _, sub in runs.groupby("paper_signature", sort=False)])
+
+
+def band(hist: pd.DataFrame, signatures: str, metric: str) -> pd.DataFrame:
+    """A training curve over the seeds of one point: ``step, mean, sd, n`` (sd NaN where one seed)."""
+    sub = hist[hist["signature"].isin(str(signatures).split(",")) & (hist["metric"] == metric)]
+    out = sub.groupby("step")["value"].agg(["mean", "std", "count"]).reset_index()
+    return out.rename(columns={"std": "sd", "count": "n"})
 
 
 def no_run(grid: str) -> str:
@@ -84,8 +127,10 @@ def source(row: pd.Series | None) -> str:
 
 
 def run_id(row: pd.Series | None, grid: str, notes: Notes) -> str:
-    """The run signature column of our rows (the run dir and the MLflow tag ``signature``)."""
-    return f"`{row['signature']}`" if row is not None else notes.dash(no_run(grid))
+    """The run signature column of our rows (the run dirs and the MLflow tag ``signature``, one per seed)."""
+    if row is None:
+        return notes.dash(no_run(grid))
+    return ", ".join(f"`{s}`" for s in str(row["signature"]).split(","))
 
 
 def tokens(row: pd.Series) -> str:
@@ -98,7 +143,7 @@ def tokens(row: pd.Series) -> str:
 
 def gaps(notes: Notes) -> list[str]:
     """What a built artefact lacks: every footnote reason except the paper's own blanks."""
-    return [r for r in notes.reasons if r != PAPER_BLANK]
+    return [r for r in notes.reasons if r not in (PAPER_BLANK, RFID_INDICATIVE)]
 
 
 @dataclass
@@ -107,9 +152,12 @@ class Notes:
     reasons: list[str] = field(default_factory=list)
 
     def dash(self, reason: str) -> str:
+        return f"—{self.mark(reason)}"
+
+    def mark(self, reason: str) -> str:
         if reason not in self.reasons:
             self.reasons.append(reason)
-        return f"—[{self.reasons.index(reason) + 1}]"
+        return f"[{self.reasons.index(reason) + 1}]"
 
 
 def missing_reason(row: pd.Series, metric: str) -> str:
@@ -123,15 +171,21 @@ def missing_reason(row: pd.Series, metric: str) -> str:
 
 
 def metric(row: pd.Series | None, name: str, notes: Notes, grid: str = "") -> str:
-    """A formatted metric of our run, or "—[n]" with the reason. Usage is a fraction, shown in %."""
+    """Our point's metric as ``mean ± sd (n=seeds)`` (`aggregate`), or "—[n]" with the reason. Usage is a
+    fraction, shown in %."""
     if row is None:
         return notes.dash(no_run(grid))
     value = row.get(name)
     if value is None or pd.isna(value) or value == "":
         return notes.dash(missing_reason(row, name))
-    if name == "usage":
-        return f"{100 * float(value):.1f}%"
-    return f"{float(value):.{DIGITS.get(name, 2)}f}"
+    scale, unit, digits = (100, "%", 1) if name == "usage" else (1, "", DIGITS.get(name, 2))
+    n = int(row.get(f"{name}_n", 1) if not pd.isna(row.get(f"{name}_n", 1)) else 1)
+    sd = row.get(f"{name}_sd", float("nan"))
+    text = f"{scale * float(value):.{digits}f}"
+    if n > 1 and not pd.isna(sd):
+        text += f" ± {scale * float(sd):.{digits}f}"
+    text = f"{text}{unit} (n={n})"
+    return text + notes.mark(RFID_INDICATIVE) if name == "rfid" and row.get("scale") == "cpu" else text
 
 
 def cited(text: str, notes: Notes, pct: bool = False) -> str:

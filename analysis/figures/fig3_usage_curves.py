@@ -13,7 +13,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from analysis.common import curves, main, no_run, no_runs, ours, paper, results as read, save_figure, style
+from analysis.common import (band, by_point, curves, main, no_run, no_runs, ours, paper, results as read,
+                             save_figure, style)
 
 NAMES = {"linear": "linear", "mlp": "MLP-5", "vqbridge": "VQBridge", "none": "plain VQ"}
 SIZES = {16384: "16k", 262144: "262k"}  # the two panels of Fig. 3 (paper terms)
@@ -36,15 +37,18 @@ def make(results: Path):
             no_runs(ax, no_run("projector"))
             gaps.append(f"K={name}: {no_run('projector')}")
             continue
-        points = runs["point"].map(json.loads)
-        panel = runs[points.map(lambda p: p.get("quant.codebook_size") == size)]
+        agg = by_point(runs)  # one row per point; its signatures are those of every seed
+        points = agg["point"].map(json.loads)
+        panel = agg[points.map(lambda p: p.get("quant.codebook_size") == size)]
         for (_, run), point in zip(panel.iterrows(), points[panel.index]):
-            u = hist[(hist["signature"] == run["signature"]) & (hist["metric"] == "train/usage")]
+            u = band(hist, run["signature"], "train/usage")
             if u.empty:
                 gaps.append(f"{label(point)} K={name}: no usage curve (run {run['signature']} {run['status']})")
                 continue
             ran = int(run["quant.codebook_size"])
-            line, = ax.plot(u["step"], 100 * u["value"], label=f"{label(point)} (ran K={ran:,})")
+            line, = ax.plot(u["step"], 100 * u["mean"], label=f"{label(point)} (ran K={ran:,}, n={u['n'].max()})")
+            ax.fill_between(u["step"], 100 * (u["mean"] - u["sd"].fillna(0)), 100 * (u["mean"] + u["sd"].fillna(0)),
+                            color=line.get_color(), alpha=0.2, lw=0)
             final = ref[(ref["method"] == label(point)) & (ref["codebook_size"] == name)]["usage_pct"]
             if len(final) and final.iloc[0]:
                 ax.plot([u["step"].max()], [float(final.iloc[0])], marker="x", ms=8, color=line.get_color())

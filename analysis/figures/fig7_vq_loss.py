@@ -13,7 +13,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from analysis.common import curves, main, no_run, no_runs, ours, results as read, save_figure, style
+from analysis.common import band, by_point, curves, main, no_run, no_runs, ours, results as read, save_figure, style
 
 
 def make(results: Path):
@@ -24,13 +24,16 @@ def make(results: Path):
         no_runs(ax, no_run("codebook_size"))
         gaps.append(no_run("codebook_size"))
     else:
-        for _, run in runs.iterrows():
+        for _, run in by_point(runs).iterrows():  # mean over seeds, band = +-1 sd
             k = json.loads(run["point"]).get("quant.codebook_size", 16384)
-            vq = hist[(hist["signature"] == run["signature"]) & (hist["metric"] == "train/vq")]
+            vq = band(hist, run["signature"], "train/vq")
             if vq.empty:
                 gaps.append(f"K={k:,}: no train/vq curve (run {run['signature']} {run['status']})")
                 continue
-            ax.plot(vq["step"], vq["value"], label=f"K = {k:,} (ran {int(run['quant.codebook_size']):,})")
+            line, = ax.plot(vq["step"], vq["mean"],
+                            label=f"K = {k:,} (ran {int(run['quant.codebook_size']):,}, n={vq['n'].max()})")
+            ax.fill_between(vq["step"], vq["mean"] - vq["sd"].fillna(0), vq["mean"] + vq["sd"].fillna(0),
+                            color=line.get_color(), alpha=0.2, lw=0)
         if ax.lines:
             ax.legend(title=ours(runs["scale"].iloc[0]), fontsize=7, title_fontsize=7)
         else:

@@ -18,7 +18,7 @@ from analysis.common import (Notes, Table, cited, gaps, harness, main, metric, p
                              write_tables)
 
 COLUMNS = ["Source", "Row", "Model", "Epoch", "Ratio", "Codebook Size", "Vector Channel", "rFID (IN1K)",
-           "rFID (COCO)", "Usage", "Ran", "Run"]
+           "rFID (COCO)", "Usage", "PSNR", "Ran", "Run"]
 
 
 def ran(row) -> str:
@@ -46,15 +46,17 @@ def build(results: Path, out: Path) -> list[str]:
                              f"sweeps/grids/scaling.py disagree")
         spec = [ref.row, ref.model, ref.epochs, ref.ratio, ref.codebook_size, ref.vector_channel]
         rows.append(["paper", *spec, cited(ref.rfid_in1k, notes), cited(ref.rfid_coco, notes),
-                     cited(ref.usage_pct, notes, pct=True), "", ""])
+                     cited(ref.usage_pct, notes, pct=True), cited("", notes), "", ""])
         for r in harness(results, point):
             rows.append([source(r), *spec, metric(r, "rfid", notes, "scaling"), coco(r, notes),
-                         metric(r, "usage", notes, "scaling"), ran(r) if r is not None else "",
+                         metric(r, "usage", notes, "scaling"), metric(r, "psnr", notes, "scaling"),
+                         ran(r) if r is not None else "",
                          run_id(r, "scaling", notes)])
     table = Table("Table 3: Results of scalability from codebook size, vector channel and training epoch.",
                   COLUMNS, rows, notes,
                   ["Our rFID is measured on each run's own validation images (scale=cpu: built-in photos at "
-                   "32x32), so its value is comparable between our rows, not with ImageNet numbers."])
+                   "32x32), so its value is comparable between our rows, not with ImageNet numbers. Our cells are mean ± sd "
+                   "over seeds (n = number of seeds)."])
     write_tables(out, "tab3_scaling", [table])
     return gaps(notes)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from analysis.common import (Notes, Table, cited, gaps, harness, main, metric, paper, run_id, source,
                              write_tables)
 
-COLUMNS = ["Source", "Method", "Codebook Size", "Usage", "rFID", "Ran K", "Run"]
+COLUMNS = ["Source", "Method", "Codebook Size", "Usage", "PSNR", "rFID", "Ran K", "Run"]
 
 
 def point(method: str, size: str) -> dict:
@@ -29,14 +29,15 @@ def build(results: Path, out: Path) -> list[str]:
     notes, rows = Notes(), []
     for ref in paper("tab5_projector").itertuples():
         rows.append(["paper", ref.method, ref.codebook_size, cited(ref.usage_pct, notes, pct=True),
-                     cited(ref.rfid, notes), "", ""])
+                     cited("", notes), cited(ref.rfid, notes), "", ""])
         for r in harness(results, point(ref.method, ref.codebook_size)):
             rows.append([source(r), ref.method, ref.codebook_size, metric(r, "usage", notes, "projector"),
-                         metric(r, "rfid", notes, "projector"),
+                         metric(r, "psnr", notes, "projector"), metric(r, "rfid", notes, "projector"),
                          f"{int(r['quant.codebook_size']):,}" if r is not None else "",
                          run_id(r, "projector", notes)])
     table = Table("Table 5: Additional observational results.", COLUMNS, rows, notes,
-                  ["Our usage is measured on the validation set at the end of training (fvq/evaluate.py)."])
+                  ["Our usage is measured on the validation set at the end of training (fvq/evaluate.py); our cells are "
+                   "mean ± sd over seeds (n = number of seeds)."])
     write_tables(out, "tab5_projector", [table])
     return gaps(notes)
 
