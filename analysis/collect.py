@@ -102,6 +102,7 @@ def collect(grid: str, scale: str, uri: str, runs_dir: Path, results_dir: Path, 
         for key in CURVES:
             curves += [{"grid": grid, "signature": sig, "step": m.step, "metric": key, "value": m.value}
                        for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+        row.update(train_window(curves, sig, cfg))
         finished.append((run.info.run_id, sig))
     if gaps and not allow_partial:
         raise CollectError(f"grid {grid} (scale={scale}): {len(gaps)} of {len(rows)} runs not finished "
@@ -131,6 +132,17 @@ def summary(table: pd.DataFrame) -> str:
             notes = Notes()
             lines.append(f"  {row['point']}: psnr {metric(row, 'psnr', notes)}, usage {metric(row, 'usage', notes)}")
     return "\n" + "\n".join(lines) if lines else ""
+
+
+def train_window(curves: list[dict], sig: str, cfg: Config) -> dict:
+    """The last training-window usage (train/usage over log.usage_window steps) and the tokens per code that
+    window counts, beside the held-out ``usage`` / ``tokens_per_code`` of the final evaluation."""
+    from fvq.models import get_arch
+
+    usage = [c["value"] for c in curves if c["signature"] == sig and c["metric"] == "train/usage"]
+    side = cfg.data.image_size // get_arch(cfg.model.arch).ratio
+    tokens = cfg.log.usage_window * cfg.optim.batch * side * side
+    return {"train_usage": usage[-1] if usage else None, "train_tokens_per_code": tokens / cfg.quant.codebook_size}
 
 
 def copy_recon(client, run_id: str, run_dir: Path, dest: Path) -> None:

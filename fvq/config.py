@@ -7,7 +7,8 @@ a new field gets a default that keeps old behaviour, so old signatures stay vali
 
 Two scales share every key (big_vision's "local shrink switch"):
 - ``cpu``   (the default): built-in real photos, 32x32 crops, the ``cpu-4`` encoder/decoder (8x8 latents),
-            K=1,024, d=256, batch 32, 300 Adam steps on one thread; ~2.5 minutes per run with evaluation.
+            K=1,024, d=256, batch 16, 800 Adam steps at lr 2e-3 on one thread, 1,024 held-out images;
+            ~3 minutes per run with evaluation (the calibration in sweeps/scale.py).
 - ``paper``: ImageNet 256x256, VQ-16, K=16,384, d=256, batch 128, 40 epochs (Table 6, Implementation
             Details of section 4.1), LPIPS and PatchGAN on; the official evaluation protocol, COCO 2017
             val as a second evaluation set (Table 3).
@@ -64,7 +65,7 @@ class DataCfg:
     path: str = ""               # root for imagefolder
     image_size: int = 32
     train_size: int = 4096       # samples per epoch for infinite sources (random crops)
-    val_size: int = 256          # fixed validation images
+    val_size: int = 1024         # fixed validation images (cpu: 64 tokens per code at K=1,024, sweeps/scale.py)
     workers: int = 0
 
 
@@ -72,17 +73,16 @@ class DataCfg:
 class OptimCfg:
     base_lr: float = 1e-4        # Table 6
     base_batch: int = 128        # lr = base_lr * batch / base_batch (Table 6, LlamaGen recipe)
-    batch: int = 32
+    batch: int = 16              # cpu calibration: batch 16 x 800 steps beat 32 x 400 (same images seen)
     beta1: float = 0.9
     beta2: float = 0.95
     weight_decay: float = 0.0
     grad_clip: float = 1.0       # max global grad norm; 0 = off
-    steps: int = 300             # total optimisation steps (epochs are converted by the scale preset)
-    # Multiplier on the recipe's lr. The paper scale uses 1.0 (its recipe exactly); the cpu scale uses 8.0,
-    # i.e. lr = 2e-4 at batch 32: a 300-step run cannot afford the linearly scaled 2.5e-5. Measured on the
-    # cpu reference (VQBridge K=1,024 p=4, cpu-4, seed 0): lr 1e-4 -> PSNR 17.3 / val usage 0.94, lr 2e-4 ->
-    # PSNR 19.2 / usage 0.92; plain VQ at 1e-4 -> 15.8 / 0.02.
-    lr_scale: float = 8.0
+    steps: int = 800             # total optimisation steps (epochs are converted by the scale preset)
+    # Multiplier on the recipe's lr. The paper scale uses 1.0 (its recipe exactly); the cpu scale uses 160,
+    # i.e. lr = 2e-3 at batch 16: an 800-step run cannot afford the linearly scaled 1.25e-5. Chosen by the
+    # calibration sweep of sweeps/scale.py (results/calibration.csv).
+    lr_scale: float = 160.0
     # Gradient accumulation: each rank's slice runs as `accum` micro-batches, one optimiser step per global
     # batch (same result up to float error; the PatchGAN's BatchNorm sees micro-batches). Not science.
     accum: int = 1
@@ -111,7 +111,7 @@ class LossCfg:
 @dataclass(frozen=True)
 class EvalCfg:
     every: int = 0               # evaluate every N steps during training; 0 = only at the end
-    images: int = 256            # validation images per evaluation (<= data.val_size)
+    images: int = 1024           # validation images per evaluation (<= data.val_size)
     batch: int = 64
     fid: bool = True             # rFID with torch-fidelity (offline Inception when its weights are absent)
     fid_images: int = 64         # rFID over the first N evaluated images; 0 = all (fvq/evaluate.py: cost)
@@ -128,7 +128,7 @@ class EvalCfg:
 @dataclass(frozen=True)
 class LogCfg:
     every: int = 10              # metric logging interval (steps)
-    usage_window: int = 50       # steps in the windowed training usage (the Fig. 3 curve)
+    usage_window: int = 100      # steps in the windowed training usage (the Fig. 3 curve): 102,400 cpu tokens
     ckpt_every: int = 200        # checkpoint interval (steps); also on SIGTERM / SIGUSR1
     progress: str = "auto"       # auto (bar on a tty, log lines otherwise) | bar | lines | off
 

@@ -22,7 +22,7 @@ def test_overrides_are_typed():
     (["quant.group=0"], "quant.group=0 must be > 0"),
     (["sched.warmup=1.5"], "must be in [0, 1]"),
     (["data.source=imagefolder"], "needs data.path"),
-    (["eval.images=1000"], "exceeds data.val_size"),
+    (["eval.images=2000"], "exceeds data.val_size"),
 ])
 def test_bad_overrides_are_one_line_errors(bad, words):
     with pytest.raises(ConfigError) as e:

@@ -40,8 +40,8 @@ def test_cpu_shrink_rule_keeps_k_and_p_together():
     pts = [to_scale(p, "cpu") for p in grids.load("patch_size").points()]
     pairs = {(p["quant.codebook_size"], p["quant.group"]) for p in pts}
     assert pairs == {(256, 1), (256, 4), (256, 16), (1024, 1), (1024, 4), (1024, 16)}
-    assert all(p["optim.steps"] == 300 for p in pts)
-    assert to_scale({"epochs": 120}, "cpu")["optim.steps"] == 900
+    assert all(p["optim.steps"] == 800 for p in pts)
+    assert to_scale({"epochs": 120}, "cpu")["optim.steps"] == 2400
     assert to_scale({"model.arch": "vq-8"}, "cpu")["model.arch"] == "cpu-2"
     assert to_scale({"epochs": 40}, "paper")["optim.steps"] == 40 * 1_281_167 // 128
 

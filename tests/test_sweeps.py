@@ -50,7 +50,7 @@ def submitted(tmp_path) -> list[str]:
     (["grid=depth", "eval.protocol=adm"], "eval.protocol='adm' is not one of fvq, llamagen, official"),
     (["grid=depth", "eval.extra=coco:/nonexistent/coco"], "eval.extra=coco:/nonexistent/coco: /nonexistent/coco "
                                                           "does not exist"),
-    (["grid=depth", "optim.accum=3"], "optim.accum=3 must be >= 1 and divide optim.batch=32"),
+    (["grid=depth", "optim.accum=3"], "optim.accum=3 must be >= 1 and divide optim.batch=16"),
     (["grid=depth", "launcher=slurm", "slurm=a100x16", "optim.batch=24"], "slurm=a100x16: 16 GPUs (ranks) do not "
                                                                           "divide optim.batch=24"),
     (["grid=depth", "scale=paper", "launcher=slurm", "optim.accum=16", "dry=true"],

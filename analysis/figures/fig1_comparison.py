@@ -20,9 +20,10 @@ from analysis.common import harness, main, no_run, no_runs, ours, paper, save_fi
 HIGHLIGHT, OTHER = "#d55e00", "#9da5ad"
 
 
-def bars(ax, names: list[str], values: list[float], title: str, xlabel: str) -> None:
+def bars(ax, names: list[str], values: list[float], title: str, xlabel: str, errors: list[float] | None = None) -> None:
+    """Horizontal bars; ``errors`` (+-1 sd over seeds) drawn as error bars where given."""
     colors = [HIGHLIGHT if n.startswith("FVQ") else OTHER for n in names]
-    ax.barh(names, values, color=colors)
+    ax.barh(names, values, color=colors, xerr=errors, capsize=3 if errors else 0)
     for y, v in enumerate(values):
         ax.text(v, y, f" {v:.2f}", va="center", fontsize=7)
     ax.invert_yaxis()
@@ -51,8 +52,10 @@ def make(results: Path):
     gaps = [f"{n}: {no_run('scaling') if r is None else 'no rFID (run ' + r['signature'] + ')'}"
             for n, r in found.items() if n not in have]
     if have:
-        bars(axes[2], list(have), [float(r["rfid"]) for r in have.values()],
-             f"(c) {ours(next(iter(have.values()))['scale'])}", "rFID on the run's validation images")
+        bars(axes[2], [f"{n} (n={int(r.get('rfid_n', 1))})" for n, r in have.items()],
+             [float(r["rfid"]) for r in have.values()],
+             f"(c) {ours(next(iter(have.values()))['scale'])}", "rFID on the run's validation images (mean ± sd)",
+             [0.0 if pd.isna(r.get("rfid_sd", float("nan"))) else float(r["rfid_sd"]) for r in have.values()])
     else:
         axes[2].set(title=f"(c) {ours('cpu')}")
         no_runs(axes[2], no_run("scaling"))

@@ -32,9 +32,10 @@ def make(results: Path):
         ax.set_xticks([])
         ax.set_yticks([])
         run = harness(results, point)[0]
-        image = Path(results) / "recon" / f"{run['signature']}.png" if run is not None else None
+        first = str(run["signature"]).split(",")[0] if run is not None else ""  # seed 0's (or the first seed's)
+        image = Path(results) / "recon" / f"{first}.png" if run is not None else None
         if image is None or not image.exists():
-            why = no_run("scaling") if run is None else f"no results/recon/{run['signature']}.png (run {run['status']})"
+            why = no_run("scaling") if run is None else f"no results/recon/{first}.png (run {run['status']})"
             no_runs(ax, why)
             ax.set_title(name, fontsize=9)
             gaps.append(f"{name}: {why}")
@@ -43,7 +44,7 @@ def make(results: Path):
         ax.imshow(plt.imread(image))
         ax.grid(False)
         ax.set_title(f"{name} - rFID {metric(run, 'rfid', notes)}, PSNR {metric(run, 'psnr', notes)} - "
-                     f"{ours(run['scale'])}, run {run['signature']}", fontsize=8)
+                     f"{ours(run['scale'])}, run {first}", fontsize=8)
     axes[0].set_ylabel("top: input\nbottom: recon.", fontsize=7)
     fig.suptitle("Fig. 5 (left): reconstructions, inputs (top row) and reconstructions (bottom row)")
     fig.tight_layout()
