@@ -119,7 +119,8 @@ def band(hist: pd.DataFrame, signatures: str, metric: str) -> pd.DataFrame:
 
 
 def no_run(grid: str) -> str:
-    return (f"{NO_RUNS}: `python sweeps/run.py grid={grid}` then `python -m analysis.collect grid={grid}`")
+    return (f"{NO_RUNS}: `python sweeps/run.py grid={grid} seeds=3` then "
+            f"`python -m analysis.collect grid={grid} seeds=3`")
 
 
 def source(row: pd.Series | None) -> str:

@@ -68,7 +68,7 @@ def test_tab3_coco_column_comes_from_runs_that_evaluated_coco(results, tmp_path)
     df.to_csv(work / "scaling.csv", index=False)
     tab3_scaling.build(work, tmp_path / "out")
     md = (tmp_path / "out" / "tab3_scaling.md").read_text()
-    assert "| 12.35 |" in md and "coco/rfid not computed: no FID Inception weights" in md
+    assert "| 12.35 (n=1) |" in md and "coco/rfid not computed: no FID Inception weights" in md
 
 
 def test_a_missing_run_is_a_visible_gap_not_a_shorter_table(results, tmp_path):
