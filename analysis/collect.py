@@ -28,6 +28,7 @@ import pandas as pd
 
 from analysis.common import CURVES, METRICS, REPO, RESULTS, SWEPT, point_signature
 from fvq.config import NON_SCIENCE_KEYS, Config, to_flat_dict
+from fvq.errors import SetupError
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per grid, no bars
 
@@ -180,7 +181,7 @@ def main(argv: list[str]) -> int:
         check_reachable(uri)
         if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
             raise CollectError(f"no MLflow store at {uri} (no run was tracked there; pass tracking_uri=)")
-    except (CollectError, ValueError, RuntimeError) as e:  # ConfigError and TrackingError are among these
+    except (CollectError, ValueError, RuntimeError, SetupError) as e:  # ConfigError, TrackingError: SetupErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
     from mlflow.exceptions import MlflowException
