@@ -6,7 +6,9 @@
 
 No server, no cluster, no GPU: only results/ is read (plus analysis/paper/ and the code's presets), in
 seconds. One line per artefact: "built", or "built with gaps: <reasons>" when a cell or panel has no data
-(those show "—" with a footnote, or a "no runs yet" mark). The exit status is 0 unless a script crashed.
+(those show "—" with a footnote, or a "no runs yet" mark). A results CSV with a non-numeric or out-of-range
+value fails its artefacts in one line naming the file and row, and removes their old files. The exit status
+is 0 unless a script failed.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from analysis.common import RESULTS, status_line
+from analysis.common import RESULTS, ResultsError, remove_artefacts, status_line
 
 TABLES = ("tab1_reconstruction", "tab2_generation", "tab3_scaling", "tab4_multicode", "tab5_projector",
           "tab6_config", "tab7_metrics", "tab9_schedule", "tab10_flops", "tab11_generation")
@@ -36,8 +38,13 @@ def build_all(results: Path, tables: Path, figures: Path, log=print) -> dict[str
             try:
                 report[stem] = importlib.import_module(f"analysis.{kind}.{stem}").build(results, out)
                 log(status_line(stem, report[stem]), flush=True)
+            except ResultsError as e:  # bad input: one line naming file and row, no stale artefact left
+                remove_artefacts(out, stem)
+                report[stem] = [f"FAILED: {e}"]
+                log(f"{stem}: FAILED ({e})", flush=True)
             except Exception as e:  # one broken script must not hide the others' state
                 report[stem] = [f"FAILED: {type(e).__name__}: {e}"]
+                remove_artefacts(out, stem)
                 log(f"{stem}: FAILED ({type(e).__name__}: {e})", flush=True)
                 traceback.print_exc(file=sys.stderr)
     return report

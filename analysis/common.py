@@ -7,7 +7,10 @@ as ``python -m analysis.tables.tab3_scaling [--results DIR] [--out DIR]``.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -43,15 +46,48 @@ def paper(stem: str) -> pd.DataFrame:
     return pd.read_csv(PAPER / f"{stem}.csv", dtype=str, keep_default_na=False)
 
 
+# Allowed ranges of the numeric columns (usage is a fraction, fvq/metrics.py); a value outside is a broken CSV,
+# never a result to plot.
+RANGES = {"rfid": (0, math.inf), "psnr": (-math.inf, math.inf), "ssim": (-1, 1), "lpips": (0, math.inf),
+          "usage": (0, 1), "perplexity": (0, math.inf), "dead_codes": (0, math.inf),
+          "tokens_per_code": (0, math.inf), "rec_l2": (0, math.inf), "step": (0, math.inf),
+          "value": (-math.inf, math.inf)}
+
+
+class ResultsError(ValueError):
+    """A results CSV that cannot be trusted; the message names the file and the row (1 = the header)."""
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A results CSV with its numeric columns checked for type and range (empty cells are missing values)."""
+    try:
+        df = pd.read_csv(path, dtype=IDS)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise ResultsError(f"{path}: unreadable CSV: {' '.join(str(e).split())}") from None
+    for col, (lo, hi) in RANGES.items():
+        if col not in df:
+            continue
+        num = pd.to_numeric(df[col], errors="coerce")
+        bad = (num.isna() & df[col].notna()) | (num < lo) | (num > hi)
+        if bad.any():
+            i = int(bad.to_numpy().nonzero()[0][0])
+            v = df[col].iloc[i]
+            shown = repr(v) if isinstance(v, str) else f"{v:g}"
+            raise ResultsError(f"{path}: row {i + 2}: column {col}={shown} is not a number "
+                               f"in [{lo}, {hi}]")
+        df[col] = num
+    return df
+
+
 def results(results_dir: Path, grid: str) -> pd.DataFrame | None:
     """results/<grid>.csv (one row per run), or None when the grid was never collected."""
     path = Path(results_dir) / f"{grid}.csv"
-    return pd.read_csv(path, dtype=IDS) if path.exists() else None
+    return read_csv(path) if path.exists() else None
 
 
 def curves(results_dir: Path, grid: str) -> pd.DataFrame | None:
     path = Path(results_dir) / f"{grid}_curves.csv"
-    return pd.read_csv(path, dtype=IDS) if path.exists() else None
+    return read_csv(path) if path.exists() else None
 
 
 def point_signature(point: dict) -> str:
@@ -240,8 +276,35 @@ def tex(text: str) -> str:
 
 def write_tables(out: Path, stem: str, tables: list[Table]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.md").write_text("\n".join(t.markdown() for t in tables))
-    (out / f"{stem}.tex").write_text("\n".join(t.latex() for t in tables))
+    for ext, text in (("md", "\n".join(t.markdown() for t in tables)), ("tex", "\n".join(t.latex() for t in tables))):
+        with _atomic(out / f"{stem}.{ext}") as tmp:
+            tmp.write_text(text)
+
+
+class _atomic:
+    """A temporary path beside ``path`` that replaces it only when the block succeeds: a failed build never
+    leaves a half-written artefact."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=self.path.suffix)
+        os.close(fd)
+        self.tmp = Path(name)
+        return self.tmp
+
+    def __exit__(self, kind, *_):
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def remove_artefacts(out: Path, stem: str) -> None:
+    """After a failed build, no stale table or figure of that stem may pass for a current one."""
+    for ext in ("md", "tex", "png", "pdf"):
+        (Path(out) / f"{stem}.{ext}").unlink(missing_ok=True)
 
 
 def style() -> None:
@@ -263,9 +326,12 @@ def save_figure(fig, out: Path, stem: str) -> None:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"{stem}.{ext}", dpi=150, bbox_inches="tight", metadata=_metadata(ext))
-    plt.close(fig)
+    try:
+        for ext in ("png", "pdf"):
+            with _atomic(out / f"{stem}.{ext}") as tmp:
+                fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight", metadata=_metadata(ext))
+    finally:
+        plt.close(fig)
 
 
 def _metadata(ext: str) -> dict:
@@ -284,7 +350,13 @@ def main(build: Callable[..., list[str]], stem: str, kind: str, flags: tuple[str
     for flag in flags:
         ap.add_argument(f"--{flag}", action="store_true")
     args = ap.parse_args()
-    print(status_line(stem, build(args.results, args.out, **{f: getattr(args, f) for f in flags})))
+    try:
+        gaps = build(args.results, args.out, **{f: getattr(args, f) for f in flags})
+    except ResultsError as e:
+        remove_artefacts(args.out, stem)
+        print(f"{stem}: not built: {e}")
+        return 2
+    print(status_line(stem, gaps))
     return 0
 
 

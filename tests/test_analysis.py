@@ -230,3 +230,31 @@ def test_collect_rejects_unknown_arguments_and_grids(capsys):
     assert main(["grid=depth", "tracking_uri=sqlite:////nonexistent/mlflow.db"]) == 2
     err = capsys.readouterr().err  # the tracking check names the missing folder before collect looks for the file
     assert ("no MLflow store at" in err or "does not exist" in err) and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("column, value", [("rfid", "banana"), ("usage", "-7"), ("usage", "1.5")])
+def test_bad_csv_values_fail_in_one_line_naming_file_and_row(column, value, results, tmp_path, capsys):
+    import pandas as pd
+
+    path = results / "patch_size.csv"
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    figures = tmp_path / "f"
+    build_all(results, tmp_path / "t", figures)  # a good build first: its fig6 must not survive the bad one
+    assert (figures / "fig6_ablations.png").exists()
+    capsys.readouterr()
+    df.loc[1, column] = value
+    df.to_csv(path, index=False)
+    report = build_all(results, tmp_path / "t", figures)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("fig6_ablations"))
+    assert report["fig6_ablations"][0].startswith("FAILED")
+    shown = repr(value) if column == "rfid" else value
+    assert f"{path}: row 3: column {column}={shown} is not a number" in line
+    assert not any(figures.glob("fig6_ablations.*")) and not any(figures.glob(".fig6_ablations*"))
+
+
+def test_unreadable_csv_names_the_file(results, tmp_path, capsys):
+    from analysis.common import ResultsError, results as read_results
+
+    (results / "patch_size.csv").write_text("")
+    with pytest.raises(ResultsError, match="patch_size.csv: unreadable CSV"):
+        read_results(results, "patch_size")
