@@ -178,10 +178,11 @@ def main(argv: list[str]) -> int:
         for name in names:
             grids.load(name)  # an unknown grid is a one-line error listing the valid ones
         uri = opts["tracking_uri"] or DEFAULT_URI
-        check_reachable(uri)
+        # collect only reads: a missing sqlite file is "no store here", before the launch-side URI checks
         if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
             raise CollectError(f"no MLflow store at {uri} (no run was tracked there; pass tracking_uri=)")
-    except (CollectError, ValueError, RuntimeError, SetupError) as e:  # ConfigError, TrackingError: SetupErrors
+        check_reachable(uri)
+    except (CollectError, SetupError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from mlflow.exceptions import MlflowException
