@@ -251,9 +251,9 @@ def test_mlflow_outage_past_the_end_loses_nothing(tmp_path):
         assert client.get_run(run_id).info.status == "FINISHED"
         assert not os.path.exists(os.path.join(run, UNSENT)) and not os.path.exists(os.path.join(run, UNFINISHED))
         assert got == n
-        row(f"MLflow server down from mid-run to past the end ({down:.0f} s)", "metrics and end status kept "
-            "in the run dir; `sync=true` (or any relaunch) sends them", f"metrics missing in MLflow: {n - got} "
-            f"of {n}; run not left RUNNING")
+        row("MLflow server down from mid-run to past the end", "metrics and end status kept in the run dir; "
+            "`sync=true` (or any relaunch) sends them", f"metrics missing in MLflow after a {down:.0f} s outage: "
+            f"{n - got} of {n}; run not left RUNNING")
     finally:
         server.stop()
 
