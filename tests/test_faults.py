@@ -69,7 +69,7 @@ def one_line_exit_2(r, words: str) -> None:
     ("optim.base_lr=inf", "optim.base_lr=inf: must be a finite number"),
     ("optim.beta1=2", "Adam's betas must be in [0, 1)"),
     ("optim.weight_decay=-0.1", "optim.weight_decay=-0.1 must be >= 0"),
-    ("eval.fid_images=300", "eval.fid_images=300 exceeds eval.images=256"),
+    ("eval.fid_images=2000", "eval.fid_images=2000 exceeds eval.images=1024"),
     ("data.image_size=34", "data.image_size=34 is not divisible by the downsampling ratio 4"),
     ("data.path=/no/such/dir", "data.path='/no/such/dir' is not a directory"),
     ("experiment=../../x", "experiment='../../x': use letters"),

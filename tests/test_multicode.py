@@ -220,15 +220,19 @@ def test_grid_rows_follow_table4_at_both_scales():
     cpu = [resolve(p, "cpu") for _, p in ROWS]
     assert [c.model.arch for c in cpu] == ["cpu-8"] * 3 + ["cpu-4"] * 2
     assert all(c.quant.scales == "1,2,3,4,5,6,8" for c in cpu[3:])
-    assert [c.optim.steps for c in cpu] == [75, 375, 75, 300, 300]
+    from sweeps.scale import CPU_STEPS_PER_40_EPOCHS as S40
+
+    assert [c.optim.steps for c in cpu] == [round(S40 * e / 40) for e in (10, 50, 10, 40, 40)]
     assert [c.quant.codebook_size for c in cpu] == [1024, 1024, 1024, 256, 1024]
     assert shrink_scales("1,2,4,16", 8) == "1,2,4,8" and shrink_scales("1,2,8", 8) == "1,2,8"
 
 
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_dry_run_lists_the_rows(tmp_path, scale):
+    # paper scale is planned for the cluster (its data paths are the cluster's): launcher=slurm
+    launcher = "launcher=slurm" if scale == "paper" else "launcher=local"
     r = subprocess.run([sys.executable, os.path.join(REPO, "sweeps", "run.py"), "grid=multicode", f"scale={scale}",
-                        "dry=true", f"runs_dir={tmp_path / 'runs'}", f"tracking_uri=sqlite:///{tmp_path}/m.db"],
+                        "dry=true", launcher, f"runs_dir={tmp_path / 'runs'}", f"tracking_uri=sqlite:///{tmp_path}/m.db"],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "PYTHONPATH": REPO})
     assert r.returncode == 0, r.stderr
     assert f"grid=multicode scale={scale}" in r.stdout and "(5 points)" in r.stdout
