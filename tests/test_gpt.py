@@ -84,9 +84,15 @@ def test_rope_prefix_is_not_rotated_and_grid_is_2d():
     assert torch.equal(t[1 + 1, 4:], t[1 + 5, 4:])
 
 
-def test_llamagen_b_size_and_presets():
-    n = sum(p.numel() for p in GPT(spec("B")).parameters())
-    assert abs(n / 1e6 - 111) < 1  # LlamaGen GPT-B: 111M at vocab 16,384
+@pytest.mark.parametrize("name, millions", [("B", 111), ("L", 343), ("XL", 775)])
+def test_llamagen_sizes_on_meta_device(name, millions):
+    with torch.device("meta"):  # counts parameters of the paper-scale models without allocating them
+        model = GPT(spec(name))
+    n = sum(p.numel() for p in model.parameters())
+    assert abs(n / 1e6 - millions) < 1  # LlamaGen GPT-B/L/XL at vocab 16,384 (the paper's Table 2 sizes)
+
+
+def test_presets_and_bad_specs():
     assert (PRESETS["L"].dim, PRESETS["L"].layers, PRESETS["L"].heads) == (1024, 24, 16)
     assert (PRESETS["XL"].dim, PRESETS["XL"].layers, PRESETS["XL"].heads) == (1280, 36, 20)
     with pytest.raises(ValueError, match="unknown AR model"):
