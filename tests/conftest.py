@@ -1,4 +1,5 @@
 """Shared fixtures: a real MLflow tracking server on 127.0.0.1 (started once per session)."""
+import fcntl
 import os
 import signal
 import socket
@@ -66,6 +67,28 @@ def mlflow_server(tmp_path_factory):
     server.stop()
 
 
+CLUSTER_LOCK = os.environ.get("FVQ_SLURM_TEST_LOCK", "/tmp/fvq-slurm-tests.lock")
+CLUSTER_LOCK_WAIT_S = 1800
+
+
+def _hold_cluster_lock() -> None:
+    """One test session at a time on this machine's Slurm dev cluster: another session (a second checkout's
+    `make test`) would stop or restart the daemons under this one's jobs. Held until this process exits."""
+    f = open(CLUSTER_LOCK, "a")
+    t0 = time.monotonic()
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() - t0 > CLUSTER_LOCK_WAIT_S:
+                pytest.fail(f"another test session held {CLUSTER_LOCK} for {CLUSTER_LOCK_WAIT_S} s", pytrace=False)
+            time.sleep(1)
+    if time.monotonic() - t0 > 1:
+        print(f"\nwaited {time.monotonic() - t0:.0f}s for another session's Slurm tests", flush=True)
+    _hold_cluster_lock.file = f  # kept open: the lock lives as long as this process
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """The real single-node Slurm dev cluster (slurm/dev-cluster/start.sh), with fake A100 GRES.
@@ -77,6 +100,7 @@ def slurm_cluster():
 
     if os.geteuid() != 0:
         pytest.skip("the Slurm dev cluster needs root (apt-get install, daemons)")
+    _hold_cluster_lock()
     cluster = DevCluster()
     was_up = cluster.is_up()
     t0 = time.monotonic()
@@ -102,10 +126,12 @@ def slurm_cluster():
 SERIAL_FILES = ("test_slurm_cluster.py", "test_slurm_sweeps.py")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`make test` runs two workers), every test that touches the one Slurm dev cluster
     of this machine goes to the same worker (``--dist loadgroup``): a second worker would start, restart
-    or stop the same daemons under the first one's jobs."""
+    or stop the same daemons under the first one's jobs. tryfirst: xdist's worker reads the marks in its own
+    hook of the same name, which pluggy would otherwise call before this one (it is registered later)."""
     for item in items:
         if "slurm_cluster" in getattr(item, "fixturenames", ()) or item.path.name in SERIAL_FILES:
             item.add_marker(pytest.mark.xdist_group("slurm"))

@@ -18,7 +18,7 @@ from slurm.spec import SlurmSpec, load_spec, names
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-JOB_NAME = "fvq-slurm-test"  # every job of this file; the finalizer scancels by this name
+JOB_NAME = f"fvq-slurm-test-{os.getpid()}"  # this session's jobs; the finalizer scancels by this name
 
 
 # ---- what the jobs run ------------------------------------------------------------------------------------
