@@ -13,22 +13,30 @@ for minutes gains nothing from guidance), so the paper's L/XL points collapse to
 Bad input, one line and exit 2 before anything is written or submitted: a tokenizer run that FAILED, an
 ``ar.vocab`` other than the tokenizer's codebook size, CFG < 1 or CFG > 1 with ``ar.class_dropout=0``,
 a token cache beside the tokenizer written by another tokenizer, an unknown ``ar.`` key.
-``launcher=slurm`` is refused for now: the generator job would need an ``afterok`` dependency on its
-tokenizer's job, which is not implemented.
+With ``launcher=slurm`` nothing runs here: the missing tokenizers go out as one job array (sweeps/launcher.py),
+then each generator is its own job with ``--dependency=afterok:<its tokenizer's job>`` (a tokenizer already
+queued or running on Slurm is waited for, never submitted twice; a finished one means no dependency). A
+generator whose tokenizer fails never starts (Slurm leaves it DependencyNeverSatisfied; ``status=true``
+shows it). A relaunch skips generators that are queued, running or finished.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, fields
 from typing import Any
 
+import submitit
+
 from fvq.ar import ARConfig, ar_overrides
 from fvq.config import ConfigError
-from fvq.rundir import read_json, read_status
+from fvq.errors import one_line
+from fvq.rundir import read_json, write_json, write_status
 from fvq.tokens import cache_path, check_tokenizer, token_cache
 from sweeps import grids
+from sweeps.launcher import classify
 from sweeps.options import Options
 from sweeps.plan import Planned, plan_point
 
@@ -95,10 +103,61 @@ def plan_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str,
             token_cache(tok.run_dir, "train", cfg.train_images)  # a foreign cache: TokenizerError
         sig = ar_signature(tok.sig, cfg)
         run_dir = os.path.join(opts.runs_dir, f"gen-{sig}")
-        st = read_status(run_dir).get("state")
-        out.setdefault(sig, GenPlanned(sig, run_dir, tok, point["tokenizer_name"], cfg,
-                                       "finished" if st == "FINISHED" else "missing" if st is None else "stalled"))
+        out.setdefault(sig, GenPlanned(sig, run_dir, tok, point["tokenizer_name"], cfg, classify(run_dir)[0]))
     return list(out.values())
+
+
+def todo(p: GenPlanned, retry: bool) -> bool:
+    """A generator to (re)start: never one that is finished, or queued/running somewhere (active)."""
+    return p.state in ("missing", "stalled", "preempted") or (p.state == "failed" and retry)
+
+
+class GenJob(submitit.helpers.Checkpointable):
+    """One generator run, tracked: the MLflow run (bound to the run dir, so a requeued job keeps it), the AR
+    curves, gFID / precision / recall with the reasons for what is missing, the sample grid. Called in the
+    launcher's process (local) or as a Slurm job; a requeue (Checkpointable) resumes from ``ckpt.pt``."""
+
+    def __init__(self, p: GenPlanned, uri: str, experiment: str, commit: str, parent: str):
+        self.run_dir, self.cfg, self.uri, self.experiment = p.run_dir, p.cfg, uri, experiment
+        self.name = f"generation {p.tok_name} GPT-{p.cfg.model} cfg={p.cfg.cfg_scale}"
+        self.tags = {"signature": f"gen-{p.sig}", "tokenizer": p.tok.sig, "commit": commit,
+                     "grid.generation": "1", "mlflow.parentRunId": parent}
+
+    def __call__(self) -> dict:
+        from fvq.ar import train_ar
+        from sweeps.tracking import MLflowSink, open_run
+
+        env = submitit.JobEnvironment() if "SUBMITIT_EXECUTOR" in os.environ else None
+        if env is not None and env.num_tasks > 1:  # data-parallel generator: torchrun-style variables
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        main = int(os.environ.get("RANK", "0")) == 0
+        sink = MLflowSink(self.uri, open_run(self.uri, self.experiment, self.run_dir, self.name, self.tags)) \
+            if main else None
+        try:
+            res = train_ar(self.cfg, self.run_dir)
+        except Exception as e:
+            if main:
+                write_status(self.run_dir, "FAILED", reason=one_line(e)[:300])
+                sink.finish("FAILED")
+            raise
+        if main:
+            _log(sink, self.run_dir, self.cfg, res)
+        return res
+
+
+def _log(sink, run_dir: str, cfg: ARConfig, res: dict) -> None:
+    sink.log_params({f"ar.{k}": v for k, v in res["config"].items()})
+    rows = []
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            rows += [(k, float(v), int(r["step"])) for k, v in r.items() if k != "step"]
+    rows += [(f"gen/{k}", float(v), cfg.steps) for k, v in res["metrics"].items()]
+    for i in range(0, len(rows), 1000):
+        sink.log_metrics(rows[i:i + 1000])
+    sink.set_tags({f"missing.{k}": v[:250] for k, v in res["missing"].items()})
+    sink.log_artifact(os.path.join(run_dir, "samples.png"))
+    sink.finish("FINISHED")
 
 
 def table(plans: list[GenPlanned]) -> str:
@@ -113,57 +172,70 @@ def table(plans: list[GenPlanned]) -> str:
 def run_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, str]) -> int:
     from sweeps.launcher import launch_local
     from sweeps.plan import prepare_launch, write_run
-    from sweeps.tracking import MLflowSink, end_launch, open_launch, open_run
+    from sweeps.tracking import end_launch, open_launch
 
     plans = plan_generation(opts, overrides, ar_args)
     if opts.dry or opts.status:
         print(f"grid=generation scale={opts.scale} runs_dir={opts.runs_dir} ({len(plans)} generator runs)")
         print(table(plans))
         return 0
-    if opts.launcher == "slurm":
-        raise ConfigError("grid=generation runs with launcher=local only (a Slurm afterok dependency on the "
-                          "tokenizer job is not implemented)")
     launch = prepare_launch(opts)
     parent = open_launch(opts.tracking_uri, opts.experiment, f"grid=generation scale={opts.scale}",
-                         {"commit": launch.label, "grids": "generation", "launcher": "local"})
-    toks = {p.tok.sig: p.tok for p in plans if p.tok.state in ("missing", "stalled")}
-    for t in toks.values():  # each missing tokenizer once, before any generator
+                         {"commit": launch.label, "grids": "generation", "launcher": opts.launcher})
+    gens = [p for p in plans if todo(p, opts.retry)]
+    # each tokenizer a generator needs, once; one that is queued or running is waited for, never resubmitted
+    toks = {p.tok.sig: p.tok for p in gens if p.tok.state in ("missing", "stalled", "preempted")}
+    for t in toks.values():
         t.grids = ["generation"]
         write_run(t, opts.scale, launch, parent)
+    if opts.launcher == "slurm":
+        return _submit(gens, toks, opts, launch, parent)
     failed = [s for s, r in launch_local(list(toks.values()), opts.runs_dir, opts.tracking_uri, opts.experiment,
                                          opts.parallel).items() if r.startswith("failed")] if toks else []
-    for p in plans:
-        if p.state == "finished" or p.tok.sig in failed:
+    for p in gens:
+        if p.tok.sig in failed:
             continue
-        name = f"generation {p.tok_name} GPT-{p.cfg.model} cfg={p.cfg.cfg_scale}"
-        run_id = open_run(opts.tracking_uri, opts.experiment, p.run_dir, name,
-                          {"signature": f"gen-{p.sig}", "tokenizer": p.tok.sig, "commit": launch.label,
-                           "grid.generation": "1", "mlflow.parentRunId": parent})
-        sink = MLflowSink(opts.tracking_uri, run_id)
         try:
-            res = _train(p)
-        except Exception:
-            sink.finish("FAILED")
+            GenJob(p, opts.tracking_uri, opts.experiment, launch.label, parent)()
+            p.state = "finished"
+        except Exception as e:
+            print(f"[fvq] generator {p.sig} failed: {one_line(e)}", file=sys.stderr, flush=True)
             failed.append(p.sig)
-            continue
-        sink.log_params({f"ar.{k}": v for k, v in res["config"].items()})
-        rows = []
-        with open(os.path.join(p.run_dir, "metrics.jsonl")) as f:
-            for line in f:
-                r = json.loads(line)
-                rows += [(k, float(v), int(r["step"])) for k, v in r.items() if k != "step"]
-        rows += [(f"gen/{k}", float(v), p.cfg.steps) for k, v in res["metrics"].items()]
-        sink.log_metrics(rows)
-        sink.set_tags({f"missing.{k}": v[:250] for k, v in res["missing"].items()})
-        sink.log_artifact(os.path.join(p.run_dir, "samples.png"))
-        sink.finish("FINISHED")
-        p.state = "finished"
     end_launch(opts.tracking_uri, parent, "FAILED" if failed else "FINISHED")
     print(table(plans))
     return 1 if failed else 0
 
 
-def _train(p: GenPlanned) -> dict:
-    from fvq.ar import train_ar
+def _submit(gens: list[GenPlanned], toks: dict[str, Planned], opts: Options, launch, parent: str) -> int:
+    """Slurm: the missing tokenizers as one job array, then one job per generator after its tokenizer."""
+    from sweeps.launcher import LaunchError, launch_slurm, pin_code, slurm_executor
+    from sweeps.tracking import end_launch
 
-    return train_ar(p.cfg, p.run_dir)
+    try:
+        ids = dict(zip(toks, launch_slurm(list(toks.values()), opts.runs_dir, opts.tracking_uri, opts.experiment,
+                                          launch.spec, launch.commit, launch.dirty))) if toks else {}
+        code, label = pin_code(launch.commit, opts.runs_dir, launch.dirty)
+        lines = []
+        for p in gens:
+            after = ids.get(p.tok.sig) or (read_json(os.path.join(p.tok.run_dir, "job.json")).get("job_id")
+                                           if p.tok.state == "active" else None)
+            ex = slurm_executor(launch.spec, code, opts.runs_dir)
+            if after:
+                ex.update_parameters(slurm_dependency=f"afterok:{after}")
+            try:
+                job = ex.submit(GenJob(p, opts.tracking_uri, opts.experiment, label, parent))
+            except Exception as e:
+                raise LaunchError(f"sbatch refused generator {p.sig}: {str(e).strip().splitlines()[-1][:300]}") \
+                    from None
+            os.makedirs(p.run_dir, exist_ok=True)
+            write_json(os.path.join(p.run_dir, "job.json"), {"launcher": "slurm", "job_id": str(job.job_id),
+                                                             "after": after or "", "commit": label})
+            lines.append(f"generator {p.sig} job {job.job_id}" + (f" afterok:{after}" if after else ""))
+    except LaunchError as e:
+        end_launch(opts.tracking_uri, parent, "FAILED", failure=one_line(e)[:250])
+        raise
+    end_launch(opts.tracking_uri, parent)
+    print("\n".join([f"submitted {len(ids)} tokenizer job(s), {len(lines)} generator job(s) from commit "
+                      f"{launch.label[:10]}", *lines, f"watch: python sweeps/run.py grid=generation "
+                      f"scale={opts.scale} status=true"]))
+    return 0

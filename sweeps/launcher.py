@@ -210,10 +210,8 @@ def launch_local(plans: list, runs_root: str, uri: str, experiment: str, paralle
     return results
 
 
-def launch_slurm(plans: list, runs_root: str, uri: str, experiment: str, spec, commit: str,
-                 dirty: bool = False) -> list[str]:
-    """Submit one job array for ``plans`` from a pinned copy of the code; return job ids."""
-    code, commit = pin_code(commit, runs_root, dirty)
+def slurm_executor(spec, code: str, runs_root: str) -> submitit.AutoExecutor:
+    """A Slurm executor for ``spec`` whose jobs run the pinned code dir ``code``."""
     folder = os.path.join(os.path.abspath(runs_root), ".submitit", "%j")
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     params = spec.submitit_params()
@@ -221,6 +219,14 @@ def launch_slurm(plans: list, runs_root: str, uri: str, experiment: str, spec, c
     # quoted: a runs_dir with a space, or with $(...) in its name, is a path, never shell code
     setup += [f"cd {shlex.quote(code)}", f"export PYTHONPATH={shlex.quote(code)}${{PYTHONPATH:+:$PYTHONPATH}}"]
     executor.update_parameters(slurm_setup=setup, **params)
+    return executor
+
+
+def launch_slurm(plans: list, runs_root: str, uri: str, experiment: str, spec, commit: str,
+                 dirty: bool = False) -> list[str]:
+    """Submit one job array for ``plans`` from a pinned copy of the code; return job ids."""
+    code, commit = pin_code(commit, runs_root, dirty)
+    executor = slurm_executor(spec, code, runs_root)
     max_requeues = getattr(spec, "max_requeues", 3)
     jobs = []
     try:

@@ -77,3 +77,43 @@ def test_bad_gres_refused_nothing_submitted(tmp_path, slurm_cluster, mlflow_serv
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: sbatch refused"), r.stderr
     runs = tmp_path / "runs"
     assert not any((runs / d / "job.json").exists() for d in os.listdir(runs) if not d.startswith("."))
+
+
+GEN_ARGS = ["grid=generation", "launcher=slurm", "slurm=dev", "force=true", "optim.steps=3", "log.every=1",
+            "data.train_size=64", "data.val_size=16", "eval.images=16", "eval.batch=16", "optim.batch=8",
+            "quant.codebook_size=64", "eval.fid=false", "log.progress=off", "ar.train_images=64", "ar.batch=8",
+            "ar.steps=6", "ar.log_every=2", "ar.samples=4"]
+
+
+def test_generation_waits_for_its_tokenizer_with_afterok(tmp_path, slurm_cluster, mlflow_server):
+    def gen():
+        return subprocess.run([sys.executable, os.path.join(REPO, "sweeps", "run.py"), f"runs_dir={tmp_path}/runs",
+                               f"tracking_uri={mlflow_server.uri}", "experiment=slurm-gen", *GEN_ARGS],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": REPO})
+
+    r = gen()
+    assert r.returncode == 0 and "submitted 2 tokenizer job(s), 2 generator job(s)" in r.stdout, r.stdout + r.stderr
+    runs = tmp_path / "runs"
+    gens = sorted(runs / d for d in os.listdir(runs) if d.startswith("gen-"))
+    assert len(gens) == 2
+    ids = [json.load(open(g / "job.json"))["job_id"] for g in gens]
+    done = lambda: all(r["State"] == "COMPLETED" for i in ids for r in slurm_cluster.sacct(i))  # noqa: E731
+    wait_until(done, 400, "both generator jobs completed", interval=2)
+    for g in gens:
+        assert status(g).get("state") == "FINISHED"
+        job = json.load(open(g / "job.json"))
+        tok_dir = json.load(open(g / "final.json"))["config"]["tokenizer"]
+        tok_job = json.load(open(os.path.join(tok_dir, "job.json")))["job_id"]
+        assert job["after"] == tok_job  # the dependency the generator was submitted with
+        fields = ("JobID", "State", "Start", "End")
+        (t,), (a,) = slurm_cluster.sacct(tok_job, fields), slurm_cluster.sacct(job["job_id"], fields)
+        assert t["State"] == a["State"] == "COMPLETED" and a["Start"] >= t["End"], (t, a)  # ISO times sort
+
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.get_experiment_by_name("slurm-gen")
+    found = client.search_runs([exp.experiment_id], "tags.`grid.generation` = '1'")  # tokenizers and generators
+    assert len(found) == 4 and {x.info.status for x in found} == {"FINISHED"}
+    found = [x for x in found if x.data.tags["signature"].startswith("gen-")]
+    assert len(found) == 2 and all("gen/gen_samples" in x.data.metrics and "missing.is" in x.data.tags for x in found)
+    again = gen()
+    assert again.returncode == 0 and "submitted 0 tokenizer job(s), 0 generator job(s)" in again.stdout, again.stdout
