@@ -231,6 +231,15 @@ def _read_idx_images(path: str) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=16).reshape(n, h, w)
 
 
+def _read_idx_labels(path: str) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    magic, n = (int.from_bytes(data[i:i + 4], "big") for i in range(0, 8, 4))
+    if magic != 2049:
+        raise ValueError(f"{path}: not an IDX label file (magic {magic})")
+    return np.frombuffer(data, np.uint8, offset=8)[:n]
+
+
 class FashionMNIST(_Base):
     """Debian's Fashion-MNIST: train = official train set, val = official test set, first n images."""
     source = "fashion_mnist"
@@ -246,8 +255,21 @@ class FashionMNIST(_Base):
                                         "(apt-get install dataset-fashion-mnist)")
             _FASHION[path] = _read_idx_images(path)
         self.images = _FASHION[path]
+        self.labels_path = path.replace("images-idx3", "labels-idx1")
         total = len(self.images)
         super().__init__(split, image_size, min(n, total) if n else total, seed, train, protocol)
+
+    @property
+    def num_classes(self) -> int:
+        return 10
+
+    def label(self, i: int) -> int:
+        """The garment class of image i (0-9; the generator's classes at cpu scale on this source)."""
+        if self.labels_path not in _FASHION:
+            if not os.path.exists(self.labels_path):
+                raise FileNotFoundError(f"Fashion-MNIST labels not found at {self.labels_path}: run `make datasets`")
+            _FASHION[self.labels_path] = _read_idx_labels(self.labels_path)
+        return int(_FASHION[self.labels_path][i])
 
     def __getitem__(self, i: int) -> torch.Tensor:
         x = torch.from_numpy(self.images[i].astype(np.float32) / 255)[None].expand(3, -1, -1)

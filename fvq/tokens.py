@@ -66,7 +66,7 @@ def labelled_dataset(cfg, split: str, n: int | None):
     ds = build_dataset(cfg.data.source, split, cfg.data.image_size, path=cfg.data.path or None, seed=cfg.seed,
                        n=n, protocol=cfg.eval.protocol if split == "val" else "fvq")
     if not hasattr(ds, "label"):
-        raise TokenizerError(f"data.source={cfg.data.source} has no class labels (photos and imagefolder do)")
+        raise TokenizerError(f"data.source={cfg.data.source} has no class labels (photos, fashion_mnist and imagefolder do)")
     return ds
 
 

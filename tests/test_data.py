@@ -97,6 +97,8 @@ def test_fashion_mnist():
     x = ds[0]
     assert x.shape == (3, 32, 32) and x.min() >= -1 and x.max() <= 1
     assert torch.equal(x[0], x[1])
+    # the official test set's first labels (ankle boot, pullover, trouser, trouser, shirt): the generator's classes
+    assert ds.num_classes == 10 and [ds.label(i) for i in range(5)] == [9, 2, 1, 1, 6]
 
 
 def test_fashion_mnist_missing(tmp_path):
