@@ -33,7 +33,7 @@ def build_quantizer(cfg: Config):
     if q.kind == "rq":
         return ResidualQuantizer(q.codebook_size, d, q.depth_codes, **kw)
     if q.kind == "msvq":
-        from fvq.config import parse_scales
+        from fvq.validation import parse_scales
         from fvq.models import get_arch
 
         latent = cfg.data.image_size // get_arch(cfg.model.arch).ratio

@@ -1,4 +1,5 @@
-"""Run configuration: frozen dataclasses, typed ``key=value`` overrides, scale presets.
+"""Run configuration: frozen dataclasses, typed ``key=value`` overrides, scale presets (the value checks
+that need no model: fvq/validation.py).
 
 A run is fully described by one :class:`Config`. Keys are dotted (``quant.codebook_size=4096``); an
 unknown key or a value that does not parse as the field's type is a one-line ``ConfigError`` naming the
@@ -18,8 +19,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
-import re
 import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -287,6 +286,8 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any] | list[str] | tuple[s
             items.append((k.strip(), v.strip()))
     for k, v in items:
         cfg = set_key(cfg, k, v)
+    from fvq.validation import validate  # here: validation reads this module's types
+
     validate(cfg)
     return cfg
 
@@ -323,105 +324,3 @@ def to_json(cfg: Config) -> str:
 def diff(a: Config, b: Config) -> dict[str, tuple[Any, Any]]:
     fa, fb = to_flat_dict(a), to_flat_dict(b)
     return {k: (fa[k], fb[k]) for k in fa if fa[k] != fb[k]}
-
-
-_CHOICES = {
-    "scale": SCALES,
-    "device": ("cpu", "cuda", "auto"),
-    "quant.projector": ("none", "linear", "mlp", "vqbridge"),
-    "quant.kind": ("vq", "rq", "msvq"),
-    "quant.init": ("zero", "small", "default"),
-    "data.source": ("photos", "fashion_mnist", "imagefolder"),
-    "sched.kind": ("anneal", "constant", "cosine"),
-    "eval.protocol": ("fvq", "llamagen", "official"),
-    "eval.psnr_channel": ("auto", "rgb", "y"),
-    "eval.ssim_window": ("auto", "uniform7", "gaussian11"),
-    "eval.lpips_net": ("loss", "alex", "vgg"),
-    "log.progress": ("auto", "bar", "lines", "off"),
-    "loss.lpips_net": ("vgg", "alex"),
-}
-
-_POSITIVE = ("model.channel", "quant.codebook_size", "quant.depth", "quant.group", "quant.heads",
-             "quant.mlp_layers", "quant.search_mb", "quant.depth_codes", "data.image_size", "data.val_size", "optim.batch",
-             "optim.base_batch", "optim.steps", "eval.batch", "log.every", "log.usage_window",
-             "log.ckpt_every")
-_FRACTIONS = ("sched.warmup", "sched.warmup_start", "sched.constant", "sched.final")
-
-
-def validate(cfg: Config) -> None:
-    """Checks that need no model construction; models/projectors validate their own combinations
-    (fvq.build.check_buildable adds the ones that need the architecture or the file system)."""
-    flat = to_flat_dict(cfg)
-    for key, value in flat.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{key}={value}: must be a finite number")
-    for key, choices in _CHOICES.items():
-        if flat[key] not in choices:
-            raise ConfigError(f"{key}={flat[key]!r} is not one of {', '.join(choices)}")
-    for key in _POSITIVE:
-        if flat[key] <= 0:
-            raise ConfigError(f"{key}={flat[key]} must be > 0")
-    for key in _FRACTIONS:
-        if not 0.0 <= flat[key] <= 1.0:
-            raise ConfigError(f"{key}={flat[key]} must be in [0, 1]")
-    if cfg.optim.accum < 1 or cfg.optim.batch % cfg.optim.accum:
-        raise ConfigError(f"optim.accum={cfg.optim.accum} must be >= 1 and divide optim.batch={cfg.optim.batch}")
-    o = cfg.optim
-    if o.grad_clip < 0:
-        raise ConfigError(f"optim.grad_clip={o.grad_clip} must be >= 0 (0 = no clipping; < 0 would ascend)")
-    if not (0 <= o.beta1 < 1 and 0 <= o.beta2 < 1):
-        raise ConfigError(f"optim.beta1={o.beta1}, optim.beta2={o.beta2}: Adam's betas must be in [0, 1)")
-    if o.weight_decay < 0:
-        raise ConfigError(f"optim.weight_decay={o.weight_decay} must be >= 0")
-    if cfg.eval.fid and cfg.eval.fid_images > cfg.eval.images:
-        raise ConfigError(f"eval.fid_images={cfg.eval.fid_images} exceeds eval.images={cfg.eval.images} "
-                          f"(rFID uses the first fid_images of the evaluated images; 0 = all)")
-    if cfg.optim.base_lr <= 0 or cfg.optim.lr_scale <= 0:
-        raise ConfigError(f"optim.base_lr={cfg.optim.base_lr} and optim.lr_scale={cfg.optim.lr_scale} must be > 0")
-    if cfg.quant.latent_dim < 0:
-        raise ConfigError(f"quant.latent_dim={cfg.quant.latent_dim} must be >= 0 (0 = same as model.channel)")
-    _validate_multicode(cfg.quant)
-    if cfg.data.source == "imagefolder" and not cfg.data.path:
-        raise ConfigError("data.source=imagefolder needs data.path=/path/to/dataset")
-    if cfg.eval.images > cfg.data.val_size:
-        raise ConfigError(f"eval.images={cfg.eval.images} exceeds data.val_size={cfg.data.val_size}")
-    if cfg.eval.fid_images < 0:
-        raise ConfigError(f"eval.fid_images={cfg.eval.fid_images} must be >= 0 (0 = every evaluated image)")
-    if cfg.eval.ssim_range < 0:
-        raise ConfigError(f"eval.ssim_range={cfg.eval.ssim_range} must be >= 0 (0 = the protocol's)")
-    from fvq.protocols import extra_sets
-
-    try:
-        extra_sets(cfg.eval.extra)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    if cfg.loss.perceptual_weight < 0 or cfg.loss.disc_weight < 0 or cfg.loss.disc_start < 0:
-        raise ConfigError("loss weights and loss.disc_start must be >= 0")
-
-
-def parse_scales(text: str, key: str = "quant.scales") -> tuple[int, ...]:
-    """"1,2,3" -> (1, 2, 3): positive, strictly increasing, written without spaces (one spelling per run)."""
-    if not re.fullmatch(r"[0-9]+(,[0-9]+)*", text):
-        raise ConfigError(f"{key}={text!r}: expected comma-separated token-map sides such as 1,2,4,8")
-    sizes = tuple(int(x) for x in text.split(","))
-    if sizes[0] < 1 or any(b <= a for a, b in zip(sizes, sizes[1:])):
-        raise ConfigError(f"{key}={text!r}: sides must be >= 1 and strictly increasing")
-    return sizes
-
-
-def _validate_multicode(q: QuantCfg) -> None:
-    """Multi-code keys only mean something for their own kind: a stray one is an error, not a silent no-op."""
-    if q.kind != "rq" and q.depth_codes != 1:
-        raise ConfigError(f"quant.depth_codes={q.depth_codes} needs quant.kind=rq (got quant.kind={q.kind})")
-    if q.kind == "vq" and not q.shared:
-        raise ConfigError("quant.shared=false (one codebook per level) needs quant.kind=rq or msvq")
-    if q.kind == "msvq":
-        if not q.scales:
-            raise ConfigError("quant.kind=msvq needs quant.scales, e.g. quant.scales=1,2,3,4,5,6,8,10,13,16")
-        parse_scales(q.scales)
-    elif q.scales:
-        raise ConfigError(f"quant.scales={q.scales!r} needs quant.kind=msvq (got quant.kind={q.kind})")
-    if q.phi < 0:
-        raise ConfigError(f"quant.phi={q.phi} must be >= 0")
-    if q.phi and q.kind != "msvq":
-        raise ConfigError(f"quant.phi={q.phi} needs quant.kind=msvq (got quant.kind={q.kind})")

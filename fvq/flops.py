@@ -64,7 +64,7 @@ def train_step_flops(cfg) -> int:
     meta device (nothing allocated), the projector from `projector_flops`, x3 for forward + backward, plus
     the gradient-free nearest-code search (N x K x d). Only used to order jobs (longest first); it leaves
     out losses, norms and the discriminator."""
-    from fvq.config import parse_scales
+    from fvq.validation import parse_scales
 
     q, d, b, s = cfg.quant, cfg.model.channel, cfg.optim.batch, cfg.data.image_size
     conv, ratio = _autoencoder_flops(cfg.model.arch, d, b, s)

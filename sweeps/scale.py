@@ -105,7 +105,7 @@ def cpu_latent_side(cpu_point: dict[str, Any]) -> int:
 
 def shrink_scales(scales: str, side: int) -> str:
     """Keep the steps that fit a side x side latent; the last step is the full latent (module docstring)."""
-    from fvq.config import parse_scales
+    from fvq.validation import parse_scales
 
     kept = [s for s in parse_scales(scales) if s <= side]
     return ",".join(map(str, kept if kept and kept[-1] == side else [*kept, side]))
