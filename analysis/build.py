@@ -21,7 +21,7 @@ from pathlib import Path
 from analysis.common import RESULTS, ResultsError, remove_artefacts, status_line
 
 TABLES = ("tab1_reconstruction", "tab2_generation", "tab3_scaling", "tab4_multicode", "tab5_projector",
-          "tab6_config", "tab7_metrics", "tab9_schedule", "tab10_flops", "tab11_generation")
+          "tab6_config", "tab7_metrics", "tab9_schedule", "tab10_flops", "tab11_generation", "claims")
 FIGURES = ("fig1_comparison", "fig2_toy", "fig3_usage_curves", "fig5_reconstructions", "fig5_samples",
            "fig6_ablations",
            "fig7_vq_loss")

@@ -35,7 +35,7 @@ def results(tmp_path):
 
 @pytest.mark.parametrize("stem", TABLES + FIGURES)
 def test_every_artefact_builds_from_fixture_csvs(stem, results, tmp_path):
-    kind = "tables" if stem.startswith("tab") else "figures"
+    kind = "tables" if stem in TABLES else "figures"
     gaps = importlib.import_module(f"analysis.{kind}.{stem}").build(results, tmp_path / kind)
     assert isinstance(gaps, list)
     for ext in ("md", "tex") if kind == "tables" else ("png", "pdf"):
@@ -99,6 +99,37 @@ def test_seeds_of_a_point_are_one_cell_mean_sd_n(results, tmp_path):
     assert metric(row, "usage", notes) == "92.0 ± 2.0% (n=3)"
     assert row["signature"] == "sig0,sig1,sig2" and point_signature({}) == row["paper_signature"]
     assert metric(row, "rfid", notes).endswith("[1]") and "indicative only" in notes.reasons[0]
+
+
+def test_claims_verdicts_follow_seeds_and_noise(results, tmp_path):
+    import pandas as pd
+
+    from analysis.common import point_signature
+    from analysis.tables.claims import build
+    from sweeps.grids._fragments import no_anneal, vqbridge
+
+    ref = pd.read_csv(results / "depth.csv", dtype=str)
+    ref = ref[ref["signature"] == "bf21a9e8fb"].assign(scale="cpu", status="FINISHED")
+    const = point_signature({**vqbridge, **no_anneal})
+
+    def write(anneal, constant):
+        rows = [ref.assign(seed=i, signature=f"a{i}", psnr=str(v)) for i, v in enumerate(anneal)]
+        rows += [ref.assign(seed=i, signature=f"c{i}", psnr=str(v), paper_signature=const)
+                 for i, v in enumerate(constant)]
+        pd.concat(rows).to_csv(results / "annealing.csv", index=False)
+        build(results, tmp_path)
+        line = next(x for x in (tmp_path / "claims.md").read_text().splitlines() if x.startswith("| 4a |"))
+        return [c.strip() for c in line.split("|")[1:-1]]
+
+    for other in ("depth", "latent_dim", "patch_size", "codebook_size", "projector", "schedule", "scaling"):
+        (results / f"{other}.csv").unlink(missing_ok=True)
+    row = write((27.0, 27.5, 26.5), (25.0, 25.3, 24.7))
+    assert row[4:9] == ["27.00 ± 0.50 (n=3)", "25.00 ± 0.30 (n=3)", "+2.00", "1.00", "reproduced"], row
+    assert row[9] == "a0, a1, a2; c0, c1, c2"
+    assert write((27.0, 27.5, 26.5), (25.0, 25.3))[8] == "inconclusive (n = 2 < 3)"
+    assert write((27.0, 27.5, 26.5), (26.8, 27.0, 27.2))[8] == "inconclusive (within the margin)"
+    assert write((25.0, 25.3, 24.7), (27.0, 27.5, 26.5))[8] == "not reproduced"
+    assert "claim 4a" not in " ".join(build(results, tmp_path))  # the gaps name only claims without runs
 
 
 @pytest.mark.parametrize("stem", FIGURES)
@@ -233,9 +264,15 @@ def test_collect_rejects_unknown_arguments_and_grids(capsys):
 
 
 @pytest.mark.parametrize("column, value", [("rfid", "banana"), ("usage", "-7"), ("usage", "1.5")])
-def test_bad_csv_values_fail_in_one_line_naming_file_and_row(column, value, results, tmp_path, capsys):
+def test_bad_csv_values_fail_in_one_line_naming_file_and_row(column, value, results, tmp_path, capsys,
+                                                            monkeypatch):
     import pandas as pd
 
+    import analysis.build
+
+    # two artefacts stand for all (every artefact builds from these CSVs in the test above)
+    monkeypatch.setattr(analysis.build, "TABLES", ("tab1_reconstruction",))
+    monkeypatch.setattr(analysis.build, "FIGURES", ("fig6_ablations",))
     path = results / "patch_size.csv"
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     figures = tmp_path / "f"

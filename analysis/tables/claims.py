@@ -1,0 +1,134 @@
+"""The paper's claims, each tested on our seeded runs: results/tables/claims.{md,tex}.
+
+A claim compares two grid points (paper terms, found in any results/<grid>.csv by their paper signature) on
+one metric, at one scale. Each side is mean ± sd over its finished seeds (n). The verdict rule:
+
+- *reproduced*: both sides have n >= 3 and the difference in the paper's direction exceeds twice the larger
+  sd (the measured seed noise of that metric at that point);
+- *not reproduced*: the same margin, the opposite direction;
+- *inconclusive*: within that margin, or n < 3 on either side;
+- for a claim of *no* effect (cosine vs linear decay): *reproduced* when the difference is within the margin,
+  *not reproduced* when it exceeds it;
+- *not yet run*: a side has no finished run (the cell names the command that makes it).
+
+PSNR (dB, higher is better) and held-out usage are the cpu-scale metrics; rFID over 64 images at 32x32 is
+noise (results/README.md) and is not used for verdicts.
+
+    python -m analysis.tables.claims [--results results --out results/tables]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.common import Table, lookup, main, write_tables
+
+SCALE = "cpu"
+COLUMNS = ["#", "Claim (paper)", "Paper", "Metric", "A", "B", "A - B", "Margin (2 sd)", "Verdict", "Runs (A; B)"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    text: str
+    paper: str
+    a: dict          # the side the paper says is better (or equal, when ``same``)
+    b: dict
+    metric: str      # a results column: psnr, usage (held-out), train_usage (last training window)
+    grids: str       # the command's grids for a side with no run
+    same: bool = False
+
+
+def claims() -> list[Claim]:
+    from sweeps.grids._fragments import (cosine, k16, k65, k262, linear, mlp5, no_anneal, no_warmup, plain, rq,
+                                         var, vqbridge, vqgan)
+
+    return [
+        Claim("1", "Plain VQ (VQGAN, d = 256) leaves most codes unused; FVQ uses them (Table 3 rows 2 vs 6)",
+              "usage 0.29% vs 100%", vqbridge, vqgan, "usage", "scaling"),
+        Claim("3", "FVQ reconstructs better than VQGAN at d = 256 (Table 3 rows 2 vs 6)", "rFID 9.21 vs 1.30",
+              vqbridge, vqgan, "psnr", "scaling"),
+        Claim("4a", "Learning annealing improves VQBridge (Table 3 rows 3 vs 6, Observation 2)",
+              "rFID 2.61 -> 1.30", vqbridge, {**vqbridge, **no_anneal}, "psnr", "annealing"),
+        Claim("4b", "... and keeps the whole codebook in use (Table 5)", "usage 100% both",
+              vqbridge, {**vqbridge, **no_anneal}, "usage", "annealing"),
+        Claim("5", "Linear (SimVQ) uses more codes without annealing than with it (Table 5)", "100% vs 53%",
+              {**linear, **k16, **no_anneal}, {**linear, **k16}, "usage", "projector"),
+        Claim("6", "VQBridge beats MLP-5 at large K (Table 5, 262k, annealing)", "usage 100% vs 22%",
+              {**vqbridge, **k262}, {**mlp5, **k262}, "usage", "projector"),
+        Claim("6b", "VQBridge beats linear at 16k with annealing (Table 5)", "usage 100% vs 53%",
+              {**vqbridge, **k16}, {**linear, **k16}, "usage", "projector"),
+        Claim("8a", "Warmup matters (Table 9)", "rFID 1.30 vs 1.70 without", vqbridge, {**vqbridge, **no_warmup},
+              "psnr", "schedule"),
+        Claim("8b", "Cosine decay is no better or worse than linear (Table 9)", "rFID 1.32 vs 1.30",
+              {**vqbridge, **cosine}, vqbridge, "psnr", "schedule", same=True),
+        Claim("9a", "A larger codebook reconstructs better (Table 3 rows 6 vs 8)", "rFID 1.30 -> 1.14",
+              {**vqbridge, **k65}, {**vqbridge, **k16}, "psnr", "codebook_size"),
+        Claim("9b", "Longer training reconstructs better (Table 3, 40 -> 120 epochs)", "rFID 1.30 -> 1.17",
+              {**vqbridge, "epochs": 120}, vqbridge, "psnr", "scaling"),
+        Claim("10a", "FVQ improves RQ-VAE (Table 4, 10 epochs)", "rFID 4.73 -> 2.98",
+              {**vqbridge, **rq, **k16, "epochs": 10}, {**plain, **no_anneal, **rq, **k16, "epochs": 10}, "psnr",
+              "multicode"),
+        Claim("10b", "FVQ improves VAR (Table 4)", "rFID 1.00 -> 0.80", {**vqbridge, **var, **k16},
+              {**plain, **no_anneal, **var, "quant.codebook_size": 4096, "model.channel": 32}, "psnr", "multicode"),
+    ]
+
+
+def side(results: Path, point: dict, metric: str) -> tuple[pd.Series, list[str]]:
+    """The finished seeds' values of ``metric`` at a point (this scale), and their run signatures."""
+    df = lookup(results, point)
+    if df.empty or metric not in df:
+        return pd.Series(dtype=float), []
+    df = df[(df["scale"] == SCALE) & (df["status"] == "FINISHED")]
+    df = df[pd.to_numeric(df[metric], errors="coerce").notna()]
+    return pd.to_numeric(df[metric]), [str(s) for s in df["signature"]]
+
+
+def fmt(values: pd.Series, metric: str) -> str:
+    k, unit, d = (100, "%", 1) if "usage" in metric else (1, "", 2)
+    if values.empty:
+        return "—"
+    sd = f" ± {k * values.std(ddof=1):.{d}f}" if len(values) > 1 else ""
+    return f"{k * values.mean():.{d}f}{sd}{unit} (n={len(values)})"
+
+
+def verdict(a: pd.Series, b: pd.Series, same: bool) -> tuple[float, float, str]:
+    """(a - b, margin, verdict) by the rule of the module docstring."""
+    if a.empty or b.empty:
+        return float("nan"), float("nan"), "not yet run"
+    diff = a.mean() - b.mean()
+    sds = [s.std(ddof=1) for s in (a, b) if len(s) > 1]
+    margin = 2 * max(sds) if sds else float("nan")
+    if min(len(a), len(b)) < 3:
+        return diff, margin, f"inconclusive (n = {min(len(a), len(b))} < 3)"
+    if same:
+        return diff, margin, "reproduced (within the margin)" if abs(diff) <= margin else "not reproduced"
+    return diff, margin, ("reproduced" if diff > margin else "not reproduced" if diff < -margin
+                          else "inconclusive (within the margin)")
+
+
+def build(results: Path, out: Path) -> list[str]:
+    rows, missing = [], []
+    for c in claims():
+        (a, ra), (b, rb) = side(results, c.a, c.metric), side(results, c.b, c.metric)
+        diff, margin, v = verdict(a, b, c.same)
+        k = 100 if "usage" in c.metric else 1
+        num = (lambda x: "—" if pd.isna(x) else f"{k * x:+.{1 if k == 100 else 2}f}")
+        if v == "not yet run":
+            runs = f"`python sweeps/run.py grid={c.grids} seeds=3`"
+            missing.append(f"claim {c.key}: no finished {SCALE} runs of grid={c.grids}")
+        else:
+            runs = ", ".join(ra) + "; " + ", ".join(rb)
+        rows.append([c.key, c.text, c.paper, c.metric, fmt(a, c.metric), fmt(b, c.metric), num(diff),
+                     num(margin).lstrip("+"), v, runs])
+    remarks = [f"Scale {SCALE}. A and B: mean ± sd over finished seeds (n); runs are run signatures (run dirs, "
+               "MLflow tag `signature`). Usage in points of %. The rule is in analysis/tables/claims.py."]
+    write_tables(out, "claims", [Table("The paper's claims at cpu scale, tested on seeded runs.", COLUMNS, rows,
+                                       remarks=remarks)])
+    return missing
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(build, "claims", "tables"))
