@@ -6,6 +6,9 @@ The tokenizer point resolves to its signature and run dir (sweeps/plan.py) exact
 grids, so a tokenizer shared with Tables 1/3 trains once; a missing one is trained first by the local
 launcher, then the generator runs (one at a time, in this process) under one parent MLflow run.
 
+``seeds=3`` (or ``seeds=0,4,7``) trains each generator once per seed on the same tokenizer (seed 0 keeps
+the signature a point has without seeds): gFID as mean +- sd over generator seeds, only the tokens differing.
+
 A generator run is ``<runs>/gen-<signature>``, its signature a hash of the tokenizer signature and the
 generator's science keys. At ``scale=cpu`` every AR size becomes ``tiny`` and CFG 1.0 (a generator trained
 for minutes gains nothing from guidance), so the paper's L/XL points collapse to one run per tokenizer.
@@ -37,7 +40,7 @@ from fvq.rundir import read_json, write_json, write_status
 from fvq.tokens import cache_path, check_tokenizer, token_cache
 from sweeps import grids
 from sweeps.launcher import classify
-from sweeps.options import Options
+from sweeps.options import Options, parse_seeds
 from sweeps.plan import Planned, plan_point
 
 # ARConfig keys that do not change what a generator run computes (like fvq.config.NON_SCIENCE_KEYS)
@@ -82,6 +85,11 @@ def split_args(argv: list[str]) -> tuple[list[str], dict[str, str]]:
 
 def plan_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, str]) -> list[GenPlanned]:
     out: dict[str, GenPlanned] = {}
+    # seeds= is the generator's seed axis (init, batch order, sampling); the tokenizer keeps its own seed, as
+    # in the paper's comparison, where only the tokens differ
+    seeds = parse_seeds(opts.seeds) if opts.seeds else (None,)
+    if opts.seeds and "seed" in ar_args:
+        raise ConfigError(f"generator seed given twice: seeds={opts.seeds} and ar.seed={ar_args['seed']} (give one)")
     for i, point in enumerate(grids.load("generation").points()):
         where = f"grid generation point {i}"
         tok = plan_point(point["tokenizer"], opts.scale, overrides, opts.runs_dir, "generation", where=where)
@@ -91,19 +99,21 @@ def plan_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str,
         ar = {"model": point["ar.model"], "cfg_scale": point["ar.cfg_scale"], **PAPER_AR}
         if opts.scale == "cpu":
             ar = {"model": "tiny", "cfg_scale": 1.0}
-        try:
-            cfg = ar_overrides({**ar, **ar_args, "tokenizer": tok.run_dir})
-        except ValueError as e:
-            raise ConfigError(f"{where}: {e}") from None
-        if cfg.vocab and cfg.vocab != tok.cfg.quant.codebook_size:
-            raise ConfigError(f"{where}: ar.vocab={cfg.vocab} but tokenizer {tok.sig} has codebook size "
-                              f"{tok.cfg.quant.codebook_size}")
-        if tok.state == "finished" and os.path.exists(cache_path(tok.run_dir, "train", cfg.train_images)):
-            check_tokenizer(tok.run_dir)
-            token_cache(tok.run_dir, "train", cfg.train_images)  # a foreign cache: TokenizerError
-        sig = ar_signature(tok.sig, cfg)
-        run_dir = os.path.join(opts.runs_dir, f"gen-{sig}")
-        out.setdefault(sig, GenPlanned(sig, run_dir, tok, point["tokenizer_name"], cfg, classify(run_dir)[0]))
+        for seed in seeds:
+            try:
+                cfg = ar_overrides({**ar, **ar_args, **({} if seed is None else {"seed": seed}),
+                                    "tokenizer": tok.run_dir})
+            except ValueError as e:
+                raise ConfigError(f"{where}: {e}") from None
+            if cfg.vocab and cfg.vocab != tok.cfg.quant.codebook_size:
+                raise ConfigError(f"{where}: ar.vocab={cfg.vocab} but tokenizer {tok.sig} has codebook size "
+                                  f"{tok.cfg.quant.codebook_size}")
+            if tok.state == "finished" and os.path.exists(cache_path(tok.run_dir, "train", cfg.train_images)):
+                check_tokenizer(tok.run_dir)
+                token_cache(tok.run_dir, "train", cfg.train_images)  # a foreign cache: TokenizerError
+            sig = ar_signature(tok.sig, cfg)
+            run_dir = os.path.join(opts.runs_dir, f"gen-{sig}")
+            out.setdefault(sig, GenPlanned(sig, run_dir, tok, point["tokenizer_name"], cfg, classify(run_dir)[0]))
     return list(out.values())
 
 
@@ -119,7 +129,8 @@ class GenJob(submitit.helpers.Checkpointable):
 
     def __init__(self, p: GenPlanned, uri: str, experiment: str, commit: str, parent: str):
         self.run_dir, self.cfg, self.uri, self.experiment = p.run_dir, p.cfg, uri, experiment
-        self.name = f"generation {p.tok_name} GPT-{p.cfg.model} cfg={p.cfg.cfg_scale}"
+        self.name = f"generation {p.tok_name} GPT-{p.cfg.model} cfg={p.cfg.cfg_scale}" + \
+            (f" seed={p.cfg.seed}" if p.cfg.seed else "")
         self.tags = {"signature": f"gen-{p.sig}", "tokenizer": p.tok.sig, "commit": commit,
                      "grid.generation": "1", "mlflow.parentRunId": parent}
 
@@ -161,11 +172,11 @@ def _log(sink, run_dir: str, cfg: ARConfig, res: dict) -> None:
 
 
 def table(plans: list[GenPlanned]) -> str:
-    rows = [f"{'signature':<11} {'state':<9} {'tokenizer':<22} {'AR':<6} {'cfg':<5} gfid"]
+    rows = [f"{'signature':<11} {'state':<9} {'tokenizer':<22} {'AR':<6} {'cfg':<5} {'seed':<5} gfid"]
     for p in plans:
         g = read_json(os.path.join(p.run_dir, "final.json")).get("metrics", {}).get("gfid")
         rows.append(f"{p.sig:<11} {p.state:<9} {p.tok_name + ' ' + p.tok.sig + ' (' + p.tok.state + ')':<22} "
-                    f"{p.cfg.model:<6} {p.cfg.cfg_scale:<5} {'' if g is None else f'{g:.2f}'}")
+                    f"{p.cfg.model:<6} {p.cfg.cfg_scale:<5} {p.cfg.seed:<5} {'' if g is None else f'{g:.2f}'}")
     return "\n".join(rows)
 
 

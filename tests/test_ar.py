@@ -107,7 +107,10 @@ def test_generation_grid_bad_inputs_exit_2_and_write_nothing(tmp_path):
     ok = _run(tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "tiny" in ok.stdout and len(ok.stdout.strip().splitlines()) == 4  # cpu: one run per tokenizer
-    for args, msg in [(["ar.cfg_scale=0.5"], "< 1"), (["ar.cfg_scale=1.5", "ar.class_dropout=0"], "class_dropout=0"),
+    seeded = _run(tmp_path, "seeds=3")  # the generator's seed axis: 2 tokenizers x 3 AR seeds, seed 0 unchanged
+    assert seeded.returncode == 0 and len(seeded.stdout.strip().splitlines()) == 8, seeded.stdout
+    assert ok.stdout.splitlines()[2].split()[0] in seeded.stdout
+    for args, msg in [(["seeds=2", "ar.seed=1"], "generator seed given twice"), (["ar.cfg_scale=0.5"], "< 1"), (["ar.cfg_scale=1.5", "ar.class_dropout=0"], "class_dropout=0"),
                       (["ar.vocab=16384"], "codebook size 1024"), (["ar.nope=1"], "AR override 'nope'")]:
         r = _run(tmp_path, *args)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
