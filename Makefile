@@ -3,8 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# two xdist workers; every test of the one Slurm dev cluster runs on the same worker (tests/conftest.py)
-PYTEST := $(PY) -m pytest -q -n 2 --dist loadgroup
+# two xdist workers; every test of the one Slurm dev cluster runs on the same worker (tests/conftest.py);
+# the 15 slowest tests are listed at the end (where CI time goes)
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
 GRID ?= patch_size
 MLFLOW_PORT ?= 5000
 
