@@ -4,6 +4,7 @@
     python -m analysis.collect grid=all scale=paper tracking_uri=http://127.0.0.1:5000
     python -m analysis.collect grid=patch_size allow_partial=true    # write the gaps instead of failing
     python -m analysis.collect grid=projector seeds=3               # the runs of a seeds=3 launch
+    python -m analysis.collect grid=generation seeds=3              # generator runs (analysis/collect_generation.py)
 
 The grid is re-expanded to the signatures it should have (sweeps.scale.resolve + sweeps.identity.signature),
 so a run that was never launched is a visible gap, not a silently shorter table. Each signature's run is
@@ -175,6 +176,8 @@ def main(argv: list[str]) -> int:
 
         seeds = parse_seeds(opts["seeds"]) if opts["seeds"] else ()
         names = grids.names() if opts["grid"] == "all" else [opts["grid"]]
+        if opts["grid"] == "generation" and opts["scale"] != "cpu":
+            raise CollectError("grid=generation collects scale=cpu runs (results/generation_cpu.csv)")
         for name in names:
             grids.load(name)  # an unknown grid is a one-line error listing the valid ones
         uri = opts["tracking_uri"] or DEFAULT_URI
@@ -190,10 +193,16 @@ def main(argv: list[str]) -> int:
     failed = 0
     for name in names:
         try:
+            if name == "generation":  # generator runs, not tokenizer configs (analysis/collect_generation.py)
+                from analysis.collect_generation import collect_generation
+
+                print(collect_generation(opts["scale"], uri, Path(opts["runs_dir"]), Path(opts["results"]),
+                                         opts["allow_partial"].lower() in ("1", "true", "yes"), seeds), flush=True)
+                continue
             print(collect(name, opts["scale"], uri, Path(opts["runs_dir"]), Path(opts["results"]),
                           opts["allow_partial"].lower() in ("1", "true", "yes"), opts["experiment"], seeds),
                   flush=True)
-        except (CollectError, ValueError, MlflowException) as e:
+        except (CollectError, ValueError, RuntimeError, MlflowException) as e:
             print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
             failed += 1
     return 2 if failed else 0

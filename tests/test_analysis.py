@@ -6,6 +6,7 @@ made-up metrics (commit "fixture"), trimmed; they test plumbing, never the paper
 """
 import importlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -295,3 +296,37 @@ def test_unreadable_csv_names_the_file(results, tmp_path, capsys):
     (results / "patch_size.csv").write_text("")
     with pytest.raises(ResultsError, match="patch_size.csv: unreadable CSV"):
         read_results(results, "patch_size")
+
+
+def test_collect_generation_reads_the_grids_generator_runs(store, tmp_path, capsys):
+    """The generator runs the grid expects (2 tokenizers x 2 seeds), as sweeps/generation.py leaves them
+    (run dir files + an MLflow run); what they hold is made up here: the plumbing is tested, not gFID."""
+    import pandas as pd
+
+    from analysis.collect import main
+    from sweeps.generation import plan_generation
+    from sweeps.options import Options
+
+    uri, client = store
+    runs = tmp_path / "runs"
+    plans = plan_generation(Options(grid="generation", runs_dir=str(runs), tracking_uri=uri, seeds="2"), {}, {})
+    assert len(plans) == 4
+    argv = ["grid=generation", "seeds=2", f"runs_dir={runs}", f"tracking_uri={uri}", f"results={tmp_path / 'r'}"]
+    assert main(argv) == 2 and "4 of 4 generator runs not finished" in capsys.readouterr().err
+    for i, p in enumerate(plans[:3]):
+        os.makedirs(p.run_dir)
+        run = client.create_run(client.get_experiment_by_name("fvq").experiment_id, tags={"commit": "abc123"})
+        (Path(p.run_dir) / "mlflow.json").write_text(json.dumps({"run_id": run.info.run_id}))
+        (Path(p.run_dir) / "status.json").write_text(json.dumps({"state": "FINISHED"}))
+        (Path(p.run_dir) / "final.json").write_text(json.dumps(
+            {"metrics": {"gfid": 300.0 + i, "noise_gfid": 75.0, "precision": 0.0, "recall": 0.5, "gen_samples": 128},
+             "missing": {"is": "no logits"}}))
+        (Path(p.run_dir) / "samples.png").write_bytes(b"png")
+    assert main(argv) == 2 and "1 of 4" in capsys.readouterr().err  # nothing written over a partial set
+    assert main([*argv, "allow_partial=true"]) == 0
+    out = capsys.readouterr().out
+    assert "vq: gFID 300.50 ± 0.71 (n=2)" in out and "fvq: gFID 302.00 (n=1)" in out
+    df = pd.read_csv(tmp_path / "r" / "generation_cpu.csv")
+    assert list(df["status"]) == ["FINISHED"] * 3 + ["MISSING"] and list(df["ar_seed"]) == [0, 1, 0, 1]
+    assert set(df["commit"].dropna()) == {"abc123"} and df["run_id"].notna().sum() == 3
+    assert (tmp_path / "r" / "samples" / f"{plans[0].run_dir.split('/')[-1]}.png").exists()

@@ -1,7 +1,7 @@
 """Fig. 5 (right): class-conditional samples of the generator on plain-VQ tokens vs FVQ tokens.
 
 Each panel is one generator run's samples.png (fvq/ar.py: one sample per class, classes in order), copied to
-results/samples/<run>.png by scripts/gen_compare.py; the runs are the rows of results/generation_cpu.csv
+results/samples/<run>.png by `analysis.collect grid=generation`; the runs are the rows of results/generation_cpu.csv
 (seed 0 of each tokenizer). At cpu scale the classes are the 22 source photos of the built-in crops, so a
 good sample looks like a 32x32 crop of its photo; the paper's panel shows ImageNet 256x256 samples.
 
@@ -17,7 +17,8 @@ import pandas as pd
 from analysis.common import main, no_runs, ours, save_figure, style
 from analysis.tables.tab2_generation import TOKENIZERS
 
-NOT_YET = "no generation runs collected yet (results/generation_cpu.csv; scripts/gen_compare.py)"
+NOT_YET = ("no generation runs collected yet (results/generation_cpu.csv): "
+           "`python sweeps/run.py grid=generation seeds=3`, then `python -m analysis.collect grid=generation seeds=3`")
 
 
 def make(results: Path):

@@ -16,7 +16,8 @@ import pandas as pd
 from analysis.common import Notes, Table, cited, gaps, main, ours, paper, write_tables
 
 COLUMNS = ["Source", "Type", "Model", "#Para", "FID", "IS", "Pre", "Rec"]
-NOT_HERE = "no generation runs collected yet (results/generation_cpu.csv; scripts/gen_compare.py)"
+NOT_HERE = ("no generation runs collected yet (results/generation_cpu.csv): "
+            "`python sweeps/run.py grid=generation seeds=3`, then `python -m analysis.collect grid=generation seeds=3`")
 TOKENIZERS = {"vq": "plain-VQ tokens", "fvq": "FVQ tokens"}
 
 

@@ -12,7 +12,7 @@ from fvq.config import ConfigError
 
 
 # Grids whose points name a tokenizer point plus generator settings (sweeps/generation.py), not a config:
-# launched only by name (never by grid=all) and collected by scripts/gen_compare.py / sweeps/generation.py.
+# launched only by name (never by grid=all), collected by `analysis.collect grid=generation`.
 GENERATION = ("generation",)
 
 

@@ -1,0 +1,69 @@
+"""``python -m analysis.collect grid=generation [seeds=3]``: generator runs -> results/generation_cpu.csv.
+
+The generation grid is re-planned (sweeps/generation.py, no overrides, as launched) to the generator run
+dirs it should have, one per tokenizer point and seed; each row is read from the run dir (``final.json``:
+gFID, its real-vs-real noise, precision, recall, the reasons for what is missing) and its MLflow run
+(``mlflow.json`` -> run id, the launch's ``commit`` tag). A missing or unfinished generator is a one-line
+error unless ``allow_partial=true`` (then its row carries the status and no metrics). Each run's sample grid
+goes to results/samples/<run dir>.png (Fig. 5 right). The CSV's columns are those Tables 2 / 11 and
+Figs. 1 (d) / 5 read, plus ``signature``, ``run_id`` and ``status``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from fvq.rundir import read_json
+
+COLUMNS = ("tokenizer", "tokenizer_signature", "ar_model", "ar_seed", "cfg_scale", "gfid", "noise_gfid",
+           "precision", "recall", "is", "is_missing", "samples", "run_dir", "commit", "signature", "run_id",
+           "status")
+
+
+class GenerationCollectError(RuntimeError):
+    pass
+
+
+def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allow_partial: bool,
+                       seeds: tuple[int, ...]) -> str:
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.generation import plan_generation
+    from sweeps.options import Options
+
+    opts = Options(grid="generation", scale=scale, runs_dir=str(runs_dir.resolve()), tracking_uri=uri,
+                   seeds=",".join(map(str, seeds)))
+    plans = plan_generation(opts, {}, {})
+    gaps = [f"gen-{p.sig}: {p.state}" for p in plans if p.state != "finished"]
+    if gaps and not allow_partial:
+        raise GenerationCollectError(f"generation: {len(gaps)} of {len(plans)} generator runs not finished "
+                                     f"({', '.join(gaps)}); launch them or pass allow_partial=true")
+    client, rows = MlflowClient(uri), []
+    (results / "samples").mkdir(parents=True, exist_ok=True)
+    for p in plans:
+        final = read_json(os.path.join(p.run_dir, "final.json")) if p.state == "finished" else {}
+        m, missing = final.get("metrics", {}), final.get("missing", {})
+        run_id = read_json(os.path.join(p.run_dir, "mlflow.json")).get("run_id", "")
+        commit = client.get_run(run_id).data.tags.get("commit", "") if run_id else ""
+        if final and os.path.exists(os.path.join(p.run_dir, "samples.png")):
+            shutil.copy(os.path.join(p.run_dir, "samples.png"), results / "samples" / f"gen-{p.sig}.png")
+        rows.append({"tokenizer": p.tok_name, "tokenizer_signature": p.tok.sig, "ar_model": p.cfg.model,
+                     "ar_seed": p.cfg.seed, "cfg_scale": p.cfg.cfg_scale, "gfid": m.get("gfid"),
+                     "noise_gfid": m.get("noise_gfid"), "precision": m.get("precision"),
+                     "recall": m.get("recall"), "is": m.get("is"), "is_missing": missing.get("is", ""),
+                     "samples": m.get("gen_samples"), "run_dir": f"runs/gen-{p.sig}", "commit": commit,
+                     "signature": f"gen-{p.sig}", "run_id": run_id, "status": p.state.upper()})
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    tmp = results / ".generation_cpu.csv.tmp"
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, results / "generation_cpu.csv")
+    lines = [f"generation: {len(plans) - len(gaps)}/{len(plans)} generator runs finished -> "
+             f"{results / 'generation_cpu.csv'}" + (f" (gaps: {', '.join(gaps)})" if gaps else "")]
+    for tok, g in df.groupby("tokenizer", sort=False):
+        v = pd.to_numeric(g["gfid"], errors="coerce").dropna()
+        sd = f" ± {v.std(ddof=1):.2f}" if len(v) > 1 else ""
+        lines.append(f"  {tok}: gFID {v.mean():.2f}{sd} (n={len(v)})" if len(v) else f"  {tok}: no gFID")
+    return "\n".join(lines)
