@@ -131,6 +131,11 @@ def test_claims_verdicts_follow_seeds_and_noise(results, tmp_path):
     assert write((27.0, 27.5, 26.5), (26.8, 27.0, 27.2))[8] == "inconclusive (within the margin)"
     assert write((25.0, 25.3, 24.7), (27.0, 27.5, 26.5))[8] == "not reproduced"
     assert "claim 4a" not in " ".join(build(results, tmp_path))  # the gaps name only claims without runs
+    from analysis.tables.claims import verdict
+
+    lower, higher = pd.Series([300.0, 301.0, 302.0]), pd.Series([310.0, 311.0, 312.0])
+    assert verdict(lower, higher, False, lower=True)[2] == "reproduced"  # gFID: lower is better
+    assert verdict(higher, lower, False, lower=True)[2] == "not reproduced"
 
 
 @pytest.mark.parametrize("stem", FIGURES)
