@@ -74,13 +74,23 @@ CLUSTER_LOCK_WAIT_S = 1800
 def _hold_cluster_lock() -> None:
     """One test session at a time on this machine's Slurm dev cluster: another session (a second checkout's
     `make test`) would stop or restart the daemons under this one's jobs. Held until this process exits."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())  # shared by this session's workers
+    owner = CLUSTER_LOCK + ".owner"
     f = open(CLUSTER_LOCK, "a")
     t0 = time.monotonic()
     while True:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with open(owner, "w") as o:
+                o.write(run)
             break
         except BlockingIOError:
+            try:
+                with open(owner) as o:
+                    if o.read() == run:  # another worker of this same session holds it: never wait on ourselves
+                        break
+            except OSError:
+                pass
             if time.monotonic() - t0 > CLUSTER_LOCK_WAIT_S:
                 pytest.fail(f"another test session held {CLUSTER_LOCK} for {CLUSTER_LOCK_WAIT_S} s", pytrace=False)
             time.sleep(1)
