@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.common import values_mean_sd
 from fvq.rundir import read_json
 
 COLUMNS = ("tokenizer", "tokenizer_signature", "ar_model", "ar_seed", "cfg_scale", "gfid", "noise_gfid",
@@ -64,6 +65,5 @@ def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allo
              f"{results / 'generation_cpu.csv'}" + (f" (gaps: {', '.join(gaps)})" if gaps else "")]
     for tok, g in df.groupby("tokenizer", sort=False):
         v = pd.to_numeric(g["gfid"], errors="coerce").dropna()
-        sd = f" ± {v.std(ddof=1):.2f}" if len(v) > 1 else ""
-        lines.append(f"  {tok}: gFID {v.mean():.2f}{sd} (n={len(v)})" if len(v) else f"  {tok}: no gFID")
+        lines.append(f"  {tok}: gFID {values_mean_sd(v, 'gfid')}" if len(v) else f"  {tok}: no gFID")
     return "\n".join(lines)

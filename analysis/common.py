@@ -98,15 +98,29 @@ def point_signature(point: dict) -> str:
     return signature(resolve(point, "paper"))
 
 
-def lookup(results_dir: Path, point: dict) -> pd.DataFrame:
-    """Our runs of a paper-terms grid point, from any results/<grid>.csv (a run shared by grids once)."""
-    sig = point_signature(point)
+def all_runs(results_dir: Path) -> pd.DataFrame:
+    """Every run of every collected tokenizer grid (results/<grid>.csv), each run once (grids share runs)."""
     grids = [p.stem for p in sorted(Path(results_dir).glob("*.csv"))
              if not p.stem.endswith("_curves") and not p.stem.startswith("toy_")]
-    found = [df[df["paper_signature"] == sig] for g in grids if "paper_signature" in (df := results(results_dir, g))]
-    if not found:
+    found = [df for g in grids if "paper_signature" in (df := results(results_dir, g))]
+    return pd.concat(found).drop_duplicates("signature").reset_index(drop=True) if found else pd.DataFrame()
+
+
+def lookup(results_dir: Path | pd.DataFrame, point: dict) -> pd.DataFrame:
+    """Our runs of a paper-terms grid point, from any results/<grid>.csv, or from `all_runs` read once."""
+    runs = all_runs(results_dir) if isinstance(results_dir, (str, Path)) else results_dir
+    if runs.empty:
         return pd.DataFrame()
-    return pd.concat(found).drop_duplicates("signature").sort_values("scale").reset_index(drop=True)
+    df = runs[runs["paper_signature"] == point_signature(point)]
+    return df.sort_values("scale", kind="stable").reset_index(drop=True)
+
+
+def finished_values(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The finished runs that have a number for ``metric`` (a run without status is taken as finished)."""
+    if runs.empty or metric not in runs:
+        return runs.iloc[0:0]
+    done = runs[runs["status"] == "FINISHED"] if "status" in runs else runs
+    return done[pd.to_numeric(done[metric], errors="coerce").notna()]
 
 
 def harness(results_dir: Path, point: dict) -> list[pd.Series | None]:
@@ -215,14 +229,23 @@ def metric(row: pd.Series | None, name: str, notes: Notes, grid: str = "") -> st
     value = row.get(name)
     if value is None or pd.isna(value) or value == "":
         return notes.dash(missing_reason(row, name))
-    scale, unit, digits = (100, "%", 1) if name == "usage" else (1, "", DIGITS.get(name, 2))
     n = int(row.get(f"{name}_n", 1) if not pd.isna(row.get(f"{name}_n", 1)) else 1)
-    sd = row.get(f"{name}_sd", float("nan"))
-    text = f"{scale * float(value):.{digits}f}"
+    text = mean_sd(float(value), row.get(f"{name}_sd", float("nan")), n, name)
+    return text + notes.mark(RFID_INDICATIVE) if name == "rfid" and row.get("scale") == "cpu" else text
+
+
+def mean_sd(mean: float, sd: float, n: int, name: str) -> str:
+    """``mean ± sd (n=N)`` as every table, claim and summary line prints it; usage (a fraction) in %."""
+    scale, unit, digits = (100, "%", 1) if name.endswith("usage") else (1, "", DIGITS.get(name, 2))
+    text = f"{scale * float(mean):.{digits}f}"
     if n > 1 and not pd.isna(sd):
         text += f" ± {scale * float(sd):.{digits}f}"
-    text = f"{text}{unit} (n={n})"
-    return text + notes.mark(RFID_INDICATIVE) if name == "rfid" and row.get("scale") == "cpu" else text
+    return f"{text}{unit} (n={n})"
+
+
+def values_mean_sd(values: pd.Series, name: str) -> str:
+    """`mean_sd` of raw per-seed values (sample sd, ddof 1), or "—" when there are none."""
+    return mean_sd(values.mean(), values.std(ddof=1), len(values), name) if len(values) else "—"
 
 
 def cited(text: str, notes: Notes, pct: bool = False) -> str:

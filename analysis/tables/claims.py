@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.common import Table, lookup, main, write_tables
+from analysis.common import (Table, all_runs, finished_values, lookup, main, read_csv, values_mean_sd,
+                             write_tables)
 
 SCALE = "cpu"
 COLUMNS = ["#", "Claim (paper)", "Paper", "Metric", "A", "B", "A - B", "Margin (2 sd)", "Verdict", "Runs (A; B)"]
@@ -83,30 +84,17 @@ def claims() -> list[Claim]:
     ]
 
 
-def side(results: Path, point: dict, metric: str) -> tuple[pd.Series, list[str]]:
-    """The finished seeds' values of ``metric`` at a point (this scale), and their run signatures."""
+def side(tokenizers: pd.DataFrame, generators: pd.DataFrame, point: dict, metric: str) -> tuple[pd.Series, list[str]]:
+    """The finished seeds' values of ``metric`` at a point (this scale), and their run signatures; ``tokenizers``
+    is `all_runs` of the results dir, ``generators`` its generation_cpu.csv (both read once per build)."""
     if "tokenizer" in point:  # generator runs (results/generation_cpu.csv, cpu scale)
-        path = Path(results) / "generation_cpu.csv"
-        df = pd.read_csv(path, dtype=str) if path.exists() else pd.DataFrame()
-        if df.empty:
-            return pd.Series(dtype=float), []
-        df = df[(df["tokenizer"] == point["tokenizer"]) & (df.get("status", "FINISHED") == "FINISHED")]
-        df = df[pd.to_numeric(df[metric], errors="coerce").notna()]
-        return pd.to_numeric(df[metric]), [str(s) for s in df.get("signature", df["run_dir"])]
-    df = lookup(results, point)
-    if df.empty or metric not in df:
-        return pd.Series(dtype=float), []
-    df = df[(df["scale"] == SCALE) & (df["status"] == "FINISHED")]
-    df = df[pd.to_numeric(df[metric], errors="coerce").notna()]
-    return pd.to_numeric(df[metric]), [str(s) for s in df["signature"]]
-
-
-def fmt(values: pd.Series, metric: str) -> str:
-    k, unit, d = (100, "%", 1) if "usage" in metric else (1, "", 2)
-    if values.empty:
-        return "—"
-    sd = f" ± {k * values.std(ddof=1):.{d}f}" if len(values) > 1 else ""
-    return f"{k * values.mean():.{d}f}{sd}{unit} (n={len(values)})"
+        df = generators[generators["tokenizer"] == point["tokenizer"]] if len(generators) else generators
+    else:
+        df = lookup(tokenizers, point)
+        df = df[df["scale"] == SCALE] if len(df) else df
+    df = finished_values(df, metric)
+    values = pd.to_numeric(df[metric]) if len(df) else pd.Series(dtype=float)
+    return values, [str(s) for s in df.get("signature", [])]
 
 
 def verdict(a: pd.Series, b: pd.Series, same: bool, lower: bool = False) -> tuple[float, float, str]:
@@ -127,8 +115,10 @@ def verdict(a: pd.Series, b: pd.Series, same: bool, lower: bool = False) -> tupl
 
 def build(results: Path, out: Path) -> list[str]:
     rows, missing = [], []
+    tokenizers, gen = all_runs(results), Path(results) / "generation_cpu.csv"
+    generators = read_csv(gen) if gen.exists() else pd.DataFrame()
     for c in claims():
-        (a, ra), (b, rb) = side(results, c.a, c.metric), side(results, c.b, c.metric)
+        (a, ra), (b, rb) = (side(tokenizers, generators, p, c.metric) for p in (c.a, c.b))
         diff, margin, v = verdict(a, b, c.same, c.lower)
         k = 100 if "usage" in c.metric else 1
         num = (lambda x: "—" if pd.isna(x) else f"{k * x:+.{1 if k == 100 else 2}f}")
@@ -137,7 +127,7 @@ def build(results: Path, out: Path) -> list[str]:
             missing.append(f"claim {c.key}: no finished {SCALE} runs of grid={c.grids}")
         else:
             runs = ", ".join(ra) + "; " + ", ".join(rb)
-        rows.append([c.key, c.text, c.paper, c.metric, fmt(a, c.metric), fmt(b, c.metric), num(diff),
+        rows.append([c.key, c.text, c.paper, c.metric, values_mean_sd(a, c.metric), values_mean_sd(b, c.metric), num(diff),
                      num(margin).lstrip("+"), v, runs])
     remarks = [f"Scale {SCALE}. A and B: mean ± sd over finished seeds (n); runs are run signatures (run dirs, "
                "MLflow tag `signature`). Usage in points of %. The rule is in analysis/tables/claims.py."]
