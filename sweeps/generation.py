@@ -226,11 +226,12 @@ def _submit(gens: list[GenPlanned], toks: dict[str, Planned], opts: Options, lau
         ids = dict(zip(toks, launch_slurm(list(toks.values()), opts.runs_dir, opts.tracking_uri, opts.experiment,
                                           launch.spec, launch.commit, launch.dirty))) if toks else {}
         code, label = pin_code(launch.commit, opts.runs_dir, launch.dirty)
-        lines = []
-        for p in gens:
-            after = ids.get(p.tok.sig) or (read_json(os.path.join(p.tok.run_dir, "job.json")).get("job_id")
-                                           if p.tok.state == "active" else None)
-            ex = slurm_executor(launch.spec, code, opts.runs_dir)
+        afters = [(p, ids.get(p.tok.sig) or (read_json(os.path.join(p.tok.run_dir, "job.json")).get("job_id")
+                                             if p.tok.state == "active" else None)) for p in gens]
+        # one executor; a dependency once set cannot be unset (update_parameters ignores None), so the
+        # generators whose tokenizer is already finished go first
+        lines, ex = [], slurm_executor(launch.spec, code, opts.runs_dir)
+        for p, after in sorted(afters, key=lambda pa: bool(pa[1])):
             if after:
                 ex.update_parameters(slurm_dependency=f"afterok:{after}")
             try:
