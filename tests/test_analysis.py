@@ -136,6 +136,10 @@ def test_claims_verdicts_follow_seeds_and_noise(results, tmp_path):
     lower, higher = pd.Series([300.0, 301.0, 302.0]), pd.Series([310.0, 311.0, 312.0])
     assert verdict(lower, higher, False, lower=True)[2] == "reproduced"  # gFID: lower is better
     assert verdict(higher, lower, False, lower=True)[2] == "not reproduced"
+    # "a larger setting brings nothing" (Fig. 6): A holds unless B is better by more than the margin
+    assert verdict(higher, lower, False, no_worse=True)[2] == "reproduced"
+    assert verdict(higher, higher + 0.5, False, no_worse=True)[2] == "reproduced (within the margin)"
+    assert verdict(lower, higher, False, no_worse=True)[2] == "not reproduced"
 
 
 @pytest.mark.parametrize("stem", FIGURES)

@@ -9,6 +9,8 @@ one metric, at one scale. Each side is mean ± sd over its finished seeds (n). T
 - *inconclusive*: within that margin, or n < 3 on either side;
 - for a claim of *no* effect (cosine vs linear decay): *reproduced* when the difference is within the margin,
   *not reproduced* when it exceeds it;
+- for a claim that A is *no worse* than B (a larger setting brings nothing, Fig. 6): *reproduced* unless B is
+  better by more than the margin;
 - *not yet run*: a side has no finished run (the cell names the command that makes it).
 
 PSNR (dB, higher is better) and held-out usage are the cpu-scale metrics; rFID over 64 images at 32x32 is
@@ -42,11 +44,14 @@ class Claim:
     grids: str       # the command's grids for a side with no run
     same: bool = False
     lower: bool = False  # the metric is better when lower (gFID)
+    no_worse: bool = False  # A is at least as good as B (a larger setting "brings nothing")
 
 
 def claims() -> list[Claim]:
     from sweeps.grids._fragments import (cosine, k16, k65, k262, linear, mlp5, no_anneal, no_warmup, plain, rq,
                                          var, vqbridge, vqgan)
+
+    k4 = {"quant.codebook_size": 4096}
 
     return [
         Claim("1", "Plain VQ (VQGAN, d = 256) leaves most codes unused; FVQ uses them (Table 3 rows 2 vs 6)",
@@ -78,6 +83,18 @@ def claims() -> list[Claim]:
               "multicode"),
         Claim("10b", "FVQ improves VAR (Table 4)", "rFID 1.00 -> 0.80", {**vqbridge, **var, **k16},
               {**plain, **no_anneal, **var, "quant.codebook_size": 4096, "model.channel": 32}, "psnr", "multicode"),
+        Claim("12a", "d' = d (256) reconstructs better than d' = 64 (Fig. 6 left)", "rFID falls 64 -> 256",
+              vqbridge, {**vqbridge, "quant.latent_dim": 64}, "psnr", "latent_dim"),
+        Claim("12b", "d' = 512 brings nothing over d' = d (Fig. 6 left)", "no gain, may degrade", vqbridge,
+              {**vqbridge, "quant.latent_dim": 512}, "psnr", "latent_dim", no_worse=True),
+        Claim("13a", "N = 2 ViT blocks beat N = 1 (Fig. 6 middle)", "N = 1 suboptimal", vqbridge,
+              {**vqbridge, "quant.depth": 1}, "psnr", "depth"),
+        Claim("13b", "N = 4 brings nothing over N = 2 (Fig. 6 middle)", "N = 4 degrades", vqbridge,
+              {**vqbridge, "quant.depth": 4}, "psnr", "depth", no_worse=True),
+        Claim("14a", "At K = 4k the best patch size is p = 4, not 16 (Fig. 6 right)", "p = 4 best at 4k",
+              {**vqbridge, **k4, "quant.group": 4}, {**vqbridge, **k4, "quant.group": 16}, "psnr", "patch_size"),
+        Claim("14b", "At K = 16k the best patch size is p = 16, not 4 (Fig. 6 right)", "p = 16 best at 16k",
+              {**vqbridge, **k16}, {**vqbridge, **k16, "quant.group": 4}, "psnr", "patch_size"),
         # generator runs: a side is a tokenizer of sweeps/grids/generation.py, its seeds the generator's
         Claim("11", "FVQ tokens give a better generator than plain-VQ tokens (Table 2, LlamaGen-L)",
               "gFID 2.39 vs 3.81", {"tokenizer": "fvq"}, {"tokenizer": "vq"}, "gfid", "generation", lower=True),
@@ -97,7 +114,8 @@ def side(tokenizers: pd.DataFrame, generators: pd.DataFrame, point: dict, metric
     return values, [str(s) for s in df.get("signature", [])]
 
 
-def verdict(a: pd.Series, b: pd.Series, same: bool, lower: bool = False) -> tuple[float, float, str]:
+def verdict(a: pd.Series, b: pd.Series, same: bool, lower: bool = False,
+            no_worse: bool = False) -> tuple[float, float, str]:
     """(a - b, margin, verdict) by the rule of the module docstring."""
     if a.empty or b.empty:
         return float("nan"), float("nan"), "not yet run"
@@ -109,6 +127,9 @@ def verdict(a: pd.Series, b: pd.Series, same: bool, lower: bool = False) -> tupl
         return diff, margin, f"inconclusive (n = {min(len(a), len(b))} < 3)"
     if same:
         return diff, margin, "reproduced (within the margin)" if abs(diff) <= margin else "not reproduced"
+    if no_worse:
+        return diff, margin, (("reproduced" if gain > margin else "reproduced (within the margin)")
+                              if gain >= -margin else "not reproduced")
     return diff, margin, ("reproduced" if gain > margin else "not reproduced" if gain < -margin
                           else "inconclusive (within the margin)")
 
@@ -119,7 +140,7 @@ def build(results: Path, out: Path) -> list[str]:
     generators = read_csv(gen) if gen.exists() else pd.DataFrame()
     for c in claims():
         (a, ra), (b, rb) = (side(tokenizers, generators, p, c.metric) for p in (c.a, c.b))
-        diff, margin, v = verdict(a, b, c.same, c.lower)
+        diff, margin, v = verdict(a, b, c.same, c.lower, c.no_worse)
         k = 100 if "usage" in c.metric else 1
         num = (lambda x: "—" if pd.isna(x) else f"{k * x:+.{1 if k == 100 else 2}f}")
         if v == "not yet run":
