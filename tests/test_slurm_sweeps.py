@@ -97,7 +97,11 @@ def test_generation_waits_for_its_tokenizer_with_afterok(tmp_path, slurm_cluster
     gens = sorted(runs / d for d in os.listdir(runs) if d.startswith("gen-"))
     assert len(gens) == 2
     ids = [json.load(open(g / "job.json"))["job_id"] for g in gens]
-    done = lambda: all(r["State"] == "COMPLETED" for i in ids for r in slurm_cluster.sacct(i))  # noqa: E731
+
+    def done():  # a job sacct does not list yet (just submitted) is not done: all() of no rows would say it is
+        rows = [slurm_cluster.sacct(i) for i in ids]
+        return all(rows) and all(r["State"] == "COMPLETED" for job_rows in rows for r in job_rows)
+
     wait_until(done, 400, "both generator jobs completed", interval=2)
     for g in gens:
         assert status(g).get("state") == "FINISHED"
