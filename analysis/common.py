@@ -115,11 +115,16 @@ def lookup(results_dir: Path | pd.DataFrame, point: dict) -> pd.DataFrame:
     return df.sort_values("scale", kind="stable").reset_index(drop=True)
 
 
+def finished(runs: pd.DataFrame) -> pd.DataFrame:
+    """The finished runs (a results CSV written without a status column holds finished runs only)."""
+    return runs[runs["status"] == "FINISHED"] if "status" in runs else runs
+
+
 def finished_values(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The finished runs that have a number for ``metric`` (a run without status is taken as finished)."""
+    """The finished runs that have a number for ``metric``."""
     if runs.empty or metric not in runs:
         return runs.iloc[0:0]
-    done = runs[runs["status"] == "FINISHED"] if "status" in runs else runs
+    done = finished(runs)
     return done[pd.to_numeric(done[metric], errors="coerce").notna()]
 
 
@@ -139,7 +144,7 @@ def aggregate(runs: pd.DataFrame) -> pd.Series:
     ``<metric>_sd`` (sample sd, ddof 1; NaN for one run) and ``<metric>_n``; ``signature`` / ``run_id`` list
     every run (seed order). A point without a finished run is its first row (its status says why)."""
     runs = runs.assign(seed=seeds_of(runs)).sort_values("seed")
-    done = runs[runs["status"] == "FINISHED"] if "status" in runs else runs
+    done = finished(runs)
     if done.empty:
         return runs.iloc[0]
     row = done.iloc[0].copy()

@@ -101,9 +101,10 @@ def claims() -> list[Claim]:
     ]
 
 
-def side(tokenizers: pd.DataFrame, generators: pd.DataFrame, point: dict, metric: str) -> tuple[pd.Series, list[str]]:
-    """The finished seeds' values of ``metric`` at a point (this scale), and their run signatures; ``tokenizers``
-    is `all_runs` of the results dir, ``generators`` its generation_cpu.csv (both read once per build)."""
+def side(tokenizers: pd.DataFrame, generators: pd.DataFrame, point: dict,
+         metric: str) -> tuple[pd.Series, list[str]]:
+    """The finished seeds' values of ``metric`` at a point (this scale), and their run signatures;
+    ``tokenizers`` is `all_runs` of the results dir, ``generators`` its generation_cpu.csv (read once)."""
     if "tokenizer" in point:  # generator runs (results/generation_cpu.csv, cpu scale)
         df = generators[generators["tokenizer"] == point["tokenizer"]] if len(generators) else generators
     else:
@@ -148,8 +149,8 @@ def build(results: Path, out: Path) -> list[str]:
             missing.append(f"claim {c.key}: no finished {SCALE} runs of grid={c.grids}")
         else:
             runs = ", ".join(ra) + "; " + ", ".join(rb)
-        rows.append([c.key, c.text, c.paper, c.metric, values_mean_sd(a, c.metric), values_mean_sd(b, c.metric), num(diff),
-                     num(margin).lstrip("+"), v, runs])
+        rows.append([c.key, c.text, c.paper, c.metric, values_mean_sd(a, c.metric),
+                     values_mean_sd(b, c.metric), num(diff), num(margin).lstrip("+"), v, runs])
     remarks = [f"Scale {SCALE}. A and B: mean ± sd over finished seeds (n); runs are run signatures (run dirs, "
                "MLflow tag `signature`). Usage in points of %. The rule is in analysis/tables/claims.py."]
     write_tables(out, "claims", [Table("The paper's claims at cpu scale, tested on seeded runs.", COLUMNS, rows,
