@@ -40,6 +40,9 @@ class Options:
     trials: int = 8              # searches: finished trials wanted
     seeds: str = ""              # grids: seed axis, N (seeds 0..N-1) or a list 0,3,7; "" = the config's seed
     storage: str = ""            # searches: Optuna RDB storage ("" = sqlite:///<repo>/optuna.db)
+    claims: str = ""             # add the seeds undecided claims need: undecided | a list 12a,13b (analysis/seeds.py)
+    budget: float = 0.0          # claims=: CPU-hours to spend at most (0 = no cap)
+    results: str = os.path.join(REPO, "results")  # claims=: the committed results the plan is read from
 
 
 CHOICES = {"scale": ("cpu", "paper"), "launcher": ("local", "slurm"), "order": ("longest", "shortest")}
@@ -74,10 +77,13 @@ def parse(argv: list[str]) -> tuple[Options, dict[str, str]]:
             hint = f"did you mean {', '.join(close)}?" if close else "harness keys: " + ", ".join(types)
             raise ConfigError(f"unknown key {k!r} ({hint})")
     opts = Options(**values)
-    if bool(opts.grid) == bool(opts.search):
+    if sum(map(bool, (opts.grid, opts.search, opts.claims))) != 1:
         from sweeps import grids
 
-        raise ConfigError(f"give exactly one of grid=NAME or search=NAME (grids: {', '.join(grids.names())})")
+        raise ConfigError("give exactly one of grid=NAME, search=NAME or claims=undecided|KEYS "
+                          f"(grids: {', '.join(grids.names())})")
+    if not (0 <= opts.budget < float("inf")):
+        raise ConfigError(f"budget={opts.budget:g}: CPU-hours must be a number >= 0 (0 = no cap)")
     if not opts.launcher:
         opts = replace(opts, launcher="slurm" if slurm_answers() else "local")
     for key, allowed in CHOICES.items():

@@ -10,13 +10,15 @@
     python sweeps/run.py grid=scaling scale=paper launcher=slurm tracking_uri=http://...  # slurm=a100x16
     python sweeps/run.py search=vqbridge_lr trials=8          # Optuna search through the same launcher
     python sweeps/run.py grid=generation [ar.steps=300]       # the generator on tokenizer points (Table 2)
+    python sweeps/run.py claims=undecided budget=2 dry=true   # the seeds undecided claims need, and their cost
 
 Harness keys (typed, sweeps/options.py): grid | search, scale (cpu | paper), launcher (local | slurm; default
 slurm when sbatch is on PATH and sinfo answers), slurm (spec name in slurm/ or a path; default a100x16 at
 scale=paper, a100x1 otherwise), runs_dir,
 tracking_uri, experiment, parallel (local slots), order (longest | shortest first), dry, status (watch=
 SECONDS between refreshes, 0 = once), retry (resubmit failed runs), force (launch a dirty tree on Slurm),
-trials and storage (searches), seeds (grids: N seeds 0..N-1 or a list; seed 0 keeps a point's signature;
+trials and storage (searches), claims (undecided or claim keys: add the seeds those claims of
+results/tables/claims.md need, cheapest first within budget= CPU-hours; analysis/seeds.py), seeds (grids: N seeds 0..N-1 or a list; seed 0 keeps a point's signature;
 seeds=0, a non-integer, a repeated seed or seeds= with seed= are errors). Every other ``key=value`` is a
 config override applied to every point (e.g. ``optim.steps=100``); an unknown key is an error.
 
@@ -33,6 +35,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import replace
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,8 +46,8 @@ from fvq.track import pending  # noqa: E402
 from sweeps.launcher import classify, launch_local, launch_slurm  # noqa: E402
 from sweeps.options import Options, parse, parse_seeds  # noqa: E402
 from fvq.config import ConfigError  # noqa: E402
-from sweeps.plan import (Launch, Planned, check_eval_sets, grid_names, plan_grids, prepare_launch,  # noqa: E402
-                         write_run)
+from sweeps.plan import (Launch, Planned, check_eval_sets, grid_names, plan_grids, plan_point,  # noqa: E402
+                         prepare_launch, write_run)
 
 _ORDER = {"quant": 0, "model": 1, "optim": 2, "sched": 3, "loss": 4}
 
@@ -109,8 +113,15 @@ def main(argv: list[str]) -> int:
             from sweeps.search import run_search
 
             return run_search(opts, overrides)
-        plans = plan_grids(opts.grid, opts.scale, overrides, opts.runs_dir, files=opts.launcher == "local",
-                           seeds=parse_seeds(opts.seeds) if opts.seeds else ())
+        if opts.claims:
+            plans = plan_claims(opts, overrides)
+            opts = replace(opts, grid=",".join(sorted({g for p in plans for g in p.grids})) or "none")
+            if not plans:
+                print("nothing to launch")
+                return 0
+        else:
+            plans = plan_grids(opts.grid, opts.scale, overrides, opts.runs_dir, files=opts.launcher == "local",
+                               seeds=parse_seeds(opts.seeds) if opts.seeds else ())
         if opts.status:
             return watch(plans, opts)
         if opts.sync:
@@ -135,6 +146,33 @@ def main(argv: list[str]) -> int:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     return launch_grids(plans, opts, launch)
+
+
+def plan_claims(opts: Options, overrides: dict) -> list[Planned]:
+    """The runs that add the seeds the chosen claims need (analysis/seeds.py), each tagged with its grid so
+    that `analysis.collect grid=G seeds=...` finds it; prints one line per claim and the total cost."""
+    from analysis.seeds import plan as seed_plan
+
+    if overrides or opts.scale != "cpu" or opts.seeds:
+        raise ConfigError("claims= adds seeds to the committed cpu-scale points: give no config overrides, "
+                          "seeds= or scale=paper with it")
+    try:
+        chosen, lines = seed_plan(Path(opts.results), opts.claims, opts.budget)
+    except (ValueError, OSError) as e:  # an unknown claim, an unreadable or seedless results CSV
+        raise ConfigError(one_line(e)) from None
+    print("\n".join(lines), flush=True)
+    out: dict[str, Planned] = {}
+    for need in chosen:
+        for grid, point, seed in need.runs:
+            p = plan_point(dict(point), "cpu", {"seed": seed}, opts.runs_dir, grid, files=opts.launcher == "local")
+            p.name = f"{p.name} seed={seed}"
+            p = out.setdefault(p.sig, p)
+            if grid not in p.grids:
+                p.grids.append(grid)
+    cost = sum(n.cpu_h for n in chosen)
+    print(f"claims={opts.claims}: {len(out)} runs, {cost:.2f} CPU-h (about {cost / opts.parallel:.2f} h on "
+          f"{opts.parallel} cores)" + (f", budget {opts.budget:g} CPU-h" if opts.budget else ""), flush=True)
+    return list(out.values())
 
 
 def sync(plans: list[Planned]) -> int:

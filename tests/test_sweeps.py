@@ -58,6 +58,11 @@ def submitted(tmp_path) -> list[str]:
     (["grid=depth", "seeds=0"], "seeds=0: the number of seeds must be >= 1"),
     (["grid=depth", "seeds=abc"], "seeds='abc': expected a count"),
     (["grid=depth", "seeds=3", "seed=1"], "seed given twice"),
+    (["claims=12x"], "claims=12x: unknown claim '12x' (claims: undecided or T16k"),
+    (["claims=undecided", "budget=abc"], "budget='abc': expected float"),
+    (["claims=undecided", "budget=-1"], "budget=-1: CPU-hours must be a number >= 0"),
+    (["claims=undecided", "quant.depth=3"], "claims= adds seeds to the committed cpu-scale points"),
+    (["claims=undecided", "grid=depth"], "give exactly one of grid=NAME, search=NAME or claims="),
 ])
 def test_bad_input_exit_2_nothing_submitted(tmp_path, args, words):
     r = run(tmp_path, *args)
@@ -71,6 +76,21 @@ def test_dry_lists_points_and_submits_nothing(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "(6 points)" in r.stdout and r.stdout.count("missing") == 6
     assert submitted(tmp_path) == [] and not (tmp_path / "mlflow.db").exists()
+
+
+def test_claims_plan_adds_only_the_missing_seeds_with_their_cost(tmp_path):
+    """The committed results decide: each undecided claim's seeds and CPU-hours; a budget keeps the cheapest."""
+    capped = run(tmp_path, "claims=13b,12b", "budget=0.75", "dry=true")
+    assert capped.returncode == 0, capped.stderr
+    assert "claim 13b: n 3 -> " in capped.stdout and "paired seeds" in capped.stdout
+    assert "claim 12b: " in capped.stdout and "over the budget" in capped.stdout and submitted(tmp_path) == []
+    total = float(capped.stdout.split("claims=13b,12b: ")[1].split(" runs, ")[1].split(" CPU-h")[0])
+    assert 0 < total <= 0.75
+    seedless = tmp_path / "results"
+    seedless.mkdir()
+    (seedless / "depth.csv").write_text("grid,signature,paper_signature,psnr\ndepth,a,b,1.0\n")
+    bad = run(tmp_path, "claims=undecided", f"results={seedless}", "dry=true")
+    assert bad.returncode == 2 and "depth.csv: no seed column" in bad.stderr and bad.stderr.count("\n") == 1
 
 
 def test_paper_dry_run_prints_the_cost_on_the_official_layout(tmp_path):
