@@ -2,19 +2,19 @@
 
 Read top to bottom: `train_step` (one optimisation step), then `train`: set-up (run dir, data, model,
 losses, optimisers), resume, the loop, the final evaluation. The recipe is the paper's (Appendix F-G,
-Table 6): Adam(0.9, 0.95), lr = base_lr x batch / 128, learning annealing (fvq/schedule.py), loss = L2 +
+Table 6): Adam(0.9, 0.95), lr = base_lr x batch / 128, learning annealing (fvq/core/schedule.py), loss = L2 +
 commitment (beta 0.25) + LPIPS + PatchGAN hinge (eq. 35).
 
-The run dir (fvq/rundir.py) holds ``config.json``, ``status.json`` (RUNNING / FINISHED / PRUNED / PREEMPTED /
+The run dir (fvq/core/rundir.py) holds ``config.json``, ``status.json`` (RUNNING / FINISHED / PRUNED / PREEMPTED /
 FAILED with step and reason: a failure during set-up is recorded too), ``ckpt.pt`` (atomic; every
 ``log.ckpt_every`` steps and on SIGTERM / SIGUSR1), ``metrics.jsonl``, ``final.json`` (evaluation),
 ``recon.png`` and ``codebook.pt`` (the projected codebook: the only thing inference needs, section 3.2).
 
 Resuming from ``ckpt.pt`` reproduces the uninterrupted run bit for bit on CPU: data order and
-augmentation are pure functions of (seed, epoch, index) (fvq/loader.py) and every RNG state is in the
+augmentation are pure functions of (seed, epoch, index) (fvq/core/loader.py) and every RNG state is in the
 checkpoint.
 
-Data-parallel (fvq/dist.py): started with several tasks (torchrun, or Slurm through sweeps/job.py), each
+Data-parallel (fvq/core/dist.py): started with several tasks (torchrun, or Slurm through sweeps/job.py), each
 rank trains on its slice of every global batch of ``optim.batch`` images and DDP averages the gradients,
 so losses, usage and weights are the 1-process run's up to float error. Only rank 0 writes files.
 """
@@ -31,18 +31,18 @@ from typing import Any, Callable
 
 import torch
 
-from fvq import dist
+from fvq.core import dist
 from fvq.build import (Parts, build_datasets, build_eval_lpips, build_extra_datasets, build_parts, evaluate_run,
                        resolve_device)
-from fvq.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from fvq.config import Config, to_flat_dict
-from fvq.errors import SetupError, one_line
-from fvq.loader import train_loader
-from fvq.metrics import WindowedUsage
-from fvq.progress import Progress
-from fvq.rundir import prepare_run_dir, read_status, write_json, write_status
-from fvq.schedule import lr_factor
-from fvq.track import BufferedTracker, NullTracker, Sink
+from fvq.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fvq.core.config import Config, to_flat_dict
+from fvq.core.errors import SetupError, one_line
+from fvq.core.loader import train_loader
+from fvq.eval.metrics import WindowedUsage
+from fvq.core.progress import Progress
+from fvq.core.rundir import prepare_run_dir, read_status, write_json, write_status
+from fvq.core.schedule import lr_factor
+from fvq.core.track import BufferedTracker, NullTracker, Sink
 
 
 class RunFailed(RuntimeError):
@@ -109,7 +109,7 @@ def train(cfg: Config, run_dir: str, sink: Sink | None = None, log=print,
           on_eval: Callable[[int, dict[str, float]], bool] | None = None) -> dict[str, Any]:
     """Train, evaluate, return ``final.json``'s content. ``on_eval(step, metrics)`` is called after each
     intermediate evaluation (``eval.every``); returning True stops the run as PRUNED (Optuna pruning).
-    Data-parallel when the environment names several ranks (fvq/dist.py); ``sink`` is used by rank 0 only."""
+    Data-parallel when the environment names several ranks (fvq/core/dist.py); ``sink`` is used by rank 0 only."""
     device, own_group = dist.init_from_env(resolve_device(cfg))
     try:
         return _train(cfg, run_dir, device, sink, log, on_eval)
@@ -253,7 +253,7 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
 def _evaluate(cfg: Config, p: Parts, eval_lpips: tuple, val_ds, device, run_dir: str, tracker, step: int,
               final: bool) -> dict[str, Any]:
     """Usage over the whole val set, PSNR, SSIM, LPIPS, rFID (the final one also on each eval.extra set);
-    missing metrics are recorded with reasons. Every rank evaluates its shard (fvq/evaluate.py reduces);
+    missing metrics are recorded with reasons. Every rank evaluates its shard (fvq/eval/evaluate.py reduces);
     rank 0 writes the artifacts."""
     p.model.eval()
     res = evaluate_run(cfg, p.model, val_ds, device, *eval_lpips, extra=final)
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     Sweeps, MLflow and Slurm live in ``sweeps/run.py``; this entry point is for debugging a single config.
     Exit status: 0 finished, 2 bad input or a failed run (one line on stderr), 3 preempted (checkpoint written).
     """
-    from fvq.config import apply_overrides, base_config
+    from fvq.core.config import apply_overrides, base_config
 
     args = list(sys.argv[1:] if argv is None else argv)
     out = next((a.split("=", 1)[1] for a in args if a.startswith("out=")), "runs/debug")

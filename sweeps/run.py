@@ -36,12 +36,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fvq.errors import SetupError, one_line  # noqa: E402
-from fvq.rundir import claim, read_json, read_status, release  # noqa: E402
-from fvq.track import pending  # noqa: E402
+from fvq.core.errors import SetupError, one_line  # noqa: E402
+from fvq.core.rundir import claim, read_json, read_status, release  # noqa: E402
+from fvq.core.track import pending  # noqa: E402
 from sweeps.launcher import classify, launch_local, launch_slurm  # noqa: E402
 from sweeps.options import Options, parse, parse_seeds  # noqa: E402
-from fvq.config import ConfigError  # noqa: E402
+from fvq.core.config import ConfigError  # noqa: E402
 from sweeps.plan import (Launch, Planned, check_eval_sets, grid_names, plan_grids, prepare_launch,  # noqa: E402
                          write_run)
 
@@ -138,7 +138,7 @@ def main(argv: list[str]) -> int:
 
 
 def sync(plans: list[Planned]) -> int:
-    """Send to MLflow what ended runs could not (unsent metrics, end states; fvq/track.py)."""
+    """Send to MLflow what ended runs could not (unsent metrics, end states; fvq/core/track.py)."""
     from sweeps.tracking import sync_run
 
     lines = [line for p in plans if pending(p.run_dir) for line in [_sync_one(sync_run, p)] if line]

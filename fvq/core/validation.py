@@ -1,4 +1,4 @@
-"""Checks of a resolved :class:`fvq.config.Config` that need no model construction: choices, positive
+"""Checks of a resolved :class:`fvq.core.config.Config` that need no model construction: choices, positive
 sizes, fractions, finite numbers, optimiser settings, evaluation counts, multi-code keys. Each failure is a
 one-line ``ConfigError`` naming the key. Models and projectors check their own combinations, and
 ``fvq.build.check_buildable`` adds what needs the architecture or the file system.
@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 
-from fvq.config import SCALES, Config, ConfigError, QuantCfg, to_flat_dict
+from fvq.core.config import SCALES, Config, ConfigError, QuantCfg, to_flat_dict
 
 _CHOICES = {
     "scale": SCALES,
@@ -74,7 +74,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"eval.fid_images={cfg.eval.fid_images} must be >= 0 (0 = every evaluated image)")
     if cfg.eval.ssim_range < 0:
         raise ConfigError(f"eval.ssim_range={cfg.eval.ssim_range} must be >= 0 (0 = the protocol's)")
-    from fvq.protocols import extra_sets
+    from fvq.eval.protocols import extra_sets
 
     try:
         extra_sets(cfg.eval.extra)
