@@ -113,7 +113,7 @@ def build_extra_datasets(cfg: Config) -> list[tuple[str, object]]:
     """(name, dataset) of each second evaluation set (``eval.extra=coco:PATH``), cropped like the val set.
     A missing path or a folder without images is a one-line FileNotFoundError."""
     from fvq.core.data import build_dataset
-    from fvq.eval.protocols import extra_sets
+    from fvq.core.protocol_presets import extra_sets
 
     out = []
     for name, path in extra_sets(cfg.eval.extra):

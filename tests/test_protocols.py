@@ -1,4 +1,5 @@
-"""Evaluation protocols (fvq/eval/protocols.py): each protocol's preprocessing pinned on known images."""
+"""Evaluation protocols (fvq/core/protocol_presets.py, fvq/eval/protocols.py): each protocol's preprocessing
+pinned on known images."""
 import io
 import os
 
@@ -8,8 +9,8 @@ import torch
 from PIL import Image
 
 from fvq.core.config import ConfigError, apply_overrides, base_config
-from fvq.eval.protocols import (PRESETS, crop_box, get_protocol, jpeg_roundtrip, luma, psnr, ssim, to_image,
-                           val_crop)
+from fvq.core.protocol_presets import PRESETS, crop_box, get_protocol, val_crop
+from fvq.eval.protocols import jpeg_roundtrip, luma, psnr, ssim, to_image
 
 
 def coordinate_image(h: int, w: int) -> Image.Image:

@@ -115,7 +115,7 @@ class EvalCfg:
     fid: bool = True             # rFID with torch-fidelity (offline Inception when its weights are absent)
     fid_images: int = 64         # rFID over the first N evaluated images; 0 = all (fvq/eval/evaluate.py: cost)
     lpips: bool = False          # LPIPS metric (needs backbone weights)
-    protocol: str = "fvq"        # fvq | llamagen | official: crop, uint8 images, JPEG before rFID (fvq/eval/protocols.py)
+    protocol: str = "fvq"        # fvq | llamagen | official: crop, uint8, JPEG before rFID (core/protocol_presets.py)
     psnr_channel: str = "auto"   # auto (the protocol's) | rgb | y (BT.601 luma)
     ssim_range: float = 0.0      # SSIM data_range on [0,1] images; 0 = the protocol's
     ssim_window: str = "auto"    # auto (the protocol's) | uniform7 | gaussian11

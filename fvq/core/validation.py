@@ -74,7 +74,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"eval.fid_images={cfg.eval.fid_images} must be >= 0 (0 = every evaluated image)")
     if cfg.eval.ssim_range < 0:
         raise ConfigError(f"eval.ssim_range={cfg.eval.ssim_range} must be >= 0 (0 = the protocol's)")
-    from fvq.eval.protocols import extra_sets
+    from fvq.core.protocol_presets import extra_sets
 
     try:
         extra_sets(cfg.eval.extra)

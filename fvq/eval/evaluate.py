@@ -65,8 +65,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from fvq.core.protocol_presets import Protocol, get_protocol
 from fvq.eval.protocols import PSNR_CAP  # noqa: F401 (re-exported: the cap of the fvq protocol)
-from fvq.eval.protocols import Protocol, fid_input, get_protocol, psnr, ssim, to_image
+from fvq.eval.protocols import fid_input, psnr, ssim, to_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # fvq/eval/ -> the checkout
 FEAT_DIM = 2048
