@@ -23,11 +23,8 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from fvq.core.errors import SetupError
-
-
-class ConfigError(SetupError, ValueError):
-    """Bad configuration input; the message is one line naming the key."""
+from fvq.core.errors import ConfigError
+from fvq.core.validation import SCALES, validate
 
 
 @dataclass(frozen=True)
@@ -163,8 +160,6 @@ NON_SCIENCE_KEYS = frozenset({
     "eval.extra",  # like eval.every: adds a second set's metrics, changes nothing else of the run
 })
 
-SCALES = ("cpu", "paper")
-
 
 def science_mismatch(stored: dict[str, Any], flat: dict[str, Any]) -> list[str]:
     """Sorted science keys whose value in ``stored`` (a flat config read back from disk) differs from ``flat``.
@@ -286,9 +281,7 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any] | list[str] | tuple[s
             items.append((k.strip(), v.strip()))
     for k, v in items:
         cfg = set_key(cfg, k, v)
-    from fvq.core.validation import validate  # here: validation reads this module's types
-
-    validate(cfg)
+    validate(cfg, to_flat_dict(cfg))
     return cfg
 
 
