@@ -124,11 +124,6 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
     log = log if main else (lambda *a, **k: None)  # rank 0 speaks for the run
     dist.on_main(prepare_run_dir, cfg, run_dir)
     tracker = BufferedTracker(sink, run_dir, log=log) if main else NullTracker()  # rank 0 records the run
-
-    def set_status(state: str, **fields: Any) -> None:
-        if main:
-            write_status(run_dir, state, **fields)
-
     status, step_reached = "FAILED", read_status(run_dir).get("step")
     # SIGTERM (Slurm preemption / scancel) and SIGUSR1 (time limit warning): finish the step, checkpoint.
     stop_signal: list[int] = []
@@ -136,52 +131,15 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
     progress = None
     try:
         # ---- set-up: data, model, losses, optimisers (a failure here is recorded like any other) ------
-        if cfg.optim.batch % world:
-            raise SetupError(f"optim.batch={cfg.optim.batch} (the global batch) is not divisible by "
-                             f"{world} processes")
-        if (cfg.optim.batch // world) % cfg.optim.accum:
-            raise SetupError(f"optim.accum={cfg.optim.accum} does not divide the {cfg.optim.batch // world} images "
-                             f"per process of optim.batch={cfg.optim.batch} over {world} processes")
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-        train_ds, val_ds = build_datasets(cfg)
-        p = build_parts(cfg, device)
-        eval_lpips = build_eval_lpips(cfg, device, p.lpips)  # (module, "") or (None, why it is missing)
-        build_extra_datasets(cfg)  # a missing eval.extra set stops the run now, not after training
+        p, train_ds, val_ds, eval_lpips = _set_up(cfg, device, world)
         total = cfg.optim.steps
         window = WindowedUsage(cfg.quant.codebook_size, cfg.log.usage_window)
 
         # ---- resume -----------------------------------------------------------------------------------
-        ckpt_path = os.path.join(run_dir, "ckpt.pt")
-        start = 0
-        if os.path.exists(ckpt_path):
-            state = load_checkpoint(ckpt_path, expect_config=to_flat_dict(cfg))
-            p.model.load_state_dict(state["model"])
-            p.opt.load_state_dict(state["opt"])
-            if p.disc is not None:
-                p.disc.load_state_dict(state["disc"])
-                p.opt_d.load_state_dict(state["opt_d"])
-            window.load_state_dict(state["window"])
-            set_rng_state(state["rng"])
-            start = int(state["step"])
-            log(f"[fvq] resumed {run_dir} at step {start}/{total}", flush=True)
-        else:
-            n_params = sum(t.numel() for t in p.model.parameters())
-            tracker.log_params({**to_flat_dict(cfg), "derived.lr": cfg.lr, "derived.params": n_params})
-        tracker.resume(start)  # metrics.jsonl: no torn line, no row after the step training restarts at
-
-        def checkpoint(step: int) -> None:
-            window.all_reduce()  # every rank calls checkpoint() at the same steps; rank 0 writes
-            if main:
-                save_checkpoint(ckpt_path, {
-                    "step": step, "model": p.model.state_dict(), "opt": p.opt.state_dict(),
-                    "disc": p.disc.state_dict() if p.disc is not None else None,
-                    "opt_d": p.opt_d.state_dict() if p.opt_d is not None else None,
-                    "window": window.state_dict(), "rng": rng_state(), "config": to_flat_dict(cfg)})
+        start = _resume(cfg, run_dir, p, window, tracker, log)
 
         # ---- the loop ---------------------------------------------------------------------------------
-        set_status("RUNNING", step=start, pid=os.getpid())
+        _set_status(run_dir, "RUNNING", step=start, pid=os.getpid())
         progress = Progress(cfg.log.progress, start, total, log, enabled=main)
         loader = train_loader(train_ds, cfg.optim.batch, cfg.seed, start, total, rank=rank, world=world,
                               workers=cfg.data.workers, pin_memory=device.type == "cuda")
@@ -201,11 +159,11 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
                                 "time/track_share": track_time / max(now - t_last, 1e-9)})
                 tracker.log_metrics(metrics, done)
                 progress.update(done, metrics)
-                set_status("RUNNING", step=done, pid=os.getpid())
+                _set_status(run_dir, "RUNNING", step=done, pid=os.getpid())
                 track_time, t_last = time.perf_counter() - t0, time.perf_counter()
             stopping = dist.any_true(bool(stop_signal))  # a signal may reach the ranks steps apart
             if done % cfg.log.ckpt_every == 0 or stopping:
-                checkpoint(done)
+                _checkpoint(run_dir, cfg, p, window, done)
             if stopping:
                 dist.barrier()  # no rank exits (so no launcher kills rank 0) before the checkpoint is written
                 raise Preempted(f"signal {(stop_signal or ['on another rank'])[0]} at step {done}: checkpoint written")
@@ -216,29 +174,24 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
                     if main:
                         write_json(os.path.join(run_dir, "final.json"), out)
                     status = "KILLED"  # MLflow has no PRUNED status: KILLED with the tag state=PRUNED
-                    tracker.set_tags({"state": "PRUNED"})
-                    tracker.close(status)
-                    set_status("PRUNED", step=done)
+                    _finish(run_dir, tracker, "PRUNED", done)
                     return out
 
         # ---- the final evaluation ---------------------------------------------------------------------
         progress.close()
         if start < total:
-            checkpoint(total)
+            _checkpoint(run_dir, cfg, p, window, total)
         result = _evaluate(cfg, p, eval_lpips, val_ds, device, run_dir, tracker, total, final=True)
         status = "FINISHED"
-        # Close the tracker first: a run dir that says FINISHED has its MLflow run ended too (observers,
-        # such as `run.py status=` and the tests, poll status.json and then read MLflow).
-        tracker.close(status)
-        set_status("FINISHED", step=total)
+        _finish(run_dir, tracker, "FINISHED", total)
         return result
     except Preempted:
         status = "KILLED"
-        set_status("PREEMPTED", step=step_reached)
+        _set_status(run_dir, "PREEMPTED", step=step_reached)
         raise
     except Exception as e:
         reason = one_line(e)
-        set_status("FAILED", reason=reason, step=step_reached)
+        _set_status(run_dir, "FAILED", reason=reason, step=step_reached)
         tracker.set_tags({"failure": reason[:250]})
         raise
     finally:
@@ -247,6 +200,72 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
         tracker.close(status)
         for s, h in old_handlers.items():
             signal.signal(s, h)
+
+
+def _set_up(cfg: Config, device: torch.device, world: int) -> tuple[Parts, Any, Any, tuple]:
+    """(parts, train set, val set, eval LPIPS); the layout checks first, then everything a bad input can stop
+    (a missing eval.extra set stops the run now, not after training)."""
+    if cfg.optim.batch % world:
+        raise SetupError(f"optim.batch={cfg.optim.batch} (the global batch) is not divisible by "
+                         f"{world} processes")
+    if (cfg.optim.batch // world) % cfg.optim.accum:
+        raise SetupError(f"optim.accum={cfg.optim.accum} does not divide the {cfg.optim.batch // world} images "
+                         f"per process of optim.batch={cfg.optim.batch} over {world} processes")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    train_ds, val_ds = build_datasets(cfg)
+    p = build_parts(cfg, device)
+    eval_lpips = build_eval_lpips(cfg, device, p.lpips)  # (module, "") or (None, why it is missing)
+    build_extra_datasets(cfg)
+    return p, train_ds, val_ds, eval_lpips
+
+
+def _resume(cfg: Config, run_dir: str, p: Parts, window: WindowedUsage, tracker, log) -> int:
+    """The step training starts at: ``ckpt.pt``'s, with the weights, optimisers, usage window and every RNG
+    state restored (so the run goes on bit for bit on CPU), or 0 for a new run, whose params are logged."""
+    start, ckpt_path = 0, os.path.join(run_dir, "ckpt.pt")
+    if os.path.exists(ckpt_path):
+        state = load_checkpoint(ckpt_path, expect_config=to_flat_dict(cfg))
+        p.model.load_state_dict(state["model"])
+        p.opt.load_state_dict(state["opt"])
+        if p.disc is not None:
+            p.disc.load_state_dict(state["disc"])
+            p.opt_d.load_state_dict(state["opt_d"])
+        window.load_state_dict(state["window"])
+        set_rng_state(state["rng"])
+        start = int(state["step"])
+        log(f"[fvq] resumed {run_dir} at step {start}/{cfg.optim.steps}", flush=True)
+    else:
+        n_params = sum(t.numel() for t in p.model.parameters())
+        tracker.log_params({**to_flat_dict(cfg), "derived.lr": cfg.lr, "derived.params": n_params})
+    tracker.resume(start)  # metrics.jsonl: no torn line, no row after the step training restarts at
+    return start
+
+
+def _checkpoint(run_dir: str, cfg: Config, p: Parts, window: WindowedUsage, step: int) -> None:
+    window.all_reduce()  # every rank calls _checkpoint at the same steps; rank 0 writes
+    if dist.is_main():
+        save_checkpoint(os.path.join(run_dir, "ckpt.pt"), {
+            "step": step, "model": p.model.state_dict(), "opt": p.opt.state_dict(),
+            "disc": p.disc.state_dict() if p.disc is not None else None,
+            "opt_d": p.opt_d.state_dict() if p.opt_d is not None else None,
+            "window": window.state_dict(), "rng": rng_state(), "config": to_flat_dict(cfg)})
+
+
+def _set_status(run_dir: str, state: str, **fields: Any) -> None:
+    if dist.is_main():  # rank 0 writes the run dir
+        write_status(run_dir, state, **fields)
+
+
+def _finish(run_dir: str, tracker, state: str, step: int) -> None:
+    """End a run that finished (or was pruned, MLflow's KILLED with the tag state=PRUNED). The tracker is
+    closed first: a run dir that says it ended has its MLflow run ended too (observers, such as
+    `run.py status=` and the tests, poll status.json and then read MLflow)."""
+    if state == "PRUNED":
+        tracker.set_tags({"state": "PRUNED"})
+    tracker.close("KILLED" if state == "PRUNED" else state)
+    _set_status(run_dir, state, step=step)
 
 
 @torch.no_grad()
