@@ -38,7 +38,7 @@ OPTIONS = {"grid": "", "scale": "cpu", "tracking_uri": "", "runs_dir": str(REPO 
 BASE = ("grid", "signature", "run_id", "commit", "scale", "status", "source", "point", "paper_signature", "seed")
 
 
-class CollectError(RuntimeError):
+class CollectError(SetupError, RuntimeError):
     """One line: why a grid cannot be written."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.common import values_mean_sd
+from fvq.core.errors import SetupError
 from fvq.core.rundir import read_json
 
 COLUMNS = ("tokenizer", "tokenizer_signature", "ar_model", "ar_seed", "cfg_scale", "gfid", "noise_gfid",
@@ -24,7 +25,7 @@ COLUMNS = ("tokenizer", "tokenizer_signature", "ar_model", "ar_seed", "cfg_scale
            "status")
 
 
-class GenerationCollectError(RuntimeError):
+class GenerationCollectError(SetupError, RuntimeError):
     pass
 
 

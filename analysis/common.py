@@ -17,6 +17,8 @@ from typing import Callable
 
 import pandas as pd
 
+from fvq.core.errors import SetupError
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
 PAPER = Path(__file__).resolve().parent / "paper"
@@ -54,7 +56,7 @@ RANGES = {"rfid": (0, math.inf), "psnr": (-math.inf, math.inf), "ssim": (-1, 1),
           "value": (-math.inf, math.inf)}
 
 
-class ResultsError(ValueError):
+class ResultsError(SetupError, ValueError):
     """A results CSV that cannot be trusted; the message names the file and the row (1 = the header)."""
 
 
