@@ -48,10 +48,10 @@ rFID details
   an isometry that keeps both means and both covariances' column spaces, hence the distance (proof in the
   function). torch-fidelity then takes eigenvalues of a 128x128 product instead of 2048x2048 (~9 s on a core).
 
-Protocols (fvq/eval/protocols.py: ``fvq``, ``llamagen``, ``official``): the val crop (``evaluate`` switches a
-dataset that has a ``protocol`` attribute to it), how a reconstruction becomes an image (float, or uint8 by
-LlamaGen's truncation or the official rounding: PSNR, SSIM and LPIPS see that image), PSNR channel, SSIM
-window and data_range, and the JPEG round trip before rFID. For the built-in sources (photos,
+Protocols (``fvq``, ``llamagen``, ``official``: fvq/core/protocol_presets.py, fvq/eval/protocols.py): the val crop
+(``evaluate`` switches a dataset that has a ``protocol`` attribute to it), how a reconstruction becomes an image
+(float, or uint8 by LlamaGen's truncation or the official rounding: PSNR, SSIM and LPIPS see that image), PSNR
+channel, SSIM window and data_range, and the JPEG round trip before rFID. For the built-in sources (photos,
 fashion_mnist) every protocol crops the same images; the metrics still follow the protocol.
 """
 from __future__ import annotations
