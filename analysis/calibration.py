@@ -28,8 +28,8 @@ def row(run: Path, commit: str) -> dict | None:
     final = json.loads((run / "final.json").read_text()) if (run / "final.json").exists() else None
     if final is None:
         return None
-    from fvq.config import from_flat_dict
-    from fvq.models import get_arch
+    from fvq.core.config import from_flat_dict
+    from fvq.vq.models import get_arch
 
     flat = json.loads((run / "config.json").read_text())
     cfg = from_flat_dict(flat)

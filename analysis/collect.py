@@ -28,8 +28,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.common import CURVES, METRICS, REPO, RESULTS, SWEPT, point_signature
-from fvq.config import NON_SCIENCE_KEYS, Config, to_flat_dict
-from fvq.errors import SetupError
+from fvq.core.config import NON_SCIENCE_KEYS, Config, to_flat_dict
+from fvq.core.errors import SetupError
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per grid, no bars
 
@@ -38,7 +38,7 @@ OPTIONS = {"grid": "", "scale": "cpu", "tracking_uri": "", "runs_dir": str(REPO 
 BASE = ("grid", "signature", "run_id", "commit", "scale", "status", "source", "point", "paper_signature", "seed")
 
 
-class CollectError(RuntimeError):
+class CollectError(SetupError, RuntimeError):
     """One line: why a grid cannot be written."""
 
 
@@ -97,7 +97,7 @@ def collect(grid: str, scale: str, uri: str, runs_dir: Path, results_dir: Path, 
         check_params(run, cfg, sig)
         evals = {k.split("/", 1)[1]: v for k, v in run.data.metrics.items() if k.startswith("eval/")}
         row.update({m: evals.pop(m, None) for m in METRICS})
-        row.update(evals)  # metrics fvq/evaluate.py added since: kept, not dropped
+        row.update(evals)  # metrics fvq/eval/evaluate.py added since: kept, not dropped
         row["missing"] = "; ".join(f"{k[8:]}: {v}" for k, v in sorted(run.data.tags.items())
                                    if k.startswith("missing."))
         rows.append(row)
@@ -139,7 +139,7 @@ def summary(table: pd.DataFrame) -> str:
 def train_window(curves: list[dict], sig: str, cfg: Config) -> dict:
     """The last training-window usage (train/usage over log.usage_window steps) and the tokens per code that
     window counts, beside the held-out ``usage`` / ``tokens_per_code`` of the final evaluation."""
-    from fvq.models import get_arch
+    from fvq.vq.models import get_arch
 
     usage = [c["value"] for c in curves if c["signature"] == sig and c["metric"] == "train/usage"]
     side = cfg.data.image_size // get_arch(cfg.model.arch).ratio

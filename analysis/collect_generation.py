@@ -17,14 +17,15 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.common import values_mean_sd
-from fvq.rundir import read_json
+from fvq.core.errors import SetupError
+from fvq.core.rundir import read_json
 
 COLUMNS = ("tokenizer", "tokenizer_signature", "ar_model", "ar_seed", "cfg_scale", "gfid", "noise_gfid",
            "precision", "recall", "is", "is_missing", "samples", "run_dir", "commit", "signature", "run_id",
            "status")
 
 
-class GenerationCollectError(RuntimeError):
+class GenerationCollectError(SetupError, RuntimeError):
     pass
 
 

@@ -17,11 +17,13 @@ from typing import Callable
 
 import pandas as pd
 
+from fvq.core.errors import SetupError
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
 PAPER = Path(__file__).resolve().parent / "paper"
 
-# Final evaluation metrics (fvq/evaluate.py, logged as eval/<name>) and training curves (train/<name>).
+# Final evaluation metrics (fvq/eval/evaluate.py, logged as eval/<name>) and training curves (train/<name>).
 METRICS = ("rfid", "psnr", "ssim", "lpips", "usage", "perplexity", "dead_codes", "tokens_per_code", "rec_l2")
 CURVES = ("train/usage", "train/vq", "train/rec", "train/total", "train/lr")
 SWEPT = ("quant.codebook_size", "quant.group", "quant.projector", "quant.latent_dim", "quant.depth",
@@ -46,7 +48,7 @@ def paper(stem: str) -> pd.DataFrame:
     return pd.read_csv(PAPER / f"{stem}.csv", dtype=str, keep_default_na=False)
 
 
-# Allowed ranges of the numeric columns (usage is a fraction, fvq/metrics.py); a value outside is a broken CSV,
+# Allowed ranges of the numeric columns (usage is a fraction, fvq/eval/metrics.py); a value outside is a broken CSV,
 # never a result to plot.
 RANGES = {"rfid": (0, math.inf), "psnr": (-math.inf, math.inf), "ssim": (-1, 1), "lpips": (0, math.inf),
           "usage": (0, 1), "perplexity": (0, math.inf), "dead_codes": (0, math.inf),
@@ -54,7 +56,7 @@ RANGES = {"rfid": (0, math.inf), "psnr": (-math.inf, math.inf), "ssim": (-1, 1),
           "value": (-math.inf, math.inf)}
 
 
-class ResultsError(ValueError):
+class ResultsError(SetupError, ValueError):
     """A results CSV that cannot be trusted; the message names the file and the row (1 = the header)."""
 
 
@@ -191,7 +193,7 @@ def run_id(row: pd.Series | None, grid: str, notes: Notes) -> str:
 
 def tokens(row: pd.Series) -> str:
     """Latent grid of our run: image size over the encoder's downsampling ratio (vq-16 -> 16, cpu-4 -> 4)."""
-    from fvq.models import get_arch
+    from fvq.vq.models import get_arch
 
     side = int(row["data.image_size"]) // get_arch(str(row["model.arch"])).ratio
     return f"{side}x{side}"

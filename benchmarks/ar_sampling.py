@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fvq.gpt import GPT, generate, spec  # noqa: E402
+from fvq.generation.gpt import GPT, generate, spec  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

@@ -4,7 +4,7 @@
     python benchmarks/ddp.py --quick            # fewer steps
     python benchmarks/ddp.py --device cuda      # GPUs, NCCL, bf16 autocast: 1 GPU vs all visible GPUs
 
-Each row is a fresh set of processes (one per rank, torchrun-style variables, fvq.dist.init_from_env) running
+Each row is a fresh set of processes (one per rank, torchrun-style variables, fvq.core.dist.init_from_env) running
 `fvq.train.train_step` itself: DDP forward, loss (eq. 35 terms), the per-step loss all-reduce, backward
 (gradient all-reduce), clipping, Adam. ``step s`` is wall time per step on rank 0 between two barriers;
 img/s counts the global batch. A "1 proc x 2 threads" row shows what the same two cores give without DDP.
@@ -43,12 +43,12 @@ def _rank(rank: int, world: int, port: int, case: str, steps: int, device: str, 
 
     import torch
 
-    from fvq import dist
+    from fvq.core import dist
 
     # DDP notes once that a 1x1 conv's weight gradient is not laid out like its bucket (a copy, not an error)
     warnings.filterwarnings("ignore", message="Grad strides do not match")
     from fvq.build import build_parts
-    from fvq.config import Config, apply_overrides
+    from fvq.core.config import Config, apply_overrides
     from fvq.train import train_step
 
     torch.set_num_threads(threads)

@@ -11,7 +11,7 @@ One JSON with provenance (commit, device, torch/CUDA versions, command, date) an
   K=16,384 p=16 and K=262,144 p=64, 8 images per GPU (the paper's 2 x 8 layout of global batch 128),
   plus K=16,384 at batch 128 on one GPU (does the a100x1 layout fit?): img/s and peak memory. The sweep
   estimates (sweeps/estimate.py) read ``img_s_per_gpu`` from here.
-- ``search``: the fp32 nearest-code search (fvq.quantize.nearest_code) beside the bare GEMM of the same
+- ``search``: the fp32 nearest-code search (fvq.vq.quantize.nearest_code) beside the bare GEMM of the same
   shape (N = 8 x 16 x 16 tokens, d = 256), and the peak memory of the official full N x K distance
   matrix (|z|^2 + |e|^2 - 2 z e^T, then argmin) beside the chunked search's.
 - ``convergence``: a few hundred steps of VQ-16 + VQBridge at 256x256 on the built-in photos (L2 + VQ
@@ -75,8 +75,8 @@ def _setup(overrides: list[str], dev):
     import torch
 
     from fvq.build import build_parts
-    from fvq.config import apply_overrides, base_config
-    from fvq.losses import LPIPSWeightsMissing
+    from fvq.core.config import apply_overrides, base_config
+    from fvq.vq.losses import LPIPSWeightsMissing
 
     cfg = apply_overrides(base_config("paper"), overrides + ["loss.disc_start=0"])
     torch.manual_seed(0)
@@ -130,7 +130,7 @@ def search_case(n: int, d: int, k: int, dev, reps: int) -> dict:
     """fp32 chunked search vs the bare GEMM (N,d)@(d,K) vs the official full distance matrix."""
     import torch
 
-    from fvq.quantize import nearest_code
+    from fvq.vq.quantize import nearest_code
 
     g = torch.Generator().manual_seed(0)
     z, cb = torch.randn(n, d, generator=g).to(dev), torch.randn(k, d, generator=g).to(dev)
@@ -170,13 +170,13 @@ def convergence(dev, steps: int, size: int, arch: str, k: int, p: int, batch: in
     """L2 + VQ loss over a few hundred steps on a fixed pool of built-in photo crops (real images)."""
     import torch
 
-    from fvq.data import build_dataset
+    from fvq.core.data import build_dataset
 
     ov = [f"model.arch={arch}", f"data.image_size={size}", f"quant.codebook_size={k}", f"quant.group={p}",
           f"optim.batch={batch}", "loss.perceptual_weight=0", "loss.disc_weight=0", f"optim.steps={steps}"]
     parts, _ = _setup(ov, dev)
     cfg = parts.cfg
-    from fvq.schedule import lr_factor
+    from fvq.core.schedule import lr_factor
     from fvq.train import train_step
 
     pool = build_dataset("photos", "train", size, n=max(64, 4 * batch), seed=0)

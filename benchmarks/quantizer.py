@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def case(what: str, n: int, d: int, k: int, device: str, reps: int) -> dict:
     import torch
 
-    from fvq.quantize import nearest_code
+    from fvq.vq.quantize import nearest_code
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     g = torch.Generator().manual_seed(0)

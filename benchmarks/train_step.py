@@ -36,8 +36,8 @@ def one_case(overrides: list[str], steps: int, device: str) -> dict:
     import torch
 
     from fvq.build import build_parts
-    from fvq.config import Config, apply_overrides
-    from fvq.track import BufferedTracker
+    from fvq.core.config import Config, apply_overrides
+    from fvq.core.track import BufferedTracker
     from fvq.train import train_step
 
     cfg = apply_overrides(Config(), overrides + [f"device={device}"])

@@ -1,4 +1,4 @@
-"""Config -> objects: the one place that maps `fvq.config.Config` onto the library's constructors."""
+"""Config -> objects: the one place that maps `fvq.core.config.Config` onto the library's constructors."""
 from __future__ import annotations
 
 import os
@@ -7,13 +7,13 @@ from typing import Any
 
 import torch
 
-from fvq.config import Config, ConfigError
+from fvq.core.config import Config, ConfigError
 
 
 def build_quantizer(cfg: Config):
     """VQ (section 3), or a multi-code quantizer (quant.kind=rq / msvq, section 4.4), through the projector."""
-    from fvq.projectors import build_projector
-    from fvq.quantize import VectorQuantizer
+    from fvq.vq.projectors import build_projector
+    from fvq.vq.quantize import VectorQuantizer
 
     q, d = cfg.quant, cfg.model.channel
 
@@ -27,14 +27,14 @@ def build_quantizer(cfg: Config):
     if q.kind == "vq":
         return VectorQuantizer(q.codebook_size, d, projector=projector(), beta=q.beta, l2_norm=q.l2_norm,
                                search_budget_mb=q.search_mb)
-    from fvq.multicode import MultiScaleQuantizer, ResidualQuantizer
+    from fvq.vq.multicode import MultiScaleQuantizer, ResidualQuantizer
 
     kw = dict(shared=q.shared, projector=projector, beta=q.beta, l2_norm=q.l2_norm, search_budget_mb=q.search_mb)
     if q.kind == "rq":
         return ResidualQuantizer(q.codebook_size, d, q.depth_codes, **kw)
     if q.kind == "msvq":
-        from fvq.validation import parse_scales
-        from fvq.models import get_arch
+        from fvq.core.validation import parse_scales
+        from fvq.vq.models import get_arch
 
         latent = cfg.data.image_size // get_arch(cfg.model.arch).ratio
         scales = parse_scales(q.scales)
@@ -51,8 +51,8 @@ def check_buildable(cfg: Config, files: bool = True) -> None:
     machine), the data on disk and LPIPS weights when asked for."""
     import os
 
-    from fvq.losses import lpips_backbone_path
-    from fvq.models import ARCHS
+    from fvq.vq.losses import lpips_backbone_path
+    from fvq.vq.models import ARCHS
 
     if cfg.model.arch not in ARCHS:
         raise ConfigError(f"model.arch={cfg.model.arch!r} is not one of {', '.join(ARCHS)}")
@@ -70,7 +70,7 @@ def check_buildable(cfg: Config, files: bool = True) -> None:
 
 def build_model(cfg: Config):
     """Encoder -> 1x1 -> VQ (through the projector) -> 1x1 -> decoder; validates the image size."""
-    from fvq.models import VQModel
+    from fvq.vq.models import VQModel
 
     model = VQModel(cfg.model.arch, cfg.model.channel, build_quantizer(cfg))
     model.check_image_size(cfg.data.image_size)
@@ -82,7 +82,7 @@ def build_datasets(cfg: Config):
 
 
 def build_train_dataset(cfg: Config):
-    from fvq.data import build_dataset
+    from fvq.core.data import build_dataset
 
     d = cfg.data
     return build_dataset(d.source, "train", d.image_size, n=d.train_size or None, train=True,
@@ -90,7 +90,7 @@ def build_train_dataset(cfg: Config):
 
 
 def build_val_dataset(cfg: Config):
-    from fvq.data import build_dataset
+    from fvq.core.data import build_dataset
 
     d = cfg.data
     return build_dataset(d.source, "val", d.image_size, n=d.val_size, train=False, path=d.path or None,
@@ -98,7 +98,7 @@ def build_val_dataset(cfg: Config):
 
 
 def eval_kwargs(cfg: Config) -> dict:
-    """``cfg.eval`` as the arguments of ``fvq.evaluate.evaluate`` / ``warm_reference`` that pick the images."""
+    """``cfg.eval`` as the arguments of ``fvq.eval.evaluate.evaluate`` / ``warm_reference`` that pick the images."""
     e = cfg.eval
     return dict(batch_size=e.batch, protocol=e.protocol, max_images=e.images, fid_images=e.fid_images)
 
@@ -112,8 +112,8 @@ def metric_kwargs(cfg: Config) -> dict:
 def build_extra_datasets(cfg: Config) -> list[tuple[str, object]]:
     """(name, dataset) of each second evaluation set (``eval.extra=coco:PATH``), cropped like the val set.
     A missing path or a folder without images is a one-line FileNotFoundError."""
-    from fvq.data import build_dataset
-    from fvq.protocols import extra_sets
+    from fvq.core.data import build_dataset
+    from fvq.core.protocol_presets import extra_sets
 
     out = []
     for name, path in extra_sets(cfg.eval.extra):
@@ -130,7 +130,7 @@ def build_extra_datasets(cfg: Config) -> list[tuple[str, object]]:
 def build_eval_lpips(cfg: Config, device: torch.device, loss_lpips) -> tuple[object, str]:
     """(LPIPS module for evaluation, "") or (None, why it is missing). ``eval.lpips_net=loss`` reuses the
     training loss's module; alex / vgg load their own weights (the paper reports AlexNet LPIPS)."""
-    from fvq.losses import LPIPSWeightsMissing, load_lpips
+    from fvq.vq.losses import LPIPSWeightsMissing, load_lpips
 
     e = cfg.eval
     if not e.lpips:
@@ -146,9 +146,9 @@ def build_eval_lpips(cfg: Config, device: torch.device, loss_lpips) -> tuple[obj
 
 def evaluate_run(cfg: Config, model, val_ds, device: torch.device, lpips_module, lpips_reason: str = "",
                  extra: bool = True):
-    """The run's evaluation (fvq.evaluate.evaluate with ``cfg.eval``): the val set, then each extra set
+    """The run's evaluation (fvq.eval.evaluate.evaluate with ``cfg.eval``): the val set, then each extra set
     (``eval.extra``) with its metrics named ``<set>/<metric>`` (e.g. ``coco/rfid``, Table 3)."""
-    from fvq.evaluate import evaluate
+    from fvq.eval.evaluate import evaluate
 
     kw = {**eval_kwargs(cfg), **metric_kwargs(cfg)}
 
@@ -170,7 +170,7 @@ def evaluate_run(cfg: Config, model, val_ds, device: torch.device, lpips_module,
 
 def warm_fid_reference(cfg: Config) -> str:
     """Fill the rFID reference cache that this run's evaluation will read; a one-line status."""
-    from fvq.evaluate import warm_reference
+    from fvq.eval.evaluate import warm_reference
 
     if not cfg.eval.fid:
         return "rFID disabled (eval.fid=false)"
@@ -187,7 +187,7 @@ def build_loss(cfg: Config, device: torch.device):
     LPIPS backbone weights cannot be downloaded here: `load_lpips` raises a one-line error naming the
     missing file, at start-up, before any step runs (never a random backbone).
     """
-    from fvq.losses import PatchGAN, VQLoss, load_lpips
+    from fvq.vq.losses import PatchGAN, VQLoss, load_lpips
 
     lc = cfg.loss
     lpips = load_lpips(lc.lpips_net, lc.lpips_weights or None).to(device) if lc.perceptual_weight > 0 else None
@@ -219,7 +219,7 @@ class Parts:
 
 def build_parts(cfg: Config, device: torch.device) -> Parts:
     """Model, losses, DDP wrappers and optimisers of a run (seed torch first for reproducible weights)."""
-    from fvq import dist
+    from fvq.core import dist
 
     model = build_model(cfg).to(device)
     vqloss, lpips, disc = build_loss(cfg, device)

@@ -18,7 +18,7 @@ What it shows (the three challenges of section 2):
     run_toy("none", seed=0, **TRAJECTORY_VARIANT).z_e     # 2-D trajectory (Fig. 2 left): a spiral
     run_toy("vqbridge", seed=0, **TSNE_VARIANT).usage     # 16-D, K = 256 (Fig. 2 right): high usage
 
-The projectors are fvq.projectors.build_projector's (the same modules the tokenizer trains with).
+The projectors are fvq.vq.projectors.build_projector's (the same modules the tokenizer trains with).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ TRAJECTORY_VARIANT = dict(steps=400, dim=2, num_codes=16, num_points=1, lr=0.03,
 # Fig. 2 right: a higher-dimensional variant with many codes and a few hundred encoder outputs, where
 # usage means something (K = 256 codes for 512 outputs: full usage is reachable). p = 4 keeps K/p = 64
 # bridge tokens; measured final usage (seed 0): VQBridge 0.91 at p=4, 0.50 at p=16 (whole in-group
-# slices die, see projectors.py), linear 0.53, plain VQ 0.13.
+# slices die, see fvq/vq/projectors.py), linear 0.53, plain VQ 0.13.
 TSNE_VARIANT = dict(steps=600, dim=16, num_codes=256, num_points=512, lr=1.0, group=4, latent_dim=64)
 
 
@@ -68,7 +68,7 @@ def _projector(kind: str, num_codes: int, dim: int, latent_dim: int, group: int)
         raise ValueError(f"projector={kind!r} is not one of {', '.join(PROJECTORS)}")
     if kind == "none":
         return torch.nn.Identity()
-    from fvq.projectors import build_projector
+    from fvq.vq.projectors import build_projector
 
     # "small" last-layer init: the cpu-scale default (sweeps/scale.py); exactly zero stalls small bridges.
     return build_projector(kind, num_codes, dim, latent_dim=latent_dim, depth=2, group=group, heads=4,

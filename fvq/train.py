@@ -2,19 +2,19 @@
 
 Read top to bottom: `train_step` (one optimisation step), then `train`: set-up (run dir, data, model,
 losses, optimisers), resume, the loop, the final evaluation. The recipe is the paper's (Appendix F-G,
-Table 6): Adam(0.9, 0.95), lr = base_lr x batch / 128, learning annealing (fvq/schedule.py), loss = L2 +
+Table 6): Adam(0.9, 0.95), lr = base_lr x batch / 128, learning annealing (fvq/core/schedule.py), loss = L2 +
 commitment (beta 0.25) + LPIPS + PatchGAN hinge (eq. 35).
 
-The run dir (fvq/rundir.py) holds ``config.json``, ``status.json`` (RUNNING / FINISHED / PRUNED / PREEMPTED /
+The run dir (fvq/core/rundir.py) holds ``config.json``, ``status.json`` (RUNNING / FINISHED / PRUNED / PREEMPTED /
 FAILED with step and reason: a failure during set-up is recorded too), ``ckpt.pt`` (atomic; every
 ``log.ckpt_every`` steps and on SIGTERM / SIGUSR1), ``metrics.jsonl``, ``final.json`` (evaluation),
 ``recon.png`` and ``codebook.pt`` (the projected codebook: the only thing inference needs, section 3.2).
 
 Resuming from ``ckpt.pt`` reproduces the uninterrupted run bit for bit on CPU: data order and
-augmentation are pure functions of (seed, epoch, index) (fvq/loader.py) and every RNG state is in the
+augmentation are pure functions of (seed, epoch, index) (fvq/core/loader.py) and every RNG state is in the
 checkpoint.
 
-Data-parallel (fvq/dist.py): started with several tasks (torchrun, or Slurm through sweeps/job.py), each
+Data-parallel (fvq/core/dist.py): started with several tasks (torchrun, or Slurm through sweeps/job.py), each
 rank trains on its slice of every global batch of ``optim.batch`` images and DDP averages the gradients,
 so losses, usage and weights are the 1-process run's up to float error. Only rank 0 writes files.
 """
@@ -31,18 +31,18 @@ from typing import Any, Callable
 
 import torch
 
-from fvq import dist
+from fvq.core import dist
 from fvq.build import (Parts, build_datasets, build_eval_lpips, build_extra_datasets, build_parts, evaluate_run,
                        resolve_device)
-from fvq.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from fvq.config import Config, to_flat_dict
-from fvq.errors import SetupError, one_line
-from fvq.loader import train_loader
-from fvq.metrics import WindowedUsage
-from fvq.progress import Progress
-from fvq.rundir import prepare_run_dir, read_status, write_json, write_status
-from fvq.schedule import lr_factor
-from fvq.track import BufferedTracker, NullTracker, Sink
+from fvq.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fvq.core.config import Config, to_flat_dict
+from fvq.core.errors import SetupError, one_line
+from fvq.core.loader import train_loader
+from fvq.eval.metrics import WindowedUsage
+from fvq.core.progress import Progress
+from fvq.core.rundir import prepare_run_dir, read_status, write_json, write_status
+from fvq.core.schedule import lr_factor
+from fvq.core.track import BufferedTracker, NullTracker, Sink
 
 
 class RunFailed(RuntimeError):
@@ -109,7 +109,7 @@ def train(cfg: Config, run_dir: str, sink: Sink | None = None, log=print,
           on_eval: Callable[[int, dict[str, float]], bool] | None = None) -> dict[str, Any]:
     """Train, evaluate, return ``final.json``'s content. ``on_eval(step, metrics)`` is called after each
     intermediate evaluation (``eval.every``); returning True stops the run as PRUNED (Optuna pruning).
-    Data-parallel when the environment names several ranks (fvq/dist.py); ``sink`` is used by rank 0 only."""
+    Data-parallel when the environment names several ranks (fvq/core/dist.py); ``sink`` is used by rank 0 only."""
     device, own_group = dist.init_from_env(resolve_device(cfg))
     try:
         return _train(cfg, run_dir, device, sink, log, on_eval)
@@ -124,11 +124,6 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
     log = log if main else (lambda *a, **k: None)  # rank 0 speaks for the run
     dist.on_main(prepare_run_dir, cfg, run_dir)
     tracker = BufferedTracker(sink, run_dir, log=log) if main else NullTracker()  # rank 0 records the run
-
-    def set_status(state: str, **fields: Any) -> None:
-        if main:
-            write_status(run_dir, state, **fields)
-
     status, step_reached = "FAILED", read_status(run_dir).get("step")
     # SIGTERM (Slurm preemption / scancel) and SIGUSR1 (time limit warning): finish the step, checkpoint.
     stop_signal: list[int] = []
@@ -136,52 +131,15 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
     progress = None
     try:
         # ---- set-up: data, model, losses, optimisers (a failure here is recorded like any other) ------
-        if cfg.optim.batch % world:
-            raise SetupError(f"optim.batch={cfg.optim.batch} (the global batch) is not divisible by "
-                             f"{world} processes")
-        if (cfg.optim.batch // world) % cfg.optim.accum:
-            raise SetupError(f"optim.accum={cfg.optim.accum} does not divide the {cfg.optim.batch // world} images "
-                             f"per process of optim.batch={cfg.optim.batch} over {world} processes")
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-        train_ds, val_ds = build_datasets(cfg)
-        p = build_parts(cfg, device)
-        eval_lpips = build_eval_lpips(cfg, device, p.lpips)  # (module, "") or (None, why it is missing)
-        build_extra_datasets(cfg)  # a missing eval.extra set stops the run now, not after training
+        p, train_ds, val_ds, eval_lpips = _set_up(cfg, device, world)
         total = cfg.optim.steps
         window = WindowedUsage(cfg.quant.codebook_size, cfg.log.usage_window)
 
         # ---- resume -----------------------------------------------------------------------------------
-        ckpt_path = os.path.join(run_dir, "ckpt.pt")
-        start = 0
-        if os.path.exists(ckpt_path):
-            state = load_checkpoint(ckpt_path, expect_config=to_flat_dict(cfg))
-            p.model.load_state_dict(state["model"])
-            p.opt.load_state_dict(state["opt"])
-            if p.disc is not None:
-                p.disc.load_state_dict(state["disc"])
-                p.opt_d.load_state_dict(state["opt_d"])
-            window.load_state_dict(state["window"])
-            set_rng_state(state["rng"])
-            start = int(state["step"])
-            log(f"[fvq] resumed {run_dir} at step {start}/{total}", flush=True)
-        else:
-            n_params = sum(t.numel() for t in p.model.parameters())
-            tracker.log_params({**to_flat_dict(cfg), "derived.lr": cfg.lr, "derived.params": n_params})
-        tracker.resume(start)  # metrics.jsonl: no torn line, no row after the step training restarts at
-
-        def checkpoint(step: int) -> None:
-            window.all_reduce()  # every rank calls checkpoint() at the same steps; rank 0 writes
-            if main:
-                save_checkpoint(ckpt_path, {
-                    "step": step, "model": p.model.state_dict(), "opt": p.opt.state_dict(),
-                    "disc": p.disc.state_dict() if p.disc is not None else None,
-                    "opt_d": p.opt_d.state_dict() if p.opt_d is not None else None,
-                    "window": window.state_dict(), "rng": rng_state(), "config": to_flat_dict(cfg)})
+        start = _resume(cfg, run_dir, p, window, tracker, log)
 
         # ---- the loop ---------------------------------------------------------------------------------
-        set_status("RUNNING", step=start, pid=os.getpid())
+        _set_status(run_dir, "RUNNING", step=start, pid=os.getpid())
         progress = Progress(cfg.log.progress, start, total, log, enabled=main)
         loader = train_loader(train_ds, cfg.optim.batch, cfg.seed, start, total, rank=rank, world=world,
                               workers=cfg.data.workers, pin_memory=device.type == "cuda")
@@ -201,11 +159,11 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
                                 "time/track_share": track_time / max(now - t_last, 1e-9)})
                 tracker.log_metrics(metrics, done)
                 progress.update(done, metrics)
-                set_status("RUNNING", step=done, pid=os.getpid())
+                _set_status(run_dir, "RUNNING", step=done, pid=os.getpid())
                 track_time, t_last = time.perf_counter() - t0, time.perf_counter()
             stopping = dist.any_true(bool(stop_signal))  # a signal may reach the ranks steps apart
             if done % cfg.log.ckpt_every == 0 or stopping:
-                checkpoint(done)
+                _checkpoint(run_dir, cfg, p, window, done)
             if stopping:
                 dist.barrier()  # no rank exits (so no launcher kills rank 0) before the checkpoint is written
                 raise Preempted(f"signal {(stop_signal or ['on another rank'])[0]} at step {done}: checkpoint written")
@@ -216,29 +174,24 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
                     if main:
                         write_json(os.path.join(run_dir, "final.json"), out)
                     status = "KILLED"  # MLflow has no PRUNED status: KILLED with the tag state=PRUNED
-                    tracker.set_tags({"state": "PRUNED"})
-                    tracker.close(status)
-                    set_status("PRUNED", step=done)
+                    _finish(run_dir, tracker, "PRUNED", done)
                     return out
 
         # ---- the final evaluation ---------------------------------------------------------------------
         progress.close()
         if start < total:
-            checkpoint(total)
+            _checkpoint(run_dir, cfg, p, window, total)
         result = _evaluate(cfg, p, eval_lpips, val_ds, device, run_dir, tracker, total, final=True)
         status = "FINISHED"
-        # Close the tracker first: a run dir that says FINISHED has its MLflow run ended too (observers,
-        # such as `run.py status=` and the tests, poll status.json and then read MLflow).
-        tracker.close(status)
-        set_status("FINISHED", step=total)
+        _finish(run_dir, tracker, "FINISHED", total)
         return result
     except Preempted:
         status = "KILLED"
-        set_status("PREEMPTED", step=step_reached)
+        _set_status(run_dir, "PREEMPTED", step=step_reached)
         raise
     except Exception as e:
         reason = one_line(e)
-        set_status("FAILED", reason=reason, step=step_reached)
+        _set_status(run_dir, "FAILED", reason=reason, step=step_reached)
         tracker.set_tags({"failure": reason[:250]})
         raise
     finally:
@@ -249,11 +202,77 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
             signal.signal(s, h)
 
 
+def _set_up(cfg: Config, device: torch.device, world: int) -> tuple[Parts, Any, Any, tuple]:
+    """(parts, train set, val set, eval LPIPS); the layout checks first, then everything a bad input can stop
+    (a missing eval.extra set stops the run now, not after training)."""
+    if cfg.optim.batch % world:
+        raise SetupError(f"optim.batch={cfg.optim.batch} (the global batch) is not divisible by "
+                         f"{world} processes")
+    if (cfg.optim.batch // world) % cfg.optim.accum:
+        raise SetupError(f"optim.accum={cfg.optim.accum} does not divide the {cfg.optim.batch // world} images "
+                         f"per process of optim.batch={cfg.optim.batch} over {world} processes")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    train_ds, val_ds = build_datasets(cfg)
+    p = build_parts(cfg, device)
+    eval_lpips = build_eval_lpips(cfg, device, p.lpips)  # (module, "") or (None, why it is missing)
+    build_extra_datasets(cfg)
+    return p, train_ds, val_ds, eval_lpips
+
+
+def _resume(cfg: Config, run_dir: str, p: Parts, window: WindowedUsage, tracker, log) -> int:
+    """The step training starts at: ``ckpt.pt``'s, with the weights, optimisers, usage window and every RNG
+    state restored (so the run goes on bit for bit on CPU), or 0 for a new run, whose params are logged."""
+    start, ckpt_path = 0, os.path.join(run_dir, "ckpt.pt")
+    if os.path.exists(ckpt_path):
+        state = load_checkpoint(ckpt_path, expect_config=to_flat_dict(cfg))
+        p.model.load_state_dict(state["model"])
+        p.opt.load_state_dict(state["opt"])
+        if p.disc is not None:
+            p.disc.load_state_dict(state["disc"])
+            p.opt_d.load_state_dict(state["opt_d"])
+        window.load_state_dict(state["window"])
+        set_rng_state(state["rng"])
+        start = int(state["step"])
+        log(f"[fvq] resumed {run_dir} at step {start}/{cfg.optim.steps}", flush=True)
+    else:
+        n_params = sum(t.numel() for t in p.model.parameters())
+        tracker.log_params({**to_flat_dict(cfg), "derived.lr": cfg.lr, "derived.params": n_params})
+    tracker.resume(start)  # metrics.jsonl: no torn line, no row after the step training restarts at
+    return start
+
+
+def _checkpoint(run_dir: str, cfg: Config, p: Parts, window: WindowedUsage, step: int) -> None:
+    window.all_reduce()  # every rank calls _checkpoint at the same steps; rank 0 writes
+    if dist.is_main():
+        save_checkpoint(os.path.join(run_dir, "ckpt.pt"), {
+            "step": step, "model": p.model.state_dict(), "opt": p.opt.state_dict(),
+            "disc": p.disc.state_dict() if p.disc is not None else None,
+            "opt_d": p.opt_d.state_dict() if p.opt_d is not None else None,
+            "window": window.state_dict(), "rng": rng_state(), "config": to_flat_dict(cfg)})
+
+
+def _set_status(run_dir: str, state: str, **fields: Any) -> None:
+    if dist.is_main():  # rank 0 writes the run dir
+        write_status(run_dir, state, **fields)
+
+
+def _finish(run_dir: str, tracker, state: str, step: int) -> None:
+    """End a run that finished (or was pruned, MLflow's KILLED with the tag state=PRUNED). The tracker is
+    closed first: a run dir that says it ended has its MLflow run ended too (observers, such as
+    `run.py status=` and the tests, poll status.json and then read MLflow)."""
+    if state == "PRUNED":
+        tracker.set_tags({"state": "PRUNED"})
+    tracker.close("KILLED" if state == "PRUNED" else state)
+    _set_status(run_dir, state, step=step)
+
+
 @torch.no_grad()
 def _evaluate(cfg: Config, p: Parts, eval_lpips: tuple, val_ds, device, run_dir: str, tracker, step: int,
               final: bool) -> dict[str, Any]:
     """Usage over the whole val set, PSNR, SSIM, LPIPS, rFID (the final one also on each eval.extra set);
-    missing metrics are recorded with reasons. Every rank evaluates its shard (fvq/evaluate.py reduces);
+    missing metrics are recorded with reasons. Every rank evaluates its shard (fvq/eval/evaluate.py reduces);
     rank 0 writes the artifacts."""
     p.model.eval()
     res = evaluate_run(cfg, p.model, val_ds, device, *eval_lpips, extra=final)
@@ -290,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     Sweeps, MLflow and Slurm live in ``sweeps/run.py``; this entry point is for debugging a single config.
     Exit status: 0 finished, 2 bad input or a failed run (one line on stderr), 3 preempted (checkpoint written).
     """
-    from fvq.config import apply_overrides, base_config
+    from fvq.core.config import apply_overrides, base_config
 
     args = list(sys.argv[1:] if argv is None else argv)
     out = next((a.split("=", 1)[1] for a in args if a.startswith("out=")), "runs/debug")

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from fvq.errors import SetupError
+from fvq.core.errors import SetupError
 
 SPEC_DIR = os.path.dirname(os.path.abspath(__file__))
 

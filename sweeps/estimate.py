@@ -99,7 +99,7 @@ def _disc_flops(size: int) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fvq.losses import PatchGAN
+    from fvq.vq.losses import PatchGAN
 
     with torch.device("meta"):
         net = PatchGAN()
@@ -110,7 +110,7 @@ def _disc_flops(size: int) -> int:
 
 def flops_per_gpu_step(cfg, gpus: int, accum: int = 1) -> tuple[float, float]:
     """(FLOPs one GPU spends per optimisation step, FLOPs per image of it) under data parallelism."""
-    from fvq.flops import _autoencoder_flops, projector_flops
+    from fvq.vq.flops import _autoencoder_flops, projector_flops
 
     q, d, s = cfg.quant, cfg.model.channel, cfg.data.image_size
     conv, ratio = _autoencoder_flops(cfg.model.arch, d, 1, s)
@@ -161,7 +161,7 @@ def ranks(spec) -> int:
 
 def check_layout(cfg, spec) -> None:
     """The spec's ranks (and optim.accum) must divide the global batch: else a one-line ConfigError."""
-    from fvq.config import ConfigError
+    from fvq.core.config import ConfigError
 
     n, b, a = ranks(spec), cfg.optim.batch, cfg.optim.accum
     if b % n:

@@ -1,7 +1,7 @@
 """``python sweeps/run.py grid=generation [ar.KEY=VALUE ...]``: generator runs on tokenizer grid points.
 
 Each point of sweeps/grids/generation.py names a tokenizer grid point (paper terms) and the generator's
-settings (``ar.model``, ``ar.cfg_scale``; any fvq.ar.ARConfig key as ``ar.KEY=VALUE`` on the command line).
+settings (``ar.model``, ``ar.cfg_scale``; any fvq.generation.ar.ARConfig key as ``ar.KEY=VALUE`` on the command line).
 The tokenizer point resolves to its signature and run dir (sweeps/plan.py) exactly as in the tokenizer
 grids, so a tokenizer shared with Tables 1/3 trains once; a missing one is trained first by the local
 launcher, then the generator runs (one at a time, in this process) under one parent MLflow run.
@@ -33,20 +33,20 @@ from typing import Any
 
 import submitit
 
-from fvq.ar import ARConfig, ar_overrides
-from fvq.config import ConfigError
-from fvq.errors import one_line
-from fvq.rundir import read_json, write_json, write_status
-from fvq.tokens import cache_path, check_tokenizer, token_cache
+from fvq.generation.ar import ARConfig, ar_overrides
+from fvq.core.config import ConfigError
+from fvq.core.errors import one_line
+from fvq.core.rundir import read_json, write_json, write_status
+from fvq.generation.tokens import cache_path, check_tokenizer, token_cache
 from sweeps import grids
 from sweeps.launcher import classify
 from sweeps.options import Options, parse_seeds
 from sweeps.plan import Planned, plan_point
 
-# ARConfig keys that do not change what a generator run computes (like fvq.config.NON_SCIENCE_KEYS)
+# ARConfig keys that do not change what a generator run computes (like fvq.core.config.NON_SCIENCE_KEYS)
 AR_NON_SCIENCE = {"tokenizer", "device", "threads", "log_every", "ckpt_every"}
 # Paper scale (Table 6 generation column, section 4.3): 300 epochs of ImageNet-1k at batch 256 with the
-# recipe's lr exactly, 50,000 samples for gFID; the GPU does it (bf16 autocast in fvq/ar.py).
+# recipe's lr exactly, 50,000 samples for gFID; the GPU does it (bf16 autocast in fvq/generation/ar.py).
 PAPER_AR = {"lr_scale": 1.0, "batch": 256, "steps": 300 * 1_281_167 // 256, "train_images": 1_281_167,
             "samples": 50_000, "device": "cuda", "threads": 0, "log_every": 500, "ckpt_every": 5000}
 
@@ -135,7 +135,7 @@ class GenJob(submitit.helpers.Checkpointable):
                      "grid.generation": "1", "mlflow.parentRunId": parent}
 
     def __call__(self) -> dict:
-        from fvq.ar import train_ar
+        from fvq.generation.ar import train_ar
         from sweeps.tracking import MLflowSink, open_run
 
         env = submitit.JobEnvironment() if "SUBMITIT_EXECUTOR" in os.environ else None

@@ -1,7 +1,7 @@
 """Run identity: config -> signature -> run dir (the dora habit).
 
 A run's signature is a short hash of how its fully resolved config differs from the code's defaults
-(`fvq.config.Config()`), leaving out keys that do not change the science (`NON_SCIENCE_KEYS`: device,
+(`fvq.core.config.Config()`), leaving out keys that do not change the science (`NON_SCIENCE_KEYS`: device,
 threads, logging intervals, ...). So:
 - relaunching a grid finds the runs it already made and submits only what is missing;
 - a run shared by two grids (e.g. the reference point of `depth` and of `latent_dim`) trains once;
@@ -18,8 +18,8 @@ import json
 import os
 from typing import Any
 
-from fvq.config import NON_SCIENCE_KEYS, Config, science_mismatch, to_flat_dict
-from fvq.errors import SetupError
+from fvq.core.config import NON_SCIENCE_KEYS, Config, science_mismatch, to_flat_dict
+from fvq.core.errors import SetupError
 
 
 class IdentityError(SetupError):

@@ -9,7 +9,7 @@ run. On a time limit submitit calls `checkpoint()` (SIGUSR2) and resubmits this 
 are bounded: past ``max_requeues`` restarts the run is marked FAILED instead of looping forever.
 
 Several tasks (``tasks_per_node`` x ``nodes`` > 1, slurm/a100x8.yaml, a100x16.yaml): every task runs this
-callable; they form one data-parallel run (fvq/dist.py). Only rank 0 counts attempts, opens the MLflow run
+callable; they form one data-parallel run (fvq/core/dist.py). Only rank 0 counts attempts, opens the MLflow run
 and tracks; a requeued job restarts all tasks and every rank resumes from rank 0's checkpoint.
 """
 from __future__ import annotations
@@ -21,11 +21,11 @@ import time
 
 import submitit
 
-from fvq import dist
+from fvq.core import dist
 from fvq.build import resolve_device
-from fvq.config import from_flat_dict
-from fvq.errors import one_line
-from fvq.rundir import RunDirError, read_json, read_status, write_json, write_status
+from fvq.core.config import from_flat_dict
+from fvq.core.errors import one_line
+from fvq.core.rundir import RunDirError, read_json, read_status, write_json, write_status
 from fvq.train import Preempted, train
 from sweeps.pruning import pruning_callback
 

@@ -8,7 +8,7 @@ slurm: all points of one launch are ONE job array (``executor.batch()``), with t
        editing the tree while jobs queue changes nothing. The launcher returns at once;
        ``python sweeps/run.py grid=... status=true`` shows progress.
 
-Run state lives in each run dir (fvq/rundir.py): ``job.json`` (who runs it), ``status.json`` (fvq.train).
+Run state lives in each run dir (fvq/core/rundir.py): ``job.json`` (who runs it), ``status.json`` (fvq.train).
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import time
 
 import submitit
 
-from fvq.errors import SetupError
-from fvq.rundir import DONE, read_json, read_status, write_json
+from fvq.core.errors import SetupError
+from fvq.core.rundir import DONE, read_json, read_status, write_json
 from sweeps.job import TrainJob
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,7 +139,7 @@ def _alive(pid: int) -> bool:
 
 def est_cost(cfg) -> float:
     """Relative cost of a run for ordering: steps x training-step FLOPs (0 when there is no config)."""
-    from fvq.flops import train_step_flops
+    from fvq.vq.flops import train_step_flops
 
     return 0.0 if cfg is None else float(cfg.optim.steps) * train_step_flops(cfg)
 
@@ -173,7 +173,7 @@ def launch_local(plans: list, runs_root: str, uri: str, experiment: str, paralle
                  show=None, shortest_first: bool = False) -> dict[str, str]:
     """Run every plan as a local submitit job, ``parallel`` at a time, longest first; block until all end.
 
-    Longest-first (by `fvq.flops.train_step_flops` x steps; Graham's LPT rule) keeps a long run from being
+    Longest-first (by `fvq.vq.flops.train_step_flops` x steps; Graham's LPT rule) keeps a long run from being
     the lone last job while other slots idle. ``shortest_first`` reverses it: the most runs done by a deadline.
     The rFID reference is extracted once before any run starts (`warm_fid_references`)."""
     folder = os.path.join(runs_root, ".submitit")

@@ -1,7 +1,7 @@
-"""Harness options of ``sweeps/run.py``: a frozen dataclass parsed like the config (fvq/config.py).
+"""Harness options of ``sweeps/run.py``: a frozen dataclass parsed like the config (fvq/core/config.py).
 
 Every ``key=value`` whose key is a field here is a harness option; every other one is a config override
-applied to every point. Values are typed by the field (one truthy rule: fvq.config.parse_value), choices
+applied to every point. Values are typed by the field (one truthy rule: fvq.core.config.parse_value), choices
 and ranges are checked, and each bad value is one line naming the key.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import subprocess
 import typing
 from dataclasses import dataclass, fields, replace
 
-from fvq.config import ConfigError, all_keys, parse_value
+from fvq.core.config import ConfigError, all_keys, parse_value
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,7 +6,7 @@
 - `prepare_launch`: what a launch needs before anything is written: the commit (and whether the tree is
   dirty), the Slurm spec (a dirty tree refused unless force=true), a reachable tracking store.
 - `write_run`: the run dir's config.json and tags.json (commit label, grids, run name, parent launch run).
-Everything raises a one-line `fvq.errors.SetupError` before anything is submitted.
+Everything raises a one-line `fvq.core.errors.SetupError` before anything is submitted.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from fvq.config import Config, ConfigError
-from fvq.rundir import prepare_run_dir, read_json, write_json
+from fvq.core.config import Config, ConfigError
+from fvq.core.rundir import prepare_run_dir, read_json, write_json
 from sweeps import grids
 from sweeps.identity import check_stored, science_delta, signature
 from sweeps.launcher import LaunchError, classify, git_commit, refuse_dirty

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from fvq.rundir import read_json
+from fvq.core.rundir import read_json
 
 
 def objective(metrics: dict, names: tuple[str, ...]) -> float | None:

@@ -40,12 +40,12 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fvq.errors import SetupError, one_line  # noqa: E402
-from fvq.rundir import claim, read_json, read_status, release  # noqa: E402
-from fvq.track import pending  # noqa: E402
+from fvq.core.errors import SetupError, one_line  # noqa: E402
+from fvq.core.rundir import claim, read_json, read_status, release  # noqa: E402
+from fvq.core.track import pending  # noqa: E402
 from sweeps.launcher import classify, launch_local, launch_slurm  # noqa: E402
 from sweeps.options import Options, parse, parse_seeds  # noqa: E402
-from fvq.config import ConfigError  # noqa: E402
+from fvq.core.config import ConfigError  # noqa: E402
 from sweeps.plan import (Launch, Planned, check_eval_sets, grid_names, plan_grids, plan_point,  # noqa: E402
                          prepare_launch, write_run)
 
@@ -176,7 +176,7 @@ def plan_claims(opts: Options, overrides: dict) -> list[Planned]:
 
 
 def sync(plans: list[Planned]) -> int:
-    """Send to MLflow what ended runs could not (unsent metrics, end states; fvq/track.py)."""
+    """Send to MLflow what ended runs could not (unsent metrics, end states; fvq/core/track.py)."""
     from sweeps.tracking import sync_run
 
     lines = [line for p in plans if pending(p.run_dir) for line in [_sync_one(sync_run, p)] if line]

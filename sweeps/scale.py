@@ -20,7 +20,7 @@ down by one fixed, documented rule - never dropped:
 - the linear (SimVQ) and MLP-5 baselines are built as the official ones at every scale: PyTorch's default
   init in every layer (quant.init=default, set by to_scale and honoured by fvq/build.py);
 - the bridge's last Linear starts "small" (N(0, 1e-4)) instead of exactly zero: at this scale zero init
-  stalls at ~3/4 usage with p=4 (measured; fvq/projectors.py); the paper scale keeps zero.
+  stalls at ~3/4 usage with p=4 (measured; fvq/vq/projectors.py); the paper scale keeps zero.
 - usage and PSNR on 1,024 held-out images (65,536 tokens: 64 per code at K=1,024, 16 at 4,096, 4 at
   16,384, where a uniform code use can show at most 1 - e^-4 = 98% usage); training-window usage over the
   last 100 steps (102,400 tokens: 100 per code at K=1,024, 6 at 16,384); each CSV row carries both;
@@ -58,7 +58,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from fvq.config import Config, ConfigError, apply_overrides, base_config
+from fvq.core.config import Config, ConfigError, apply_overrides, base_config
 
 IMAGENET_TRAIN = 1_281_167
 CPU_STEPS_PER_40_EPOCHS = 800
@@ -96,7 +96,7 @@ def to_scale(point: dict[str, Any], scale: str) -> dict[str, Any]:
 
 def cpu_latent_side(cpu_point: dict[str, Any]) -> int:
     """Latent side of a cpu-scale point: image size over the cpu arch's downsampling ratio."""
-    from fvq.models import get_arch
+    from fvq.vq.models import get_arch
 
     base = base_config("cpu")
     arch = get_arch(cpu_point.get("model.arch", base.model.arch))
@@ -105,7 +105,7 @@ def cpu_latent_side(cpu_point: dict[str, Any]) -> int:
 
 def shrink_scales(scales: str, side: int) -> str:
     """Keep the steps that fit a side x side latent; the last step is the full latent (module docstring)."""
-    from fvq.validation import parse_scales
+    from fvq.core.validation import parse_scales
 
     kept = [s for s in parse_scales(scales) if s <= side]
     return ",".join(map(str, kept if kept and kept[-1] == side else [*kept, side]))

@@ -18,9 +18,9 @@ import time
 
 import optuna
 
-from fvq.config import ConfigError
-from fvq.errors import SetupError
-from fvq.rundir import read_json, read_status, write_json
+from fvq.core.config import ConfigError
+from fvq.core.errors import SetupError
+from fvq.core.rundir import read_json, read_status, write_json
 from sweeps import searches
 from sweeps.launcher import classify, launch_local, launch_slurm
 from sweeps.options import REPO, Options

@@ -1,4 +1,4 @@
-"""MLflow side of the tracking hook: `MLflowSink` implements `fvq.track.Sink` for one MLflow run.
+"""MLflow side of the tracking hook: `MLflowSink` implements `fvq.core.track.Sink` for one MLflow run.
 
 - The experiment is created once by the launcher (`ensure_experiment`), never raced by jobs, as a model
   training experiment (MLflow 3 otherwise may open it on its GenAI overview instead of the runs table).
@@ -11,10 +11,10 @@
   (``<dir of the db>/mlartifacts/<experiment>``); on a cluster: a tracking server URI (``make mlflow-ui`` /
   ``mlflow server`` bound to 127.0.0.1). A store whose experiment keeps its artifacts elsewhere (the
   project was moved or copied) is refused, never written into the old tree.
-- Unsent metrics and unfinished end states left in a run dir (fvq/track.py) are sent by `sync_run`:
+- Unsent metrics and unfinished end states left in a run dir (fvq/core/track.py) are sent by `sync_run`:
   ``python sweeps/run.py grid=... sync=true``, and any launch of the grid, does it for every point.
 - HTTP retries are capped so that a vanished server costs seconds, not minutes; the buffered tracker in
-  fvq/track.py keeps the metrics meanwhile.
+  fvq/core/track.py keeps the metrics meanwhile.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from fvq.errors import SetupError  # noqa: E402
+from fvq.core.errors import SetupError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_URI = f"sqlite:///{os.path.join(REPO, 'mlflow.db')}"
@@ -141,7 +141,7 @@ def open_run(uri: str, experiment: str, run_dir: str, run_name: str, tags: dict[
 
 
 class MLflowSink:
-    """`fvq.track.Sink` over MlflowClient.log_batch (at most 1,000 metrics / 100 params per call)."""
+    """`fvq.core.track.Sink` over MlflowClient.log_batch (at most 1,000 metrics / 100 params per call)."""
 
     def __init__(self, uri: str, run_id: str):
         self.client = MlflowClient(uri)
@@ -169,10 +169,10 @@ class MLflowSink:
 
 
 def sync_run(run_dir: str) -> str:
-    """Send what a run dir holds that its MLflow run has not taken (fvq/track.py: unsent metrics, an end
+    """Send what a run dir holds that its MLflow run has not taken (fvq/core/track.py: unsent metrics, an end
     status); a one-line account, "" when there was nothing to send."""
-    from fvq.rundir import read_json
-    from fvq.track import UNFINISHED, UNSENT, read_jsonl
+    from fvq.core.rundir import read_json
+    from fvq.core.track import UNFINISHED, UNSENT, read_jsonl
 
     ml = read_json(os.path.join(run_dir, "mlflow.json"))
     unsent, marker = os.path.join(run_dir, UNSENT), os.path.join(run_dir, UNFINISHED)

@@ -165,7 +165,7 @@ def test_build_reports_one_line_per_artefact(results, tmp_path, capsys):
 
 def test_table6_is_generated_from_the_code_presets(tmp_path, monkeypatch):
     from analysis.tables import tab6_config
-    from fvq.config import base_config
+    from fvq.core.config import base_config
 
     cfg = base_config("paper")
     assert tab6_config.build(tmp_path, tmp_path) == []  # the presets agree with the paper's Table 6
@@ -181,14 +181,14 @@ def test_table6_is_generated_from_the_code_presets(tmp_path, monkeypatch):
 
 
 def test_table10_is_computed_by_fvq_flops(tmp_path):
-    pytest.importorskip("fvq.flops")
+    pytest.importorskip("fvq.vq.flops")
     from analysis.tables import tab10_flops
 
     assert tab10_flops.build(tmp_path, tmp_path) == []
     md = (tmp_path / "tab10_flops.md").read_text()
     for size in (16384, 262144):
         cells = [f"{tab10_flops.flops(kind, size) / 1e9:.2f}G" for kind in ("linear", "mlp", "vqbridge")]
-        row = next(line for line in md.splitlines() if line.startswith(f"| fvq.flops.projector_flops | {size:,} |"))
+        row = next(line for line in md.splitlines() if line.startswith(f"| fvq.vq.flops.projector_flops | {size:,} |"))
         assert all(c in row for c in cells), (row, cells)
 
 
@@ -208,7 +208,7 @@ def store(tmp_path_factory):
 def log_run(client, cfg, sig, status="FINISHED", **params):
     from mlflow.entities import Metric, Param
 
-    from fvq.config import to_flat_dict
+    from fvq.core.config import to_flat_dict
 
     run = client.create_run(client.get_experiment_by_name("fvq").experiment_id,
                             tags={"signature": sig, "commit": "abc123", "scale": "cpu"})

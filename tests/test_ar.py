@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-from fvq.ar import ARConfig, ar_overrides, train_ar
-from fvq.config import ConfigError, Config, apply_overrides, to_json
-from fvq.tokens import TokenizerError, cache_path, check_tokenizer, token_cache, tokenizer_key
+from fvq.generation.ar import ARConfig, ar_overrides, train_ar
+from fvq.core.config import ConfigError, Config, apply_overrides, to_json
+from fvq.generation.tokens import TokenizerError, cache_path, check_tokenizer, token_cache, tokenizer_key
 from fvq.train import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

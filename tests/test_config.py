@@ -1,8 +1,8 @@
-"""Typed overrides, validation, and the scale presets (fvq/config.py)."""
+"""Typed overrides, validation, and the scale presets (fvq/core/config.py)."""
 import pytest
 
-from fvq.config import (Config, ConfigError, all_keys, apply_overrides, base_config, diff, from_flat_dict,
-                        to_flat_dict)
+from fvq.core.config import (Config, ConfigError, all_keys, apply_overrides, base_config, diff, from_flat_dict,
+                             to_flat_dict)
 
 
 def test_overrides_are_typed():

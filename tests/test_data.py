@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fvq.data import FASHION_DIR, build_dataset, epoch_permutation
+from fvq.core.data import FASHION_DIR, build_dataset, epoch_permutation
 
 
 @pytest.fixture(scope="module")

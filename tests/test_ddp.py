@@ -20,8 +20,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from fvq import dist
-from fvq.config import Config, apply_overrides
+from fvq.core import dist
+from fvq.core.config import Config, apply_overrides
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The cpu-2 model on 32x32 photos, global batch 8: a few seconds per run. 40 steps leave time to requeue.
@@ -57,7 +57,7 @@ def spawn(fn_name: str, tmp_path, world: int = 2) -> list:
 
 
 def _reductions(rank: int) -> dict:
-    from fvq.metrics import UsageCounter, WindowedUsage
+    from fvq.eval.metrics import UsageCounter, WindowedUsage
 
     mine = [torch.tensor([0, 1, 2, 2]), torch.tensor([2, 3, 7])][rank]
     c = UsageCounter(10)
@@ -111,7 +111,7 @@ def _lpips_stand_in(x, y):  # per-image values, like LPIPS: checks they are gath
 
 
 def _evaluate(rank: int) -> dict:
-    from fvq.evaluate import evaluate
+    from fvq.eval.evaluate import evaluate
 
     model, val = _eval_model()
     fid = os.path.isfile(os.path.join(REPO, "weights", "default_1.pt"))
@@ -121,7 +121,7 @@ def _evaluate(rank: int) -> dict:
 
 @pytest.mark.slow
 def test_sharded_evaluation_equals_one_process(tmp_path, monkeypatch):
-    from fvq.evaluate import evaluate
+    from fvq.eval.evaluate import evaluate
 
     monkeypatch.setenv("FVQ_TEST_CACHE", str(tmp_path / "fid"))  # real features computed by both ranks
     model, val = _eval_model()
@@ -233,7 +233,7 @@ def test_two_tasks_on_slurm_requeued_equal_one(one_process, tmp_path, slurm_clus
     -> torchrun variables -> gloo; `scontrol requeue` mid-run -> both ranks stop, the job resumes."""
     from mlflow.tracking import MlflowClient
 
-    from fvq.rundir import prepare_run_dir
+    from fvq.core.rundir import prepare_run_dir
     from slurm.devcluster import wait_until
     from slurm.spec import load_spec
     from sweeps.launcher import git_commit, launch_slurm

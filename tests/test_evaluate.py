@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-import fvq.evaluate as ev
-from fvq.evaluate import evaluate, find_fid_weights
+import fvq.eval.evaluate as ev
+from fvq.eval.evaluate import evaluate, find_fid_weights
 
 HAVE_WEIGHTS = find_fid_weights()[0] is not None if not os.environ.get("FVQ_FID_WEIGHTS") else \
     os.path.isfile(os.environ["FVQ_FID_WEIGHTS"])

@@ -15,9 +15,9 @@ import time
 import pytest
 from conftest import MLflowServer
 
-from fvq.config import Config, apply_overrides, to_json
-from fvq.rundir import claim, read_status, release
-from fvq.track import UNFINISHED, UNSENT, BufferedTracker, read_jsonl
+from fvq.core.config import Config, apply_overrides, to_json
+from fvq.core.rundir import claim, read_status, release
+from fvq.core.track import UNFINISHED, UNSENT, BufferedTracker, read_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["optim.steps=8", "log.every=1", "log.ckpt_every=2", "data.train_size=64", "data.val_size=8",
@@ -107,7 +107,7 @@ def test_search_dry_and_status_train_nothing(tmp_path):
 def test_concurrent_launches_claim_each_run_once(tmp_path):
     run = str(tmp_path / "r")
     assert claim(run) == ""
-    other = subprocess.run([sys.executable, "-c", f"from fvq.rundir import claim; print(claim({run!r}))"],
+    other = subprocess.run([sys.executable, "-c", f"from fvq.core.rundir import claim; print(claim({run!r}))"],
                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
     assert other.stdout.strip() == f"pid {os.getpid()} on {socket.gethostname()}"
     release(run)
@@ -296,7 +296,7 @@ def test_empty_checkpoint_is_a_checkpoint_error(tmp_path):
 
 
 def test_unreadable_image_names_the_file(tmp_path):
-    from fvq.data import build_dataset
+    from fvq.core.data import build_dataset
 
     root = tmp_path / "imgs"
     root.mkdir()

@@ -1,8 +1,8 @@
-"""The generator's GPT (fvq/gpt.py): KV cache == full recomputation, CFG, determinism, sizes, filters."""
+"""The generator's GPT (fvq/generation/gpt.py): KV cache == full recomputation, CFG, determinism, sizes, filters."""
 import pytest
 import torch
 
-from fvq.gpt import GPT, PRESETS, filter_logits, generate, guided, rope_2d, spec
+from fvq.generation.gpt import GPT, PRESETS, filter_logits, generate, guided, rope_2d, spec
 
 
 def tiny(**over) -> GPT:

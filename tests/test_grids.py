@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from fvq.config import Config, ConfigError, to_flat_dict
+from fvq.core.config import Config, ConfigError, to_flat_dict
 from sweeps import grids
 from sweeps.identity import IdentityError, check_stored, science_delta, signature
 from sweeps.scale import resolve, to_scale
@@ -100,7 +100,7 @@ def test_changed_default_is_an_error(tmp_path):
 
 
 def test_local_launcher_orders_longest_first():
-    """est_cost (steps x fvq.flops.train_step_flops) ranks the patch-size grid as measured on 2 cores: the
+    """est_cost (steps x fvq.vq.flops.train_step_flops) ranks the patch-size grid as measured on 2 cores: the
     K=1,024 p=1 bridge (1,024 tokens, ~0.8 s/step) before p=4 (~0.38 s) before K=256 p=16 (~0.28 s)."""
     from sweeps.launcher import est_cost
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from fvq.losses import BACKBONE_FILES, LPIPSWeightsMissing, PatchGAN, VQLoss, hinge_d_loss, load_lpips
-from fvq.quantize import VectorQuantizer
+from fvq.vq.losses import BACKBONE_FILES, LPIPSWeightsMissing, PatchGAN, VQLoss, hinge_d_loss, load_lpips
+from fvq.vq.quantize import VectorQuantizer
 
 
 def test_lpips_missing_weights_is_a_clear_error(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from fvq.metrics import UsageCounter, WindowedUsage, group_collapse_hint, perplexity
+from fvq.eval.metrics import UsageCounter, WindowedUsage, group_collapse_hint, perplexity
 
 
 def test_usage_counter():

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from fvq.models import ARCHS, VQModel
-from fvq.projectors import build_projector
-from fvq.quantize import VectorQuantizer
+from fvq.vq.models import ARCHS, VQModel
+from fvq.vq.projectors import build_projector
+from fvq.vq.quantize import VectorQuantizer
 
 
 def model(arch="cpu-4", channel=16, k=64):

@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
-from fvq.config import Config, ConfigError, apply_overrides
-from fvq.multicode import MultiScaleQuantizer, ResidualQuantizer
-from fvq.projectors import build_projector
-from fvq.quantize import QuantOut, VectorQuantizer
+from fvq.core.config import Config, ConfigError, apply_overrides
+from fvq.vq.multicode import MultiScaleQuantizer, ResidualQuantizer
+from fvq.vq.projectors import build_projector
+from fvq.vq.quantize import QuantOut, VectorQuantizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K, D = 64, 16
@@ -193,7 +193,7 @@ def test_build_rejects_scales_larger_than_the_latent():
 
 
 def test_projector_flops_per_step_counts_each_book_once():
-    from fvq.flops import projector_flops, projector_flops_per_step
+    from fvq.vq.flops import projector_flops, projector_flops_per_step
 
     one = projector_flops("vqbridge", 16384, 256, group=16)
     assert projector_flops_per_step("vqbridge", 16384, 256, group=16) == one  # shared: once for all D levels

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from fvq.flops import projector_flops, projector_params
-from fvq.projectors import PRESETS, VQBridge, build_projector, from_preset
+from fvq.vq.flops import projector_flops, projector_params
+from fvq.vq.projectors import PRESETS, VQBridge, build_projector, from_preset
 
 
 @pytest.mark.parametrize("kind", ["identity", "linear", "mlp", "vqbridge"])
@@ -93,7 +93,7 @@ def test_flop_count_matches_measurement(kind):
 ])
 def test_projected_codebook_at_step_0_from_a_config(projector, init, distinct):
     from fvq.build import build_quantizer
-    from fvq.config import apply_overrides, base_config
+    from fvq.core.config import apply_overrides, base_config
 
     torch.manual_seed(0)
     cfg = apply_overrides(base_config("cpu"), {"quant.projector": projector, "quant.init": init})

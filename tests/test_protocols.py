@@ -1,4 +1,5 @@
-"""Evaluation protocols (fvq/protocols.py): each protocol's preprocessing pinned on known images."""
+"""Evaluation protocols (fvq/core/protocol_presets.py, fvq/eval/protocols.py): each protocol's preprocessing
+pinned on known images."""
 import io
 import os
 
@@ -7,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fvq.config import ConfigError, apply_overrides, base_config
-from fvq.protocols import (PRESETS, crop_box, get_protocol, jpeg_roundtrip, luma, psnr, ssim, to_image,
-                           val_crop)
+from fvq.core.config import ConfigError, apply_overrides, base_config
+from fvq.core.protocol_presets import PRESETS, crop_box, get_protocol, val_crop
+from fvq.eval.protocols import jpeg_roundtrip, luma, psnr, ssim, to_image
 
 
 def coordinate_image(h: int, w: int) -> Image.Image:
@@ -151,8 +152,8 @@ class _Noisy(torch.nn.Module):
 
 
 def test_evaluate_follows_the_official_protocol():
-    from fvq.data import build_dataset
-    from fvq.evaluate import evaluate
+    from fvq.core.data import build_dataset
+    from fvq.eval.evaluate import evaluate
 
     ds = build_dataset("photos", "val", 32, n=6)
     off = evaluate(_Noisy(), ds, batch_size=6, fid=False, protocol="official").metrics
@@ -174,7 +175,7 @@ def test_eval_lpips_is_alexnet_from_a_given_file_or_missing_with_reason(tmp_path
     import lpips
 
     from fvq.build import build_eval_lpips
-    from fvq.config import apply_overrides
+    from fvq.core.config import apply_overrides
 
     cfg = apply_overrides(base_config("cpu"), ["eval.lpips=true", "eval.lpips_net=alex",
                                                 f"eval.lpips_weights={tmp_path / 'absent.pth'}"])
@@ -199,14 +200,14 @@ def _write_jpegs(folder, n=3):
 
 def test_coco_extra_set_gets_its_own_metrics(tmp_path):
     from fvq.build import build_extra_datasets, evaluate_run
-    from fvq.config import apply_overrides
+    from fvq.core.config import apply_overrides
 
     _write_jpegs(tmp_path / "val2017")
     cfg = apply_overrides(base_config("cpu"), ["eval.fid=false", "eval.protocol=official", "eval.images=4",
                                                 "data.val_size=4", f"eval.extra=coco:{tmp_path / 'val2017'}"])
     (name, coco), = build_extra_datasets(cfg)
     assert name == "coco" and len(coco) == 3 and tuple(coco[0].shape) == (3, 32, 32)
-    from fvq.data import build_dataset
+    from fvq.core.data import build_dataset
 
     res = evaluate_run(cfg, _Noisy(), build_dataset("photos", "val", 32, n=4), torch.device("cpu"), None, "off")
     assert res.metrics["coco/eval_images"] == 3 and "coco/psnr" in res.metrics and res.metrics["eval_images"] == 4
@@ -219,13 +220,13 @@ def test_coco_extra_set_gets_its_own_metrics(tmp_path):
 
 
 HAVE_FID = os.path.isfile(os.environ.get("FVQ_FID_WEIGHTS", "")) or \
-    __import__("fvq.evaluate", fromlist=["x"]).find_fid_weights()[0] is not None
+    __import__("fvq.eval.evaluate", fromlist=["x"]).find_fid_weights()[0] is not None
 
 
 @pytest.mark.skipif(not HAVE_FID, reason="no FID Inception weights (run `make weights`)")
 def test_official_rfid_goes_through_jpeg_on_both_sides(tmp_path):
-    from fvq.data import build_dataset
-    from fvq.evaluate import evaluate
+    from fvq.core.data import build_dataset
+    from fvq.eval.evaluate import evaluate
 
     class Same(_Noisy):
         def forward(self, x):
@@ -246,7 +247,7 @@ def test_run_evaluates_coco_at_the_end_and_a_missing_coco_is_one_line_exit_2(tmp
     import subprocess
     import sys
 
-    from fvq.config import apply_overrides
+    from fvq.core.config import apply_overrides
     from fvq.train import train
 
     _write_jpegs(tmp_path / "val2017")

@@ -3,8 +3,8 @@ export round trip."""
 import pytest
 import torch
 
-from fvq.projectors import build_projector
-from fvq.quantize import QuantOut, VectorQuantizer, nearest_code
+from fvq.vq.projectors import build_projector
+from fvq.vq.quantize import QuantOut, VectorQuantizer, nearest_code
 
 
 def brute(z, cb):

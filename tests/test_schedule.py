@@ -1,8 +1,8 @@
 """Learning annealing values at key steps (Table 6, Table 9)."""
 import pytest
 
-from fvq.config import SchedCfg
-from fvq.schedule import lr_factor, phases
+from fvq.core.config import SchedCfg
+from fvq.core.schedule import lr_factor, phases
 
 T = 1000
 

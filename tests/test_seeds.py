@@ -1,7 +1,7 @@
 """The seed axis of a grid launch (sweeps/options.py parse_seeds, sweeps/plan.py plan_grids)."""
 import pytest
 
-from fvq.config import ConfigError
+from fvq.core.config import ConfigError
 from sweeps.options import parse, parse_seeds
 from sweeps.plan import plan_grids
 

@@ -19,7 +19,7 @@ def test_unknown_projector_is_a_clear_error():
 
 
 def test_vqbridge_keeps_z_q_closer_and_uses_more_codes_than_plain_ste():
-    pytest.importorskip("fvq.projectors")
+    pytest.importorskip("fvq.vq.projectors")
     plain, bridge = (run_toy(k, seed=0, **TSNE_VARIANT) for k in ("none", "vqbridge"))
     assert bridge.final_distance < plain.final_distance      # Challenge 1: smaller STE error
     assert bridge.usage > plain.usage                         # Challenge 3: sparse codebook gradients
@@ -27,7 +27,7 @@ def test_vqbridge_keeps_z_q_closer_and_uses_more_codes_than_plain_ste():
 
 
 def test_plain_ste_spirals_while_vqbridge_follows_z_e():
-    pytest.importorskip("fvq.projectors")
+    pytest.importorskip("fvq.vq.projectors")
     plain, bridge = (run_toy(k, seed=0, **TRAJECTORY_VARIANT) for k in ("none", "vqbridge"))
     assert plain.turns > bridge.turns                         # Fig. 2 left: spiral vs piecewise-linear path
     early = len(plain.distance) // 8                          # "reducing their distance already early"

@@ -6,7 +6,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fvq.track import BufferedTracker
+from fvq.core.track import BufferedTracker
 from sweeps.tracking import MLflowSink, TrackingError, check_reachable, ensure_experiment, open_run
 
 pytestmark = pytest.mark.slow

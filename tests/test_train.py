@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from fvq.config import Config, apply_overrides
-from fvq.rundir import RunDirError
+from fvq.core.config import Config, apply_overrides
+from fvq.core.rundir import RunDirError
 from fvq.train import RunFailed, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from fvq.config import Config, apply_overrides
+from fvq.core.config import Config, apply_overrides
 from fvq.train import train
 
 SHORT = {"optim.steps": "90", "log.every": "30", "log.ckpt_every": "90", "log.usage_window": "30",

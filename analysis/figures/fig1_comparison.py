@@ -3,7 +3,7 @@
 Panels (a) and (b) are the paper's own numbers (Tables 1 and 2, analysis/paper/). Panel (c) is this harness:
 the LlamaGen VQGAN baseline and FVQ at the same grid points (sweeps/grids/scaling.py rows 1, 2, 6), at the
 scale they ran. Our rFID is on the run's own validation images, so (c) compares methods with each other,
-never with (a). Panel (d) is this harness's generation (results/generation_cpu.csv, fvq/ar.py): gFID of the
+never with (a). Panel (d) is this harness's generation (results/generation_cpu.csv, fvq/generation/ar.py): gFID of the
 same tiny GPT on plain-VQ vs FVQ tokens at cpu scale, mean +- sd over AR seeds; compare it only with itself.
 
     python -m analysis.figures.fig1_comparison [--results results --out results/figures]

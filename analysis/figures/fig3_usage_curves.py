@@ -1,7 +1,7 @@
 """Fig. 3: codebook usage during training - linear, linear + annealing, MLP-5, VQBridge, small and large K.
 
 Reads results/projector.csv (which run is which) and results/projector_curves.csv (``train/usage``: the
-windowed usage over recent training tokens, fvq.metrics.WindowedUsage). The paper's figure has no
+windowed usage over recent training tokens, fvq.eval.metrics.WindowedUsage). The paper's figure has no
 transcribed numbers; its end-of-training usage from Table 5 is marked at the right edge of each panel.
 
     python -m analysis.figures.fig3_usage_curves [--results results --out results/figures]

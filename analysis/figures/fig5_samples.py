@@ -1,6 +1,6 @@
 """Fig. 5 (right): class-conditional samples of the generator on plain-VQ tokens vs FVQ tokens.
 
-Each panel is one generator run's samples.png (fvq/ar.py: one sample per class, classes in order), copied to
+Each panel is one generator run's samples.png (fvq/generation/ar.py: one sample per class, classes in order), copied to
 results/samples/<run>.png by `analysis.collect grid=generation`; the runs are the rows of results/generation_cpu.csv
 (seed 0 of each tokenizer). At cpu scale the classes are the 22 source photos of the built-in crops, so a
 good sample looks like a 32x32 crop of its photo; the paper's panel shows ImageNet 256x256 samples.

@@ -1,6 +1,6 @@
-"""Table 10 (Appendix H): projector cost in FLOPs (multiply-adds, G = 1e9), paper vs fvq.flops.
+"""Table 10 (Appendix H): projector cost in FLOPs (multiply-adds, G = 1e9), paper vs fvq.vq.flops.
 
-Ours are computed, not measured: fvq.flops.projector_flops at the paper preset (base_config("paper"):
+Ours are computed, not measured: fvq.vq.flops.projector_flops at the paper preset (base_config("paper"):
 d = 256, d' = d, N = 2, 4 heads, MLP ratio 2, MLP-5) with the group sizes of the codebook-size fragments
 (p = 16 at 16,384, p = 64 at 262,144; sweeps/grids/_fragments.py).
 
@@ -17,8 +17,8 @@ KINDS = {"linear_g": ("Linear", "linear"), "mlp5_g": ("MLP-5", "mlp"), "vqbridge
 
 def flops(kind: str, num_codes: int) -> int:
     """Multiply-adds of one projector forward pass over the whole codebook, at the paper preset."""
-    from fvq.config import base_config
-    from fvq.flops import projector_flops
+    from fvq.core.config import base_config
+    from fvq.vq.flops import projector_flops
     from sweeps.grids._fragments import k16, k262
 
     q, d = base_config("paper").quant, base_config("paper").model.channel
@@ -36,11 +36,11 @@ def build(results: Path, out: Path) -> list[str]:
         for col, (_, kind) in KINDS.items():
             try:
                 g = flops(kind, size) / 1e9
-            except ImportError as e:  # fvq/flops.py not there (yet): say so, never a made-up number
-                ours.append(notes.dash(f"fvq.flops unavailable ({e})"))
+            except ImportError as e:  # fvq/vq/flops.py not there (yet): say so, never a made-up number
+                ours.append(notes.dash(f"fvq.vq.flops unavailable ({e})"))
                 continue
             ours.append(f"{g:.2f}G ({g / float(getattr(ref, col)):.2f}x paper)")
-        rows.append(["fvq.flops.projector_flops", f"{size:,}", *ours])
+        rows.append(["fvq.vq.flops.projector_flops", f"{size:,}", *ours])
     table = Table("Table 10: Estimated Model Computational Cost (in FLOPs).",
                   ["Source", "Codebook Size", *(name for name, _ in KINDS.values())], rows, notes,
                   ["FLOPs = multiply-adds of f(C) over the whole codebook (once per training step; "

@@ -1,7 +1,7 @@
 """Table 2: class-conditional ImageNet 256x256 generation (LlamaGen on FVQ tokens vs other generators).
 
 The paper's rows (reference, ImageNet 256x256, 50k samples), then the rows measured here from
-results/generation_cpu.csv (fvq/ar.py at cpu scale: a tiny LlamaGen-style GPT on the tokens of a plain-VQ
+results/generation_cpu.csv (fvq/generation/ar.py at cpu scale: a tiny LlamaGen-style GPT on the tokens of a plain-VQ
 and of an FVQ tokenizer, 22 photo classes, gFID against real crops; mean +- sd over AR seeds). The two
 scales are not comparable in value: only the ordering of the measured rows answers Table 2's question.
 
@@ -31,7 +31,7 @@ def _ms(v: pd.Series, digits: int = 2) -> str:
 
 def _params(model: str) -> str:
     """The generator's size at the cpu preset: K = 1,024 codes, 22 photo classes, 8x8 tokens."""
-    from fvq.gpt import GPT, spec
+    from fvq.generation.gpt import GPT, spec
 
     n = sum(p.numel() for p in GPT(spec(model, vocab=1024, classes=22, tokens=64)).parameters())
     return f"{n / 1e6:.2f}M"

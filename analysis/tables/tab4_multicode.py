@@ -19,7 +19,7 @@ from analysis.common import (Notes, Table, cited, gaps, harness, main, metric, p
 
 COLUMNS = ["Source", "Method", "Training Epoch", "Token Map", "Codebook Size", "Vector Channel", "rFID", "Usage",
            "Usage per level", "Ran", "Run"]
-LEVELS_MISSING = ("usage per depth/scale not logged by this run (fvq/evaluate.py records it through the "
+LEVELS_MISSING = ("usage per depth/scale not logged by this run (fvq/eval/evaluate.py records it through the "
                   "quantizer's level_usage)")
 
 
@@ -51,7 +51,7 @@ def per_level(row: pd.Series | None, notes: Notes) -> str:
 
 
 def build(results: Path, out: Path) -> list[str]:
-    from fvq.flops import projector_flops_per_step
+    from fvq.vq.flops import projector_flops_per_step
     from sweeps.grids.multicode import ROWS
 
     notes, rows = Notes(), []
@@ -72,7 +72,7 @@ def build(results: Path, out: Path) -> list[str]:
                    "1, 2, 3, 4, 5, 6, 8, 10, 13, 16 (680 = sum of squares).",
                    f"FVQ rows project their one shared codebook once per training step whatever the number of "
                    f"depths or scales: VQBridge at K=16,384, p=16 costs {cost:.2f}G multiply-adds per step "
-                   f"(fvq.flops, as Table 10) and nothing at inference.",
+                   f"(fvq.vq.flops, as Table 10) and nothing at inference.",
                    "Our rFID is measured on each run's own validation images (scale=cpu: built-in photos at "
                    "32x32), so its value is comparable between our rows, not with ImageNet numbers."])
     write_tables(out, "tab4_multicode", [table])

@@ -36,7 +36,7 @@ def build(results: Path, out: Path) -> list[str]:
                          f"{int(r['quant.codebook_size']):,}" if r is not None else "",
                          run_id(r, "projector", notes)])
     table = Table("Table 5: Additional observational results.", COLUMNS, rows, notes,
-                  ["Our usage is measured on the validation set at the end of training (fvq/evaluate.py); our cells are "
+                  ["Our usage is measured on the validation set at the end of training (fvq/eval/evaluate.py); our cells are "
                    "mean ± sd over seeds (n = number of seeds)."])
     write_tables(out, "tab5_projector", [table])
     return gaps(notes)

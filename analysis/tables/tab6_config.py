@@ -1,6 +1,6 @@
 """Table 6 (Appendix G): the reconstruction training configuration, GENERATED from the code's presets.
 
-Every value of the "code" columns is read from fvq.config.base_config("paper") (and "cpu" for context) or
+Every value of the "code" columns is read from fvq.core.config.base_config("paper") (and "cpu" for context) or
 from fvq/train.py itself, so this table cannot drift from what runs. Each row is compared with the paper's
 Table 6 (the numbers in the cell, in order); a mismatch is flagged in the table and returned as a gap.
 
@@ -28,7 +28,7 @@ def optimizer() -> str:
 
 def describe(scale: str) -> dict[str, str]:
     """The Table 6 rows written from the preset, in the paper's own notation."""
-    from fvq.config import base_config
+    from fvq.core.config import base_config
     from sweeps.scale import IMAGENET_TRAIN
 
     cfg = base_config(scale)
@@ -74,10 +74,10 @@ def build(results: Path, out: Path) -> list[str]:
         if not ok:
             diffs.append(f"Table 6 '{ref.config}' differs: paper {ref.reconstruction!r}, code {code[ref.config]!r}")
         rows.append([ref.config, ref.reconstruction, code[ref.config], "✓" if ok else "DIFFERS", cpu[ref.config]])
-    from fvq.config import base_config
+    from fvq.core.config import base_config
 
     cfg = base_config("paper")
-    table = Table("Table 6: Experimental configurations (reconstruction), generated from fvq/config.py.",
+    table = Table("Table 6: Experimental configurations (reconstruction), generated from fvq/core/config.py.",
                   COLUMNS, rows, remarks=[
                       f"Peak lr = base lr x batch / base batch (LlamaGen rule): {cfg.lr:g} at batch {cfg.optim.batch}.",
                       "Generation column of the paper's Table 6 (AdamW, 300-350 epochs): not part of this harness.",

@@ -1,6 +1,6 @@
 """Table 7 (Appendix H): more reconstruction metrics (rFID, PSNR, SSIM, usage); paper and this harness.
 
-The paper's column reads "RSNR"; its values (20-23 dB) are PSNR, which is what fvq/evaluate.py reports.
+The paper's column reads "RSNR"; its values (20-23 dB) are PSNR, which is what fvq/eval/evaluate.py reports.
 Usage counted on few tokens per code reads low, so our rows add perplexity and tokens per code beside it.
 
     python -m analysis.tables.tab7_metrics [--results results --out results/tables]

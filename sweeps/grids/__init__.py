@@ -8,7 +8,7 @@ import importlib
 import pkgutil
 from types import ModuleType
 
-from fvq.config import ConfigError
+from fvq.core.config import ConfigError
 
 
 # Grids whose points name a tokenizer point plus generator settings (sweeps/generation.py), not a config:

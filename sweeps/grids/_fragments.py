@@ -25,7 +25,7 @@ k262 = {"quant.codebook_size": 262144, "quant.group": 64}
 # the VQGAN baseline of Tables 1 and 3: LlamaGen's VQ (l2-normalised codes, no projector, constant lr)
 vqgan = {**plain, **no_anneal, "quant.l2_norm": True}
 
-# multi-code quantizers (section 4.4, Table 4; fvq/multicode.py), one shared codebook as the originals
+# multi-code quantizers (section 4.4, Table 4; fvq/vq/multicode.py), one shared codebook as the originals
 # RQ-VAE 8x8x4: its own ratio-32 tokenizer (256 -> 8x8), 4 residual codes per position
 rq = {"quant.kind": "rq", "quant.depth_codes": 4, "model.arch": "vq-32"}
 # VAR 680_10step on VQ-16's 16x16 latent, with VAR's 4 shared phi refiners

@@ -1,4 +1,4 @@
-"""Generation (Tables 2 and 11, Fig. 1 left, Fig. 5 right): the LlamaGen-style GPT (fvq/gpt.py) on the
+"""Generation (Tables 2 and 11, Fig. 1 left, Fig. 5 right): the LlamaGen-style GPT (fvq/generation/gpt.py) on the
 tokens of a tokenizer grid point, tokenizer x AR size x CFG. Each point names its tokenizer by a grid
 point in paper terms (the launcher resolves it to a signature and runs it first when it is missing),
 never by a path.

@@ -6,7 +6,7 @@ import importlib
 import pkgutil
 from types import ModuleType
 
-from fvq.config import ConfigError
+from fvq.core.config import ConfigError
 
 
 def names() -> list[str]:

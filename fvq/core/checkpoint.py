@@ -3,7 +3,7 @@
 A checkpoint holds everything needed for a resumed run to be bit-identical to an uninterrupted one on
 CPU: model / discriminator / optimiser states, the step, torch's CPU (and CUDA) RNG states, and the
 training-curve state (windowed usage). Data order needs no saved state: it is a pure function of
-(seed, epoch, index) (fvq/data.py). Python's and NumPy's RNGs are not used by training.
+(seed, epoch, index) (fvq/core/data.py). Python's and NumPy's RNGs are not used by training.
 
 Writes go to a temporary file in the same directory, are fsynced, then renamed over the old file, so a
 kill -9 at any moment leaves either the old or the new checkpoint, never a torn one.
@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from fvq.config import science_mismatch
-from fvq.errors import SetupError, one_line
+from fvq.core.config import science_mismatch
+from fvq.core.errors import SetupError, one_line
 
 
 class CheckpointError(SetupError, RuntimeError):

@@ -1,14 +1,24 @@
-"""Checks of a resolved :class:`fvq.config.Config` that need no model construction: choices, positive
+"""Checks of a resolved :class:`fvq.core.config.Config` that need no model construction: choices, positive
 sizes, fractions, finite numbers, optimiser settings, evaluation counts, multi-code keys. Each failure is a
 one-line ``ConfigError`` naming the key. Models and projectors check their own combinations, and
 ``fvq.build.check_buildable`` adds what needs the architecture or the file system.
+
+config.py validates every override it applies, so this module sits below it and reads nothing of it at
+run time: the config comes with its flat form (``to_flat_dict``), and the allowed values of each key,
+the scale presets' names among them, are here.
 """
 from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING, Any
 
-from fvq.config import SCALES, Config, ConfigError, QuantCfg, to_flat_dict
+from fvq.core.errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only
+    from fvq.core.config import Config, QuantCfg
+
+SCALES = ("cpu", "paper")  # the presets of fvq.core.config.base_config
 
 _CHOICES = {
     "scale": SCALES,
@@ -33,10 +43,10 @@ _POSITIVE = ("model.channel", "quant.codebook_size", "quant.depth", "quant.group
 _FRACTIONS = ("sched.warmup", "sched.warmup_start", "sched.constant", "sched.final")
 
 
-def validate(cfg: Config) -> None:
+def validate(cfg: Config, flat: dict[str, Any]) -> None:
     """Checks that need no model construction; models/projectors validate their own combinations
-    (fvq.build.check_buildable adds the ones that need the architecture or the file system)."""
-    flat = to_flat_dict(cfg)
+    (fvq.build.check_buildable adds the ones that need the architecture or the file system). ``flat`` is
+    ``to_flat_dict(cfg)``."""
     for key, value in flat.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}={value}: must be a finite number")
@@ -74,7 +84,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"eval.fid_images={cfg.eval.fid_images} must be >= 0 (0 = every evaluated image)")
     if cfg.eval.ssim_range < 0:
         raise ConfigError(f"eval.ssim_range={cfg.eval.ssim_range} must be >= 0 (0 = the protocol's)")
-    from fvq.protocols import extra_sets
+    from fvq.core.protocol_presets import extra_sets
 
     try:
         extra_sets(cfg.eval.extra)

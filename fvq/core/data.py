@@ -21,7 +21,8 @@ Sources
   crop, random horizontal flip. Val: resize the short side to ``image_size`` (bicubic), centre crop.
   ``protocol="llamagen"`` switches the val transform to ADM's centre crop (BOX halving while the short
   side >= 2 * size, BICUBIC to size, centre crop), ``protocol="official"`` to a centre crop with no resize
-  (fvq/protocols.py). For the built-in sources (photos, fashion_mnist) the crops of every protocol coincide.
+  (fvq/core/protocol_presets.py). For the built-in sources (photos, fashion_mnist) the crops of every
+  protocol coincide.
 
 Determinism: train augmentation is a pure function of (seed, epoch, index): every item seeds its own
 ``torch.Generator`` from those three ints, so resume and any number of DataLoader workers see identical
@@ -334,7 +335,7 @@ class ImageFolder(_Base):
             if bool(torch.rand((), generator=g) < 0.5):
                 arr = arr[:, ::-1]
         else:
-            from fvq.protocols import PRESETS, val_crop
+            from fvq.core.protocol_presets import PRESETS, val_crop
 
             arr = val_crop(img, s, PRESETS[self.protocol].crop)
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div(255)
@@ -346,7 +347,7 @@ def build_dataset(source: str, split: str, image_size: int, *, path: str | None 
     """A dataset of (3, image_size, image_size) float32 images in [-1, 1]; see the module docstring."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    from fvq.protocols import PROTOCOLS
+    from fvq.core.protocol_presets import PROTOCOLS
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")

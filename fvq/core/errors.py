@@ -12,6 +12,11 @@ class SetupError(Exception):
     """Bad input found before (or instead of) training; the message is one line naming what to change."""
 
 
+class ConfigError(SetupError, ValueError):
+    """Bad configuration input; the message is one line naming the key. Here, not in config.py, so that the
+    checks of validation.py (below config.py) raise it too; ``fvq.core.config.ConfigError`` is this class."""
+
+
 def one_line(e: BaseException) -> str:
     """The first line of an exception's message, or its class name when it has none."""
     text = str(e).strip()

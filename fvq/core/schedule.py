@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from fvq.config import SchedCfg
+from fvq.core.config import SchedCfg
 
 
 def phases(total: int, cfg: SchedCfg) -> tuple[int, int]:

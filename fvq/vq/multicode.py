@@ -11,7 +11,7 @@ area-downsampled to s_i x s_i, quantized, the codes bicubic-upsampled back to H 
 a phi conv) and subtracted:  f^ += phi_i(up(C^[k_i])),  rest -= the same. Indices are VAR's ``idx_Bl``:
 the S maps flattened and concatenated, (B, sum s_i^2) = (B, 680).
 
-FVQ: every codebook is a VectorQuantizer, so it goes through any projector of fvq/projectors.py
+FVQ: every codebook is a VectorQuantizer, so it goes through any projector of fvq/vq/projectors.py
 (none / linear / MLP / VQBridge); the projected codebook C^ = f(C) is computed once per forward and reused
 by every level that shares it. Both kinds share one codebook by default (RQ-VAE's ``shared_codebook``,
 VAR's single vocabulary); ``shared=False`` gives each level its own codebook and projector.
@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fvq.quantize import QuantOut, VectorQuantizer, nearest_code
+from fvq.vq.quantize import QuantOut, VectorQuantizer, nearest_code
 
 PHI_RATIO = 0.5  # VAR's quant_resi: half identity, half conv
 
@@ -113,7 +113,7 @@ class MultiCodeQuantizer(nn.Module):
     def level_usage(self, counts: torch.Tensor) -> dict[str, float]:
         """``usage_l0`` ...: fraction of the K codes each depth/scale selected (from ``level_counts``).
 
-        The overall ``usage`` of fvq/evaluate.py counts all tokens against one K: with a shared book that is
+        The overall ``usage`` of fvq/eval/evaluate.py counts all tokens against one K: with a shared book that is
         the book's usage. With ``shared=False`` ``usage_books`` adds the fraction of all levels x K codes used.
         """
         used = counts.gt(0).double().mean(1).tolist()

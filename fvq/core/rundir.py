@@ -17,8 +17,8 @@ import os
 import socket
 from typing import Any
 
-from fvq.config import Config, science_mismatch, to_flat_dict, to_json
-from fvq.errors import SetupError
+from fvq.core.config import Config, science_mismatch, to_flat_dict, to_json
+from fvq.core.errors import SetupError
 
 # States a launcher never restarts: the run ended by itself (PRUNED = stopped early by an Optuna pruner).
 DONE = ("FINISHED", "PRUNED")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from fvq.data import epoch_permutation
-from fvq.errors import SetupError
+from fvq.core.data import epoch_permutation
+from fvq.core.errors import SetupError
 
 
 class _Epoched(torch.utils.data.Dataset):

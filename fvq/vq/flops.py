@@ -13,7 +13,7 @@ counting matrix products only (norms, activations, softmax and biases are neglig
 
 The attention term grows with T^2: that is why the group size p must grow with K (Fig. 6 right).
 
-Multi-code quantizers (fvq/multicode.py, Table 4) project each codebook once per forward, whatever the
+Multi-code quantizers (fvq/vq/multicode.py, Table 4) project each codebook once per forward, whatever the
 number of depths or scales that use it: a shared book costs one projector forward per training step, and
 ``shared=false`` costs one per level (``codebooks=`` levels). Inference costs nothing either way (the
 projected books are baked, section 3.2).
@@ -53,18 +53,18 @@ def projector_params(kind: str, num_codes: int, dim: int, **kw) -> int:
     """Trainable parameters of the projector (built on the meta device: nothing is allocated)."""
     import torch
 
-    from fvq.projectors import build_projector
+    from fvq.vq.projectors import build_projector
 
     with torch.device("meta"):
         return sum(p.numel() for p in build_projector(kind, num_codes, dim, **kw).parameters())
 
 
 def train_step_flops(cfg) -> int:
-    """Rough FLOPs of one training step of ``cfg`` (a `fvq.config.Config`): encoder + decoder counted on the
+    """Rough FLOPs of one training step of ``cfg`` (a `fvq.core.config.Config`): encoder + decoder counted on the
     meta device (nothing allocated), the projector from `projector_flops`, x3 for forward + backward, plus
     the gradient-free nearest-code search (N x K x d). Only used to order jobs (longest first); it leaves
     out losses, norms and the discriminator."""
-    from fvq.validation import parse_scales
+    from fvq.core.validation import parse_scales
 
     q, d, b, s = cfg.quant, cfg.model.channel, cfg.optim.batch, cfg.data.image_size
     conv, ratio = _autoencoder_flops(cfg.model.arch, d, b, s)
@@ -83,10 +83,10 @@ def _autoencoder_flops(arch: str, channel: int, batch: int, size: int) -> tuple[
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fvq.models import VQModel
+    from fvq.vq.models import VQModel
 
     with torch.device("meta"):
         m = VQModel(arch, channel, torch.nn.Identity())
         with FlopCounterMode(display=False) as fc:
             m.decode(m.quant_conv(m.encoder(torch.empty(batch, 3, size, size))))
-    return int(fc.get_total_flops()), m.ratio  # the arch spec's ratio (fvq.models.ArchSpec.ratio)
+    return int(fc.get_total_flops()), m.ratio  # the arch spec's ratio (fvq.vq.models.ArchSpec.ratio)

@@ -92,7 +92,7 @@ class WindowedUsage:
     def all_reduce(self) -> "WindowedUsage":
         """Union over data-parallel ranks: a code was last seen at the latest step any rank saw it. Exact, and
         needed only before reading usage or checkpointing (the max of maxima), not every step."""
-        from fvq.dist import all_reduce
+        from fvq.core.dist import all_reduce
 
         self.last_seen = all_reduce(self.last_seen, "max")
         return self

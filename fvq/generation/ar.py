@@ -1,17 +1,17 @@
 """Training and evaluating the generator (Tables 2 and 11, Fig. 1 left, Fig. 5 right).
 
-``train_ar(cfg, run_dir)``: the GPT of fvq/gpt.py on a finished tokenizer's token cache (fvq/tokens.py),
-then class-conditional samples decoded by that tokenizer and scored against real images.
+``train_ar(cfg, run_dir)``: the GPT of fvq/generation/gpt.py on a finished tokenizer's token cache
+(fvq/generation/tokens.py), then class-conditional samples decoded by that tokenizer and scored against real images.
 
 Recipe (Table 6, generation column, i.e. LlamaGen's): AdamW, betas (0.9, 0.95), weight decay 0.05,
 base lr 1e-4 at batch 256 (lr = base_lr x batch / base_batch x lr_scale), no warmup, lr held for 5% of the
-steps then linear decay over 95% to 0.01 x lr (fvq/schedule.py), 300 epochs at paper scale, grad clip 1.0,
-bf16 autocast on GPU; data-parallel through fvq/dist.py. A checkpoint (model, optimiser, step, RNG) is
+steps then linear decay over 95% to 0.01 x lr (fvq/core/schedule.py), 300 epochs at paper scale, grad clip 1.0,
+bf16 autocast on GPU; data-parallel through fvq/core/dist.py. A checkpoint (model, optimiser, step, RNG) is
 written every ``ckpt_every`` steps and on the last; a rerun resumes from it, bit-identical on CPU.
 
 Evaluation (``gfid``, ``precision``, ``recall``, ``is``): ``samples`` generated images (classes cycled
 0,1,2,...) against the first ``samples`` images of the tokenizer's val set through the same offline
-Inception as rFID (fvq/evaluate.py). ``is`` needs Inception logits, which the offline TorchScript pool3
+Inception as rFID (fvq/eval/evaluate.py). ``is`` needs Inception logits, which the offline TorchScript pool3
 extractor does not have: it is recorded missing with that reason. Precision / recall (k = 3, torch-
 fidelity's ``prc_features_to_metric``) run on the same pool3 features rather than torch-fidelity's VGG16
 (no VGG16 weights offline); a deviation, recorded in ``final.json``. ``noise_gfid``: the FID between two
@@ -28,14 +28,14 @@ from typing import Any
 
 import torch
 
-from fvq import dist
-from fvq.checkpoint import load_checkpoint, save_checkpoint
-from fvq.config import ConfigError, SchedCfg, parse_value
-from fvq.errors import SetupError, one_line
-from fvq.gpt import GPT, check_cfg, generate, spec
-from fvq.rundir import write_json, write_status
-from fvq.schedule import lr_factor
-from fvq.tokens import TokenizerError, load_tokenizer, token_cache
+from fvq.core import dist
+from fvq.core.checkpoint import load_checkpoint, save_checkpoint
+from fvq.core.config import ConfigError, SchedCfg, parse_value
+from fvq.core.errors import SetupError, one_line
+from fvq.generation.gpt import GPT, check_cfg, generate, spec
+from fvq.core.rundir import write_json, write_status
+from fvq.core.schedule import lr_factor
+from fvq.generation.tokens import TokenizerError, load_tokenizer, token_cache
 
 # Table 6 generation column: no warmup, constant 5%, linear decay over 95% to 0.01.
 AR_SCHED = SchedCfg(kind="anneal", warmup=0.0, constant=0.05, final=0.01)
@@ -44,7 +44,7 @@ AR_SCHED = SchedCfg(kind="anneal", warmup=0.0, constant=0.05, final=0.01)
 @dataclass(frozen=True)
 class ARConfig:
     tokenizer: str = ""         # run dir of a FINISHED tokenizer run (the harness resolves a grid point to it)
-    model: str = "tiny"         # fvq.gpt.PRESETS: tiny | B | L | XL
+    model: str = "tiny"         # fvq.generation.gpt.PRESETS: tiny | B | L | XL
     vocab: int = 0              # AR vocabulary; 0 = the tokenizer's codebook size (else it must equal it)
     seed: int = 0
     device: str = "cpu"
@@ -204,8 +204,8 @@ def evaluate_generator(cfg: ARConfig, model: GPT, run_dir: str, device) -> tuple
     import torchvision
     from torch_fidelity.metric_prc import prc_features_to_metric
 
-    from fvq.evaluate import _load_ref, _ref_key, _save_ref, find_fid_weights, frechet_distance, get_extractor
-    from fvq.tokens import labelled_dataset
+    from fvq.eval.evaluate import _load_ref, _ref_key, _save_ref, find_fid_weights, frechet_distance, get_extractor
+    from fvq.generation.tokens import labelled_dataset
 
     tcfg, tok = load_tokenizer(cfg.tokenizer, device)
     fake = sample_images(cfg, model, tok, cfg.samples, device)
@@ -243,7 +243,7 @@ def evaluate_generator(cfg: ARConfig, model: GPT, run_dir: str, device) -> tuple
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fvq.ar out=runs/ar-demo tokenizer=runs/<sig> [key=value ...]``: one generator run."""
+    """``python -m fvq.generation.ar out=runs/ar-demo tokenizer=runs/<sig> [key=value ...]``: one generator run."""
     args = list(sys.argv[1:] if argv is None else argv)
     out = next((a.split("=", 1)[1] for a in args if a.startswith("out=")), "runs/ar-debug")
     try:

@@ -5,7 +5,7 @@ left out of ``metrics`` and named in ``missing`` with a one-line reason (never i
 
 Metrics (over the first ``max_images`` images of ``dataset``, in order, under ``torch.no_grad``)
 - ``usage``, ``perplexity``, ``dead_codes``, ``tokens_per_code``: code frequencies over the whole pass
-  (``fvq.metrics.UsageCounter``; tokens_per_code = tokens counted / K).
+  (``fvq.eval.metrics.UsageCounter``; tokens_per_code = tokens counted / K).
 - ``psnr``: mean over images of 10*log10(1/MSE) on [0,1] images, on RGB or on the BT.601 luma Y
   (``protocol`` / ``psnr_channel``). Under the fvq protocol the reconstruction is clamped to [-1,1] and an
   exact one (MSE 0) is capped at ``PSNR_CAP`` = 100 dB.
@@ -22,13 +22,13 @@ Metrics (over the first ``max_images`` images of ``dataset``, in order, under ``
   images. An rFID from 64 images is biased upward; compare it only with rFIDs of the same ``fid_images``.
 - ``eval_images`` / ``fid_images``: number of images evaluated / fed to rFID.
 
-Data-parallel (``fvq.dist``): each rank evaluates a contiguous slice; usage counts are summed over ranks,
+Data-parallel (``fvq.core.dist``): each rank evaluates a contiguous slice; usage counts are summed over ranks,
 per-image PSNR/SSIM/LPIPS and Inception features are gathered in the 1-process order, so every metric is
 the 1-process value up to float error (never one rank's view).
 
 rFID details
 - Under the official protocol both sides first go through a JPEG round trip (quality 75,
-  fvq/protocols.py), as the official evaluation saves both folders as .JPEG before torch-fidelity.
+  fvq/eval/protocols.py), as the official evaluation saves both folders as .JPEG before torch-fidelity.
 - Images are quantised to uint8 (round(255 * [0,1])), then resized to 299x299 with torch-fidelity's
   ``interpolate_bilinear_2d_like_tensorflow1x`` (the TF1 bilinear resize the original FID code uses; the
   same function torch-fidelity's own Inception applies internally), whatever the weights; then
@@ -48,10 +48,10 @@ rFID details
   an isometry that keeps both means and both covariances' column spaces, hence the distance (proof in the
   function). torch-fidelity then takes eigenvalues of a 128x128 product instead of 2048x2048 (~9 s on a core).
 
-Protocols (fvq/protocols.py: ``fvq``, ``llamagen``, ``official``): the val crop (``evaluate`` switches a
-dataset that has a ``protocol`` attribute to it), how a reconstruction becomes an image (float, or uint8 by
-LlamaGen's truncation or the official rounding: PSNR, SSIM and LPIPS see that image), PSNR channel, SSIM
-window and data_range, and the JPEG round trip before rFID. For the built-in sources (photos,
+Protocols (``fvq``, ``llamagen``, ``official``: fvq/core/protocol_presets.py, fvq/eval/protocols.py): the val crop
+(``evaluate`` switches a dataset that has a ``protocol`` attribute to it), how a reconstruction becomes an image
+(float, or uint8 by LlamaGen's truncation or the official rounding: PSNR, SSIM and LPIPS see that image), PSNR
+channel, SSIM window and data_range, and the JPEG round trip before rFID. For the built-in sources (photos,
 fashion_mnist) every protocol crops the same images; the metrics still follow the protocol.
 """
 from __future__ import annotations
@@ -65,10 +65,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fvq.protocols import PSNR_CAP  # noqa: F401 (re-exported: the cap of the fvq protocol)
-from fvq.protocols import Protocol, fid_input, get_protocol, psnr, ssim, to_image
+from fvq.core.protocol_presets import Protocol, get_protocol
+from fvq.eval.protocols import PSNR_CAP  # noqa: F401 (re-exported: the cap of the fvq protocol)
+from fvq.eval.protocols import fid_input, psnr, ssim, to_image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # fvq/eval/ -> the checkout
 FEAT_DIM = 2048
 REF_FORMAT = "v2"  # v2: the real features themselves when fewer than FEAT_DIM // 2 (v1: always mu/sigma)
 TFID_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -262,7 +263,7 @@ def _with_protocol(dataset, protocol: str):
 
 
 def _usage_metrics(indices: list[torch.Tensor], num_codes: int) -> dict[str, float]:
-    from fvq.metrics import UsageCounter
+    from fvq.eval.metrics import UsageCounter
 
     c = UsageCounter(num_codes)
     for i in indices:
@@ -280,7 +281,7 @@ def evaluate(model, dataset, *, batch_size: int = 64, device: str = "cpu", fid: 
     """One pass over the first ``max_images`` images of ``dataset``; see the module docstring.
     rFID uses the first ``fid_images`` of them (None or 0: all); its count is reported as ``fid_images``.
     ``psnr_channel`` / ``ssim_range`` / ``ssim_window``: "auto" / 0 keep the protocol's own."""
-    from fvq import dist
+    from fvq.core import dist
 
     proto: Protocol = get_protocol(protocol, psnr_channel, ssim_range, ssim_window)
     dataset = _with_protocol(dataset, protocol)
@@ -326,7 +327,7 @@ def evaluate(model, dataset, *, batch_size: int = 64, device: str = "cpu", fid: 
     # the 1-process order); usage counts are summed (a union of codes); rFID uses all ranks' features.
     res.metrics.update(_usage_metrics(indices, model.quantizer.num_codes))
     q = model.quantizer
-    if hasattr(q, "level_counts"):  # multi-code quantizers (fvq/multicode.py): usage per depth/scale, Table 4
+    if hasattr(q, "level_counts"):  # multi-code quantizers (fvq/vq/multicode.py): usage per depth/scale, Table 4
         counts = sum((q.level_counts(i) for i in indices), torch.zeros(q.levels, q.num_codes, dtype=torch.long))
         res.metrics.update(q.level_usage(dist.all_reduce(counts)))  # counts add over ranks, fractions do not
     psnrs = dist.all_gather_cat(torch.tensor(psnrs, dtype=torch.float64)).tolist()

@@ -1,5 +1,5 @@
 """Run configuration: frozen dataclasses, typed ``key=value`` overrides, scale presets (the value checks
-that need no model: fvq/validation.py).
+that need no model: fvq/core/validation.py).
 
 A run is fully described by one :class:`Config`. Keys are dotted (``quant.codebook_size=4096``); an
 unknown key or a value that does not parse as the field's type is a one-line ``ConfigError`` naming the
@@ -23,16 +23,13 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from fvq.errors import SetupError
-
-
-class ConfigError(SetupError, ValueError):
-    """Bad configuration input; the message is one line naming the key."""
+from fvq.core.errors import ConfigError
+from fvq.core.validation import SCALES, validate
 
 
 @dataclass(frozen=True)
 class ModelCfg:
-    arch: str = "cpu-4"          # fvq.models.ARCHS: vq-16, vq-8, cpu-4, ...
+    arch: str = "cpu-4"          # fvq.vq.models.ARCHS: vq-16, vq-8, cpu-4, ...
     channel: int = 256           # vector channel d: code dimension, decoupled from z by 1x1 convs (Table 3)
 
 
@@ -48,9 +45,9 @@ class QuantCfg:
     heads: int = 4               # official code: 4 heads
     mlp_ratio: float = 2.0       # official code: MLP ratio 2
     mlp_layers: int = 5          # layers of the MLP projector (MLP-5, Table 5 / Fig. 3)
-    init: str = "small"          # last-layer init of the projector: zero | small | default (see projectors.py)
+    init: str = "small"          # last-layer init of the projector: zero | small | default (see fvq/vq/projectors.py)
     search_mb: int = 256         # memory budget of the chunked nearest-code search
-    # multi-code quantizers (section 4.4, Table 4; fvq/multicode.py). The defaults are plain VQ.
+    # multi-code quantizers (section 4.4, Table 4; fvq/vq/multicode.py). The defaults are plain VQ.
     kind: str = "vq"             # vq | rq (RQ-VAE residual stack) | msvq (VAR multi-scale residual)
     depth_codes: int = 1         # D codes per position of kind=rq (Table 4: 8x8x4 -> 4); not quant.depth (N)
     shared: bool = True          # one codebook for every depth/scale (RQ-VAE and VAR share); false: one each
@@ -113,9 +110,9 @@ class EvalCfg:
     images: int = 1024           # validation images per evaluation (<= data.val_size)
     batch: int = 64
     fid: bool = True             # rFID with torch-fidelity (offline Inception when its weights are absent)
-    fid_images: int = 64         # rFID over the first N evaluated images; 0 = all (fvq/evaluate.py: cost)
+    fid_images: int = 64         # rFID over the first N evaluated images; 0 = all (fvq/eval/evaluate.py: cost)
     lpips: bool = False          # LPIPS metric (needs backbone weights)
-    protocol: str = "fvq"        # fvq | llamagen | official: crop, uint8 images, JPEG before rFID (fvq/protocols.py)
+    protocol: str = "fvq"        # fvq | llamagen | official: crop, uint8, JPEG before rFID (core/protocol_presets.py)
     psnr_channel: str = "auto"   # auto (the protocol's) | rgb | y (BT.601 luma)
     ssim_range: float = 0.0      # SSIM data_range on [0,1] images; 0 = the protocol's
     ssim_window: str = "auto"    # auto (the protocol's) | uniform7 | gaussian11
@@ -162,8 +159,6 @@ NON_SCIENCE_KEYS = frozenset({
     "optim.accum",  # a layout: the same global batch, the same result up to float error (OptimCfg.accum)
     "eval.extra",  # like eval.every: adds a second set's metrics, changes nothing else of the run
 })
-
-SCALES = ("cpu", "paper")
 
 
 def science_mismatch(stored: dict[str, Any], flat: dict[str, Any]) -> list[str]:
@@ -286,9 +281,7 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any] | list[str] | tuple[s
             items.append((k.strip(), v.strip()))
     for k, v in items:
         cfg = set_key(cfg, k, v)
-    from fvq.validation import validate  # here: validation reads this module's types
-
-    validate(cfg)
+    validate(cfg, to_flat_dict(cfg))
     return cfg
 
 

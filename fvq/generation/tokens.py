@@ -16,9 +16,9 @@ import os
 
 import torch
 
-from fvq.config import NON_SCIENCE_KEYS, from_flat_dict
-from fvq.errors import SetupError
-from fvq.rundir import read_json, read_status
+from fvq.core.config import NON_SCIENCE_KEYS, from_flat_dict
+from fvq.core.errors import SetupError
+from fvq.core.rundir import read_json, read_status
 
 
 class TokenizerError(SetupError):
@@ -49,7 +49,7 @@ def check_tokenizer(run_dir: str) -> None:
 def load_tokenizer(run_dir: str, device: torch.device | str = "cpu"):
     """(config, VQModel in eval mode) of a finished run."""
     from fvq.build import build_model
-    from fvq.checkpoint import load_checkpoint
+    from fvq.core.checkpoint import load_checkpoint
 
     check_tokenizer(run_dir)
     cfg = from_flat_dict(read_json(os.path.join(run_dir, "config.json")), strict=False)
@@ -60,7 +60,7 @@ def load_tokenizer(run_dir: str, device: torch.device | str = "cpu"):
 
 def labelled_dataset(cfg, split: str, n: int | None):
     """The tokenizer's data source, as (image, label) pairs through ``label(i)``."""
-    from fvq.data import build_dataset
+    from fvq.core.data import build_dataset
 
     # train crops are fixed at epoch 0: the cache is a fixed set, as LlamaGen's pre-extracted codes
     ds = build_dataset(cfg.data.source, split, cfg.data.image_size, path=cfg.data.path or None, seed=cfg.seed,
