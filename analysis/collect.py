@@ -106,6 +106,8 @@ def collect(grid: str, scale: str, uri: str, runs_dir: Path, results_dir: Path, 
                        for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
         row.update(train_window(curves, sig, cfg))
         finished.append((run.info.run_id, sig))
+    rows, curves, kept = keep_recorded(results_dir, grid, rows, curves)
+    gaps = [f"{r['signature']}: {str(r['status']).lower()}" for r in rows if r["status"] != "FINISHED"]
     if gaps and not allow_partial:
         raise CollectError(f"grid {grid} (scale={scale}): {len(gaps)} of {len(rows)} runs not finished "
                            f"({', '.join(gaps)}); run `python sweeps/run.py grid={grid} scale={scale}` "
@@ -121,7 +123,43 @@ def collect(grid: str, scale: str, uri: str, runs_dir: Path, results_dir: Path, 
     pd.DataFrame(curves, columns=["grid", "signature", "step", "metric", "value"]).to_csv(
         results_dir / f"{grid}_curves.csv", index=False)
     return (f"{grid}: {len(rows) - len(gaps)}/{len(rows)} runs finished -> {results_dir / grid}.csv"
+            + (f" ({kept} kept from the CSV already there)" if kept else "")
             + (f" (gaps: {', '.join(gaps)})" if gaps else "") + summary(table))
+
+
+def keep_recorded(results_dir: Path, grid: str, rows: list[dict], curves: list[dict]) -> tuple[list, list, int]:
+    """Nothing recorded is lost: a finished row of the grid's CSV already in ``results_dir`` stays, with its
+    curves, run id and commit, wherever this store has no finished run of that signature (a store from
+    another machine or session) - and also where it has one, which is then a second run of the signature
+    (said on stderr; the first recorded run keeps the row). Rows the grid no longer expects stay too."""
+    from analysis.common import read_csv
+
+    path = results_dir / f"{grid}.csv"
+    if not path.exists():
+        return rows, curves, 0
+    old = read_csv(path)
+    old = old[old["status"] == "FINISHED"] if "status" in old else old
+    curve_path = results_dir / f"{grid}_curves.csv"
+    old_curves = read_csv(curve_path) if curve_path.exists() else pd.DataFrame(columns=["signature"])
+    at = {r["signature"]: i for i, r in enumerate(rows)}
+    kept = 0
+    for _, rec in old.iterrows():
+        sig, i = rec["signature"], at.get(rec["signature"])
+        if i is not None and rows[i]["status"] == "FINISHED":
+            if rows[i]["run_id"] != rec["run_id"]:
+                print(f"[collect] {grid} {sig}: kept the recorded run {rec['run_id']}; the store's run "
+                      f"{rows[i]['run_id']} is a second run of that signature", file=sys.stderr)
+            else:
+                continue
+        row = {k: v for k, v in rec.items() if not (isinstance(v, float) and pd.isna(v))}
+        if i is None:
+            rows.append(row)
+        else:
+            rows[i] = row
+        curves = [c for c in curves if c["signature"] != sig]
+        curves += old_curves[old_curves["signature"] == sig].to_dict("records")
+        kept += 1
+    return rows, curves, kept
 
 
 def summary(table: pd.DataFrame) -> str:

@@ -253,6 +253,21 @@ def test_collect_refuses_a_partial_grid_then_writes_it_with_gaps_or_whole(store,
     curves = pd.read_csv(tmp_path / "annealing_curves.csv", dtype={"signature": str})
     assert set(curves["signature"]) == {s0, s1} and list(curves[curves["signature"] == s0]["step"]) == [100, 300, 600]
 
+    # a store from another session holds only s1: s0's recorded row (run id, commit, curves) is kept, not lost
+    from mlflow.tracking import MlflowClient
+
+    first = pd.read_csv(tmp_path / "annealing.csv", dtype={"signature": str, "run_id": str})
+    other = MlflowClient(uri2 := f"sqlite:///{tmp_path}/other.db")
+    other.create_experiment("fvq", artifact_location=f"file://{tmp_path}/other-artifacts")
+    new_s1 = log_run(other, c1, s1)
+    assert main([a if not a.startswith("tracking_uri") else f"tracking_uri={uri2}" for a in args]) == 0
+    again = pd.read_csv(tmp_path / "annealing.csv", dtype={"signature": str, "run_id": str}).set_index("signature")
+    assert again.loc[s0, "run_id"] == first.set_index("signature").loc[s0, "run_id"]  # not overwritten
+    assert again.loc[s1, "run_id"] == first.set_index("signature").loc[s1, "run_id"] != new_s1  # first kept
+    assert "second run of that signature" in capsys.readouterr().err
+    curves = pd.read_csv(tmp_path / "annealing_curves.csv", dtype={"signature": str})
+    assert list(curves[curves["signature"] == s0]["step"]) == [100, 300, 600] and len(again) == 2
+
 
 def test_collect_stops_when_a_default_changed_under_a_signature(store, tmp_path, capsys):
     from analysis.collect import expected, main
