@@ -107,7 +107,8 @@ def collect(grid: str, scale: str, uri: str, runs_dir: Path, results_dir: Path, 
         row.update(train_window(curves, sig, cfg))
         finished.append((run.info.run_id, sig))
     rows, curves, kept = keep_recorded(results_dir, grid, rows, curves)
-    gaps = [f"{r['signature']}: {str(r['status']).lower()}" for r in rows if r["status"] != "FINISHED"]
+    gaps = [f"{r['signature']}: {str(r['status']).lower()}" for r in rows
+            if r["status"] not in ("FINISHED", "SUPERSEDED")]
     if gaps and not allow_partial:
         raise CollectError(f"grid {grid} (scale={scale}): {len(gaps)} of {len(rows)} runs not finished "
                            f"({', '.join(gaps)}); run `python sweeps/run.py grid={grid} scale={scale}` "
@@ -131,7 +132,9 @@ def keep_recorded(results_dir: Path, grid: str, rows: list[dict], curves: list[d
     """Nothing recorded is lost: a finished row of the grid's CSV already in ``results_dir`` stays, with its
     curves, run id and commit, wherever this store has no finished run of that signature (a store from
     another machine or session) - and also where it has one, which is then a second run of the signature
-    (said on stderr; the first recorded run keeps the row). Rows the grid no longer expects stay too."""
+    (said on stderr; the first recorded run keeps the row). Rows the grid no longer expects stay too; one
+    whose point and seed the grid now resolves to another signature (a changed cpu protocol) stays with
+    status SUPERSEDED, so it is seen but never counted beside the run that replaced it."""
     from analysis.common import read_csv
 
     path = results_dir / f"{grid}.csv"
@@ -142,6 +145,7 @@ def keep_recorded(results_dir: Path, grid: str, rows: list[dict], curves: list[d
     curve_path = results_dir / f"{grid}_curves.csv"
     old_curves = read_csv(curve_path) if curve_path.exists() else pd.DataFrame(columns=["signature"])
     at = {r["signature"]: i for i, r in enumerate(rows)}
+    now = {(r["paper_signature"], int(r["seed"])) for r in rows}
     kept = 0
     for _, rec in old.iterrows():
         sig, i = rec["signature"], at.get(rec["signature"])
@@ -153,6 +157,8 @@ def keep_recorded(results_dir: Path, grid: str, rows: list[dict], curves: list[d
                 continue
         row = {k: v for k, v in rec.items() if not (isinstance(v, float) and pd.isna(v))}
         if i is None:
+            if (rec["paper_signature"], int(rec.get("seed", 0))) in now:
+                row["status"] = "SUPERSEDED"
             rows.append(row)
         else:
             rows[i] = row

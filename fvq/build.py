@@ -230,6 +230,15 @@ def build_parts(cfg: Config, device: torch.device) -> Parts:
     # with the codebook (section 3.1, f(C) "with joint optimization over c"). The discriminator's is made
     # after its wrapper, which may swap its BatchNorms for SyncBatchNorm.
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.optim.weight_decay)
+    if cfg.optim.projector_lr != 1.0:
+        # The projector(s) in a second group at lr x optim.projector_lr (fvq/train.py reads "lr_mult"); at 1.0
+        # one group, as before (old checkpoints' optimiser states still load).
+        proj = {id(t) for m in model.quantizer.modules() if getattr(m, "projector", None) is not None
+                for t in m.projector.parameters()}
+        opt = torch.optim.Adam([dict(params=[t for t in model.parameters() if id(t) not in proj]),
+                                dict(params=[t for t in model.parameters() if id(t) in proj],
+                                     lr_mult=cfg.optim.projector_lr)],
+                               lr=cfg.lr, betas=betas, weight_decay=cfg.optim.weight_decay)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=betas) if disc is not None else None
     return Parts(cfg, model, net, vqloss, lpips, disc, disc_net, opt, opt_d)
 

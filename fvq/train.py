@@ -67,7 +67,7 @@ def train_step(p: Parts, x: torch.Tensor, step: int, lr: float) -> tuple[dict[st
     gradients are those of the whole slice (every term is a mean over equal-sized micro-batches)."""
     cuda, accum = x.device.type == "cuda", p.cfg.optim.accum
     for group in p.opt.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)  # optim.projector_lr (fvq/build.py)
     p.model.train()
     p.opt.zero_grad(set_to_none=True)
     chunks, terms, recon, codes = x.chunk(accum), {}, [], []

@@ -91,6 +91,25 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, words):
     assert words in err and err.strip().count("\n") == 0, err
 
 
+def test_projector_lr_scales_only_the_projector_group():
+    """optim.projector_lr: the projector in its own group at lr x multiplier, everything else at lr; at 1 one
+    group as before. Bad values are one ConfigError."""
+    from fvq.build import build_parts
+    from fvq.core.config import ConfigError
+    from fvq.train import train_step
+
+    torch.manual_seed(0)
+    p = build_parts(small("optim.projector_lr=0.1"), torch.device("cpu"))
+    proj = {id(t) for t in p.model.quantizer.projector.parameters()}
+    g0, g1 = p.opt.param_groups
+    assert {id(t) for t in g1["params"]} == proj and not proj & {id(t) for t in g0["params"]}
+    train_step(p, torch.zeros(2, 3, 32, 32), 0, 1e-3)
+    assert g0["lr"] == 1e-3 and g1["lr"] == pytest.approx(1e-4)
+    assert len(build_parts(small(), torch.device("cpu")).opt.param_groups) == 1
+    with pytest.raises(ConfigError, match="optim.projector_lr"):
+        small("optim.projector_lr=0")
+
+
 def test_unwritable_run_dir(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -147,6 +147,9 @@ def side(tokenizers: pd.DataFrame, generators: pd.DataFrame, point: dict, metric
     df = finished_values(df[df["scale"] == SCALE] if len(df) else df, metric)
     if df.empty:
         return Side((), ()), float("nan")
+    df = df[df["signature"] == df["seed"].astype(int).map(lambda s: current_signature(point, s))]
+    if df.empty:  # only runs of a superseded protocol: the point and seed now resolve to other runs
+        return Side((), ()), float("nan")
     seeds = df["seed"].astype(int)
     if seeds.duplicated().any():
         raise ResultsError(f"point {point}: seed {int(seeds[seeds.duplicated()].iloc[0])} appears twice in the "
@@ -154,6 +157,14 @@ def side(tokenizers: pd.DataFrame, generators: pd.DataFrame, point: dict, metric
     tpc = {"usage": "tokens_per_code", "train_usage": "train_tokens_per_code"}.get(metric)
     per_code = float(pd.to_numeric(df[tpc]).mean()) if tpc in df else float("nan")
     return Side(tuple(seeds), tuple(pd.to_numeric(df[metric])), tuple(df["signature"])), per_code
+
+
+def current_signature(point: dict, seed: int) -> str:
+    """The run a point and seed resolve to now: rows made under a protocol since changed are not counted."""
+    from sweeps.identity import signature
+    from sweeps.scale import resolve
+
+    return signature(resolve(point, SCALE, {"seed": seed}))
 
 
 def ceiling(tokens_per_code: float) -> float:

@@ -80,7 +80,8 @@ def build(results: Path, out: Path) -> list[str]:
     table = Table("Table 6: Experimental configurations (reconstruction), generated from fvq/core/config.py.",
                   COLUMNS, rows, remarks=[
                       f"Peak lr = base lr x batch / base batch (LlamaGen rule): {cfg.lr:g} at batch {cfg.optim.batch}.",
-                      "Generation column of the paper's Table 6 (AdamW, 300-350 epochs): not part of this harness.",
+                      "Generation column of the paper's Table 6 (AdamW, base lr 1e-4 at batch 256, 300 epochs): "
+                      "the generator's own config, fvq/generation/ar.py ARConfig (sweeps/run.py grid=generation).",
                       "scale=cpu differs by design (sweeps/scale.py): smaller batch and steps, no LPIPS/PatchGAN."])
     write_tables(out, "tab6_config", [table])
     return diffs

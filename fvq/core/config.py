@@ -79,6 +79,11 @@ class OptimCfg:
     # i.e. lr = 2e-3 at batch 16: an 800-step run cannot afford the linearly scaled 1.25e-5. Chosen by the
     # calibration sweep of sweeps/scale.py (results/calibration.csv).
     lr_scale: float = 160.0
+    # Multiplier on the lr of the codebook projector's parameters (VQBridge / linear / MLP); 1.0 = the one lr of
+    # the recipe. The bridge moves every code at once (one Adam step on its last Linear, which reads LayerNorm'd
+    # d'-dim tokens, shifts a whole in-group position's codes together); VAR's residual stack cannot follow such
+    # steps at the cpu lr (its fine-scale targets are small residuals, not a free latent): see sweeps/scale.py.
+    projector_lr: float = 1.0
     # Gradient accumulation: each rank's slice runs as `accum` micro-batches, one optimiser step per global
     # batch (same result up to float error; the PatchGAN's BatchNorm sees micro-batches). Not science.
     accum: int = 1

@@ -71,6 +71,8 @@ def validate(cfg: Config, flat: dict[str, Any]) -> None:
     if cfg.eval.fid and cfg.eval.fid_images > cfg.eval.images:
         raise ConfigError(f"eval.fid_images={cfg.eval.fid_images} exceeds eval.images={cfg.eval.images} "
                           f"(rFID uses the first fid_images of the evaluated images; 0 = all)")
+    if cfg.optim.projector_lr <= 0:
+        raise ConfigError(f"optim.projector_lr={cfg.optim.projector_lr} must be > 0 (a multiplier on the lr)")
     if cfg.optim.base_lr <= 0 or cfg.optim.lr_scale <= 0:
         raise ConfigError(f"optim.base_lr={cfg.optim.base_lr} and optim.lr_scale={cfg.optim.lr_scale} must be > 0")
     if cfg.quant.latent_dim < 0:
