@@ -19,8 +19,9 @@ down by one fixed, documented rule - never dropped:
   calibrated protocol below;
 - the linear (SimVQ) and MLP-5 baselines are built as the official ones at every scale: PyTorch's default
   init in every layer (quant.init=default, set by to_scale and honoured by fvq/build.py);
-- FVQ (VAR) (quant.kind=msvq with a projector): the projector trains at 0.1 x the cpu lr (optim.projector_lr;
-  at the full cpu lr the residual stack's shared codebook collapses within the warmup, see to_scale);
+- FVQ (VAR) keeps the one lr of every other point: at the cpu lr its shared multi-scale codebook collapses
+  (results/multicode.csv); ``optim.projector_lr=0.1`` (the bridge at 0.1 x lr) removes the early collapse but
+  not a later one (docs/var-collapse.md), so it is an option, not this protocol's default;
 - the bridge's last Linear starts "small" (N(0, 1e-4)) instead of exactly zero: at this scale zero init
   stalls at ~3/4 usage with p=4 (measured; fvq/vq/projectors.py); the paper scale keeps zero.
 - usage and PSNR on 1,024 held-out images (65,536 tokens: 64 per code at K=1,024, 16 at 4,096, 4 at
@@ -92,12 +93,6 @@ def to_scale(point: dict[str, Any], scale: str) -> dict[str, Any]:
         out["model.arch"] = ARCH_TO_CPU[arch]
     if "quant.scales" in out:
         out["quant.scales"] = shrink_scales(out["quant.scales"], cpu_latent_side(out))
-    if out.get("quant.kind") == "msvq" and out.get("quant.projector", "vqbridge") != "none":
-        # The cpu lr (2e-3) is 20x the paper's 1e-4. At it the bridge drags every code away from the small
-        # fine-scale residuals within ~50 steps and 3 of 4 in-group positions die (usage 1-12%,
-        # results/multicode.csv). At 0.1 x lr (2e-4) for the bridge, the rest at the cpu lr, the early collapse
-        # is gone (3/3 seeds); a slower drift during the lr decay remains (held-out usage 76, 3, 56% by seed).
-        out.setdefault("optim.projector_lr", 0.1)
     out["optim.steps"] = int(round(CPU_STEPS_PER_40_EPOCHS * float(epochs) / 40))
     return out
 

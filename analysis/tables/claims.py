@@ -223,14 +223,14 @@ def _p(x: float) -> str:
 
 
 def needed_cell(r: dict, cost_of=None) -> str:
-    """"n = X (Y CPU-h)" for an undecided comparison; why not where there is no number."""
-    c, t = r["claim"], r["test"]
-    if r["verdict"] != "inconclusive":
-        return "—"
-    if r["needed"] is None:
-        return f"not reachable with n <= {MAX_SEEDS} at the measured effect and sd"
+    """"n = X (Y CPU-h)" for an undecided comparison (3 per side first where a side has fewer); why not where
+    there is no number."""
+    short = r["verdict"] == "not yet run" or r["verdict"].startswith("inconclusive (n =")
+    if not short and (r["verdict"] != "inconclusive" or r["needed"] is None):
+        return "—" if r["verdict"] != "inconclusive" else \
+            f"not reachable with n <= {MAX_SEEDS} at the measured effect and sd"
     cost = cost_of(r) if cost_of else None
-    return f"n = {r['needed']}" + (f" ({cost:.1f} CPU-h)" if cost is not None else "")
+    return f"n = {3 if short else r['needed']}" + (f" ({cost:.1f} CPU-h)" if cost is not None else "")
 
 
 def build(results: Path, out: Path) -> list[str]:
