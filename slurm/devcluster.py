@@ -1,8 +1,11 @@
-"""The single-node dev cluster (slurm/dev-cluster/*.sh) from Python: start, stop, its client env, sacct reads.
+"""The single-node dev cluster (slurm/dev-cluster/*.sh) from Python: start, stop, its client env, sacct reads,
+and waits on the scheduler's own view of a job.
 
     cluster = DevCluster()
     print(cluster.start())              # "slurm dev cluster up: partition a100, node vm, 2 cpus, 2 fake a100"
     os.environ.update(cluster.env)      # SLURM_CONF for sbatch/sacct/submitit in this process and its jobs
+    d = cluster.delays()                # the running controller's KillWait, cred_expire, scheduler intervals
+    cluster.wait_job(job_id, lambda j: j["JobState"] == "RUNNING", d.start_s, "job to start")
     ...
     cluster.stop()
 
@@ -12,9 +15,11 @@ Standard library only (tests and demos import it; jobs do not).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dev-cluster")
 CANNOT_INSTALL = 3  # start.sh's exit status when it cannot install (not root, no apt-get, apt failed)
@@ -30,6 +35,85 @@ class DevClusterError(RuntimeError):
     @property
     def cannot_install(self) -> bool:
         return self.returncode == CANNOT_INSTALL
+
+
+DBD_RETRY_S = 10  # slurmctld's accounting agent waits this long after a failed send to slurmdbd (fixed in Slurm)
+# A job in one of these states will not run again by itself: waiting longer for it to change is pointless.
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
+         "PREEMPTED")
+
+
+@dataclass(frozen=True)
+class Delays:
+    """The delays Slurm waits by design, as the running controller has them (`scontrol show config`). Deadlines
+    on scheduler events are sums of these, so a configuration change moves the deadlines with it."""
+    kill_wait: float        # a job being stopped gets SIGTERM, then SIGKILL this much later
+    cred_expire: float      # a requeued job may start again cred_expire + 1 s after its last run ended
+    sched_interval: float   # the main scheduler looks at pending jobs at least this often
+    bf_interval: float      # the backfill scheduler, likewise
+    message_timeout: float  # one RPC (client -> slurmctld -> slurmd -> slurmstepd) is answered or fails by then
+
+    @property
+    def start_s(self) -> float:
+        """Eligible -> RUNNING: a job still stopping on the node frees it (KillWait), the next scheduling pass
+        picks the job, and the launch reaches slurmd."""
+        return self.kill_wait + max(self.sched_interval, self.bf_interval) + self.message_timeout
+
+    @property
+    def requeue_s(self) -> float:
+        """Requeued -> RUNNING again: the requeued run stops, the BeginTime hold (cred_expire + 1: the node must
+        forget the old run's credential), then a start."""
+        return self.cred_expire + 1 + self.start_s
+
+    @property
+    def accounting_s(self) -> float:
+        """A job's change reaches sacct: slurmctld's accounting agent sends it to slurmdbd at once, and after a
+        failed send (bounded by MessageTimeout) waits DBD_RETRY_S before sending again."""
+        return 2 * self.message_timeout + DBD_RETRY_S
+
+    @property
+    def signal_s(self) -> float:
+        """A signal sent with scancel reaches the job's processes: scancel -> slurmctld -> slurmd -> slurmstepd,
+        then the job's own reply to slurmctld (a checkpointing job runs `scontrol requeue`)."""
+        return 3 * self.message_timeout
+
+
+def parse_delays(config: str) -> Delays:
+    """`scontrol show config` text -> Delays; Slurm's own default for any value not set."""
+    values = dict(re.findall(r"^(\w+)\s+=\s+(.*?)\s*$", config, re.M))
+
+    def seconds(key: str, default: float) -> float:  # "5 sec" -> 5.0
+        m = re.match(r"\d+", values.get(key, ""))
+        return float(m.group()) if m else default
+
+    def option(key: str, name: str, default: float) -> float:  # "bf_interval=1,sched_interval=2" -> 2.0
+        m = re.search(rf"(?:^|,){name}=(\d+)", values.get(key, ""))
+        return float(m.group(1)) if m else default
+
+    return Delays(kill_wait=seconds("KillWait", 30), cred_expire=option("AuthInfo", "cred_expire", 120),
+                  sched_interval=option("SchedulerParameters", "sched_interval", 60),
+                  bf_interval=option("SchedulerParameters", "bf_interval", 30),
+                  message_timeout=seconds("MessageTimeout", 10))
+
+
+def parse_job(line: str) -> dict[str, str]:
+    """One line of `scontrol show job -o` -> {"JobState": "PENDING", "Reason": "BeginTime", "Restarts": "1", ...}."""
+    return dict(field.split("=", 1) for field in line.split() if "=" in field)
+
+
+def describe(job: dict[str, str]) -> str:
+    """The scheduler's view of a job in a few words: 'PENDING (BeginTime), restarts 1'."""
+    if not job:
+        return "unknown to slurmctld"
+    reason = job.get("Reason", "None")
+    return (f"{job.get('JobState', '?')}{f' ({reason})' if reason not in ('None', '') else ''}, "
+            f"restarts {job.get('Restarts', '?')}")
+
+
+def running_again(job: dict[str, str]) -> bool:
+    """slurmctld's record says the job started after a requeue (COMPLETING with a restart counted is the old run
+    still stopping; COMPLETED with one is a short job that already ran again)."""
+    return int(job.get("Restarts", 0)) >= 1 and job.get("JobState") in ("RUNNING", "COMPLETED")
 
 
 class DevCluster:
@@ -89,6 +173,38 @@ class DevCluster:
         """One dict per allocation (-X) of ``job_id`` (an array job id lists every task)."""
         out = self.run("sacct", "-n", "-X", "-P", "-j", str(job_id), "-o", ",".join(fields))
         return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line]
+
+    def delays(self) -> Delays:
+        """The running controller's delays (not the file's: a stale controller keeps its old values)."""
+        return parse_delays(self.run("scontrol", "show", "config"))
+
+    def job(self, job_id: str) -> dict[str, str]:
+        """slurmctld's record of ``job_id`` (an array task as ``123_4``); {} once it has forgotten the job."""
+        try:
+            return parse_job(self.run("scontrol", "show", "job", "-o", str(job_id)))
+        except RuntimeError as e:
+            if "Invalid job id" in str(e):
+                return {}
+            raise
+
+    def wait_job(self, job_id: str, until: Callable[[dict[str, str]], bool], timeout: float, what: str,
+                 interval: float = 0.5) -> dict[str, str]:
+        """Poll slurmctld's record of the job until ``until(record)``; return the record. TimeoutError naming
+        ``what`` and the job's last state, reason and restart count; at once if the job ended without it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                job = self.job(job_id)
+                seen = describe(job)
+            except (RuntimeError, subprocess.SubprocessError) as e:  # a busy controller: ask again next time
+                job, seen = {}, f"no answer from scontrol ({str(e).strip()[:200]})"
+            if job and until(job):
+                return job
+            if job.get("JobState") in ENDED:
+                raise TimeoutError(f"{what}: job {job_id} ended {seen}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what}: not within {timeout:.0f}s (job {job_id} {seen})")
+            time.sleep(interval)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.5):

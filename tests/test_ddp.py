@@ -234,7 +234,7 @@ def test_two_tasks_on_slurm_requeued_equal_one(one_process, tmp_path, slurm_clus
     from mlflow.tracking import MlflowClient
 
     from fvq.core.rundir import prepare_run_dir
-    from slurm.devcluster import wait_until
+    from slurm.devcluster import running_again, wait_until
     from slurm.spec import load_spec
     from sweeps.launcher import git_commit, launch_slurm
     from sweeps.plan import Planned
@@ -250,6 +250,8 @@ def test_two_tasks_on_slurm_requeued_equal_one(one_process, tmp_path, slurm_clus
                        commit, dirty=True)[0]
     wait_until(lambda: step_of(run) >= 12, 240, "the 2-task run past its third checkpoint")
     slurm_cluster.run("scontrol", "requeue", job)
+    # the scheduler's part of the restart has deadlines from its own delays; the 400 s below is training time
+    slurm_cluster.wait_job(job, running_again, slurm_cluster.delays().requeue_s, "the requeued run to start again")
     wait_until(lambda: json.load(open(os.path.join(run, "status.json"))).get("state") == "FINISHED", 400,
                "the requeued 2-task run finished")
     assert len(json.load(open(os.path.join(run, "attempts.json")))) == 2  # counted by rank 0 only

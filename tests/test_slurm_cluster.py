@@ -13,7 +13,7 @@ import time
 import pytest
 import submitit
 
-from slurm.devcluster import DevCluster, DevClusterError, wait_until
+from slurm.devcluster import DevCluster, DevClusterError, running_again, wait_until
 from slurm.spec import SlurmSpec, load_spec, names
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,15 +32,26 @@ def square(x: int, sleep_s: float = 0.0) -> int:
 
 
 class Progress(submitit.helpers.Checkpointable):
-    """Counts to ``steps`` and appends each step to ``path``; a restart resumes from the count in the file."""
+    """Counts to ``steps`` and appends each step to ``path``; a restart resumes from the count in the file.
 
-    def __init__(self, path: str, steps: int, step_s: float):
-        self.path, self.steps, self.step_s = path, steps, step_s
+    With ``hold``, the first run stops after ``hold`` steps, writes "hold", and waits there until Slurm stops it
+    (requeue: SIGKILL after KillWait; preemption: submitit's USR2 handler). A signal sent once "hold" is in the
+    file then lands mid-run however late it comes; a run that kept counting could end before the signal, and
+    then nothing requeued it."""
+
+    def __init__(self, path: str, steps: int, step_s: float, hold: int | None = None):
+        self.path, self.steps, self.step_s, self.hold = path, steps, step_s, hold
 
     def __call__(self) -> int:
-        done = sum(line.startswith("step") for line in _lines(self.path))
+        lines = _lines(self.path)
+        done = sum(line.startswith("step") for line in lines)
+        first_run = not any(line.startswith("start") for line in lines)
         _append(self.path, f"start {done} {time.time()}")
         for i in range(done, self.steps):
+            if first_run and i == self.hold:
+                _append(self.path, f"hold {i} {time.time()}")
+                while True:
+                    time.sleep(self.step_s)
             time.sleep(self.step_s)
             _append(self.path, f"step {i + 1} {time.time()}")
         return self.steps
@@ -79,6 +90,11 @@ def executor_for(spec: SlurmSpec, folder) -> submitit.AutoExecutor:
     return executor
 
 
+# A Python job's own start (interpreter, imports, unpickling its function) on a loaded 2-core machine: no
+# Slurm setting bounds it, so it gets a budget of its own; what Slurm does is waited on with Slurm's delays.
+JOB_START_S = 60
+
+
 def result(job, timeout: float = 60):
     wait_until(job.done, timeout, f"job {job.job_id} to finish", interval=0.2)
     return job.result()
@@ -96,7 +112,8 @@ def test_job_on_a_fake_a100_returns_its_result(slurm_cluster, tmp_path):
     env = result(job)
     print(f"submit -> result: {time.monotonic() - t0:.2f}s", flush=True)
     assert env["CUDA_VISIBLE_DEVICES"] == "0" and env["SLURM_JOB_PARTITION"] == "a100"
-    rows = wait_until(lambda: slurm_cluster.sacct(job.job_id, ("AllocTRES",)), 10, "sacct to list the job")
+    rows = wait_until(lambda: slurm_cluster.sacct(job.job_id, ("AllocTRES",)), slurm_cluster.delays().accounting_s,
+                      "sacct to list the job")
     tres = rows[0]["AllocTRES"]
     assert "gres/gpu:a100=1" in tres, tres
 
@@ -121,21 +138,28 @@ def test_four_jobs_form_one_array(slurm_cluster, tmp_path, how):
         return sorted(r["JobID"] for r in rows) == [j.job_id for j in jobs] and all(
             r["State"] == "COMPLETED" for r in rows)
 
-    wait_until(all_completed, 15, "sacct to list the 4 array tasks COMPLETED")
+    wait_until(all_completed, slurm_cluster.delays().accounting_s, "sacct to list the 4 array tasks COMPLETED")
 
 
 @slow
 @pytest.mark.parametrize("how", ["scontrol requeue", "preemption signal"])
 def test_checkpointable_job_resumes_after_requeue(slurm_cluster, tmp_path, how):
     path = str(tmp_path / "progress.txt")
-    job = executor_for(load_spec("dev"), tmp_path / "log").submit(Progress(path, steps=12, step_s=0.5))
-    wait_until(lambda: sum(line.startswith("step") for line in _lines(path)) >= 3, 60, "first attempt to count")
+    delays = slurm_cluster.delays()
+    job = executor_for(load_spec("dev"), tmp_path / "log").submit(Progress(path, steps=12, step_s=0.5, hold=3))
+    slurm_cluster.wait_job(job.job_id, lambda j: j["JobState"] == "RUNNING", delays.start_s, "first run to start")
+    wait_until(lambda: any(ln.startswith("hold") for ln in _lines(path)), JOB_START_S, "first run to count to 3")
     t0 = time.time()
     if how == "scontrol requeue":  # an admin or the scheduler requeues it: SIGTERM, then SIGKILL after KillWait
         slurm_cluster.run("scontrol", "requeue", job.job_id)
     else:  # preemption as submitit sees it: USR2 -> checkpoint() -> DelayedSubmission -> scontrol requeue
         job._interrupt()
-    starts = wait_until(lambda: [ln for ln in _lines(path) if ln.startswith("start")][1:], 90, "job to restart")
+    # Each step as slurmctld reports it, each with its own deadline: a requeue that never happens fails in
+    # seconds with the job's state, not after a budget meant for the whole restart.
+    slurm_cluster.wait_job(job.job_id, lambda j: int(j["Restarts"]) >= 1, delays.signal_s, "requeue")
+    slurm_cluster.wait_job(job.job_id, running_again, delays.requeue_s, "requeued job to run again")
+    starts = wait_until(lambda: [ln for ln in _lines(path) if ln.startswith("start")][1:], JOB_START_S,
+                        "second run to start counting")
     resumed_at, restarted = int(starts[0].split()[1]), float(starts[0].split()[2])
     print(f"{how} -> running again: {restarted - t0:.1f}s", flush=True)
     assert resumed_at >= 3  # resumed from its own checkpoint, not from 0

@@ -11,7 +11,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from slurm.devcluster import wait_until
+from slurm.devcluster import running_again, wait_until
 
 pytestmark = pytest.mark.slow
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +44,8 @@ def test_grid_on_real_slurm_with_requeue(tmp_path, slurm_cluster, mlflow_server)
     jobs = [json.load(open(os.path.join(d, "job.json")))["job_id"] for d in dirs]
     array = {j.split("_")[0] for j in jobs}
     assert len(array) == 1  # one job array per launch
-    rows = wait_until(lambda: slurm_cluster.sacct(next(iter(array))), 30, "the array in sacct")
+    delays = slurm_cluster.delays()
+    rows = wait_until(lambda: slurm_cluster.sacct(next(iter(array))), delays.accounting_s, "the array in sacct")
     assert {row["JobID"] for row in rows} >= set(jobs) or len(rows) >= 1
 
     # requeue the first run mid-training: SIGTERM -> checkpoint -> requeued -> resumes, same MLflow run
@@ -52,6 +53,8 @@ def test_grid_on_real_slurm_with_requeue(tmp_path, slurm_cluster, mlflow_server)
     wait_until(lambda: status(victim).get("step", 0) >= 40, 240, "first run past its second checkpoint")
     run_id = json.load(open(os.path.join(victim, "mlflow.json")))["run_id"]
     slurm_cluster.run("scontrol", "requeue", job)
+    # the scheduler's part of the restart has deadlines from its own delays; the 400 s below is training time
+    slurm_cluster.wait_job(job, running_again, delays.requeue_s, "the requeued run to start again")
     wait_until(lambda: all(status(d).get("state") == "FINISHED" for d in dirs), 400, "both runs finished")
     assert json.load(open(os.path.join(victim, "mlflow.json")))["run_id"] == run_id
     assert len(json.load(open(os.path.join(victim, "attempts.json")))) == 2
