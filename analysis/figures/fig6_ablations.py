@@ -97,7 +97,10 @@ def paired_panel(ax, runs: pd.DataFrame, key: str) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(done["x"].unique()), [str(x) for x in sorted(done["x"].unique())])
     ax.set(ylabel="PSNR - reference (dB), 95% CI", xlabel="paired by seed (higher is better)")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:  # a difference needs two seeds on both sides: say so rather than show an empty axis
+        no_runs(ax, "no paired differences: fewer than 2 seeds per point")
 
 
 def make(results: Path):

@@ -150,10 +150,7 @@ def side(tokenizers: pd.DataFrame, generators: pd.DataFrame, point: dict, metric
     df = df[df["signature"] == df["seed"].astype(int).map(lambda s: current_signature(point, s))]
     if df.empty:  # only runs of a superseded protocol: the point and seed now resolve to other runs
         return Side((), ()), float("nan")
-    seeds = df["seed"].astype(int)
-    if seeds.duplicated().any():
-        raise ResultsError(f"point {point}: seed {int(seeds[seeds.duplicated()].iloc[0])} appears twice in the "
-                           f"results CSVs (signatures {', '.join(df['signature'])})")
+    seeds = df["seed"].astype(int)  # one run per seed: the signature is a function of point and seed
     tpc = {"usage": "tokens_per_code", "train_usage": "train_tokens_per_code"}.get(metric)
     per_code = float(pd.to_numeric(df[tpc]).mean()) if tpc in df else float("nan")
     return Side(tuple(seeds), tuple(pd.to_numeric(df[metric])), tuple(df["signature"])), per_code
