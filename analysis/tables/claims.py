@@ -19,7 +19,7 @@ is the mean over its generator seeds): generator seeds on one tokenizer do not r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -184,8 +184,7 @@ def evaluate(results: Path) -> list[dict]:
                 tests = [compare(s, None, "at_least", c.margin, target=ceiling(t))
                          for s, t in ((a, ta), (b, tb)) if s is not None]
                 worst = max(tests, key=lambda t: t.p_for)
-                test = worst if len(tests) == 1 else type(worst)(**{
-                    **worst.__dict__, "p_against": min(t.p_against for t in tests)})
+                test = replace(worst, p_against=min(t.p_against for t in tests))
             else:
                 test = compare(a, b, c.kind, c.margin, c.lower)
         rows.append({"claim": c, "a": a, "b": b, "tokens": (ta, tb), "test": test})
