@@ -16,9 +16,12 @@ import importlib
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from analysis.common import RESULTS, ResultsError, remove_artefacts, status_line
+from fvq.core.config import ConfigError
+from fvq.core.keyvalue import split, typed
 
 TABLES = ("tab1_reconstruction", "tab2_generation", "tab3_scaling", "tab4_multicode", "tab5_projector",
           "tab6_config", "tab7_metrics", "tab9_schedule", "tab10_flops", "tab11_generation", "claims")
@@ -50,27 +53,35 @@ def build_all(results: Path, tables: Path, figures: Path, log=print) -> dict[str
     return report
 
 
+@dataclass(frozen=True)
+class Args:
+    source: str = "results"      # results (the committed CSVs) | mlflow (collect every grid first)
+    results: str = str(RESULTS)
+    tables: str = ""             # "" = <results>/tables
+    figures: str = ""            # "" = <results>/figures
+    scale: str = "cpu"           # source=mlflow: passed on to analysis.collect
+    tracking_uri: str = ""
+    runs_dir: str = ""
+    experiment: str = ""
+
+
 def main(argv: list[str]) -> int:
-    opts = {"from": "results", "results": str(RESULTS), "tables": "", "figures": "", "scale": "cpu",
-            "tracking_uri": "", "runs_dir": "", "experiment": ""}
-    for a in argv:
-        key, sep, value = a.partition("=")
-        if not sep or key not in opts:
-            print(f"error: argument {a!r} is not one of {', '.join(k + '=' for k in opts)}", file=sys.stderr)
-            return 2
-        opts[key] = value
-    results = Path(opts["results"])
-    if opts["from"] == "mlflow":
+    try:  # `from=` is the historical spelling of source= (a Python keyword cannot be a field)
+        opts = typed(Args, [("source" if k == "from" else k, v) for k, v in split(argv)])
+        if opts.source not in ("results", "mlflow"):
+            raise ConfigError(f"source={opts.source!r} is not one of results, mlflow")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    results = Path(opts.results)
+    if opts.source == "mlflow":
         from analysis.collect import main as collect
 
         keys = ("scale", "tracking_uri", "runs_dir", "experiment")
         collect(["grid=all", "allow_partial=true", f"results={results}",
-                 *(f"{k}={opts[k]}" for k in keys if opts[k])])
-    elif opts["from"] != "results":
-        print(f"error: from={opts['from']!r} is not one of results, mlflow", file=sys.stderr)
-        return 2
+                 *(f"{k}={getattr(opts, k)}" for k in keys if getattr(opts, k))])
     start = time.perf_counter()
-    tables, figures = Path(opts["tables"] or results / "tables"), Path(opts["figures"] or results / "figures")
+    tables, figures = Path(opts.tables or results / "tables"), Path(opts.figures or results / "figures")
     report = build_all(results, tables, figures)
     failed = [s for s, g in report.items() if g and g[0].startswith("FAILED")]
     with_gaps = sum(bool(g) for g in report.values()) - len(failed)

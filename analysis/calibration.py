@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.common import RESULTS
+from fvq.core.config import ConfigError
+from fvq.core.keyvalue import split, typed
 
 VARIED = ("quant.projector", "quant.codebook_size", "sched.kind", "optim.batch", "optim.steps", "optim.lr_scale",
           "data.val_size", "eval.images", "log.usage_window")
@@ -50,22 +53,27 @@ def row(run: Path, commit: str) -> dict | None:
     return out
 
 
+@dataclass(frozen=True)
+class Args:
+    runs: str = "runs/calib"     # the calibration runs' runs dir
+    commit: str = ""             # the commit they ran at (required: a row without provenance is not written)
+    out: str = str(RESULTS / "calibration.csv")
+
+
 def main(argv: list[str]) -> int:
-    opts = {"runs": "runs/calib", "commit": "", "out": str(RESULTS / "calibration.csv")}
-    for a in argv:
-        k, sep, v = a.partition("=")
-        if not sep or k not in opts:
-            print(f"error: argument {a!r} is not one of {', '.join(f'{o}=' for o in opts)}", file=sys.stderr)
-            return 2
-        opts[k] = v
-    runs = sorted(p for p in Path(opts["runs"]).iterdir() if (p / "config.json").exists()) \
-        if Path(opts["runs"]).is_dir() else []
-    rows = [r for r in (row(p, opts["commit"]) for p in runs) if r is not None]
-    if not rows or not opts["commit"]:
-        print(f"error: no finished run under {opts['runs']} or no commit= given", file=sys.stderr)
+    try:
+        opts = typed(Args, split(argv))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    pd.DataFrame(rows).to_csv(opts["out"], index=False)
-    print(f"{len(rows)} calibration runs -> {opts['out']}")
+    runs = sorted(p for p in Path(opts.runs).iterdir() if (p / "config.json").exists()) \
+        if Path(opts.runs).is_dir() else []
+    rows = [r for r in (row(p, opts.commit) for p in runs) if r is not None]
+    if not rows or not opts.commit:
+        print(f"error: no finished run under {opts.runs} or no commit= given", file=sys.stderr)
+        return 2
+    pd.DataFrame(rows).to_csv(opts.out, index=False)
+    print(f"{len(rows)} calibration runs -> {opts.out}")
     return 0
 
 

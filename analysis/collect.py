@@ -23,18 +23,32 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.common import CURVES, METRICS, REPO, RESULTS, SWEPT, point_signature
-from fvq.core.config import NON_SCIENCE_KEYS, Config, to_flat_dict
+from fvq.core.config import Config, science_mismatch, to_flat_dict
+from fvq.core.environment import COLUMNS as ENV
 from fvq.core.errors import SetupError
+from fvq.core.keyvalue import split, typed
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per grid, no bars
 
-OPTIONS = {"grid": "", "scale": "cpu", "tracking_uri": "", "runs_dir": str(REPO / "runs"), "experiment": "",
-           "allow_partial": "false", "results": str(RESULTS), "seeds": ""}
+
+@dataclass(frozen=True)
+class Args:
+    grid: str = ""               # a grid of sweeps/grids/, generation, or all
+    scale: str = "cpu"
+    tracking_uri: str = ""       # "" = the local sqlite store
+    runs_dir: str = str(REPO / "runs")
+    experiment: str = ""
+    allow_partial: bool = False  # write a grid with points not run yet (shown as gaps)
+    results: str = str(RESULTS)
+    seeds: str = ""              # the seed axis the grid was launched with (N or a list)
+
+
 BASE = ("grid", "signature", "run_id", "commit", "scale", "status", "source", "point", "paper_signature", "seed")
 
 
@@ -65,8 +79,7 @@ def find_run(client, experiment_ids: list[str], sig: str):
 
 def check_params(run, cfg: Config, sig: str) -> None:
     logged = run.data.params
-    bad = [k for k, v in to_flat_dict(cfg).items()
-           if k in logged and k not in NON_SCIENCE_KEYS and logged[k] != str(v)]
+    bad = science_mismatch(logged, to_flat_dict(cfg), as_text=True)
     if bad:
         raise CollectError(f"run {sig} ({run.info.run_id}) was logged with {bad[0]}={logged[bad[0]]} but the grid "
                            f"now resolves {bad[0]}={to_flat_dict(cfg)[bad[0]]}: a default changed under the same "
@@ -100,6 +113,7 @@ def collect(grid: str, scale: str, uri: str, runs_dir: Path, results_dir: Path, 
         row.update(evals)  # metrics fvq/eval/evaluate.py added since: kept, not dropped
         row["missing"] = "; ".join(f"{k[8:]}: {v}" for k, v in sorted(run.data.tags.items())
                                    if k.startswith("missing."))
+        row.update({c: run.data.tags.get(c, "") for c in ENV})  # "" = a run from before the record
         rows.append(row)
         for key in CURVES:
             curves += [{"grid": grid, "signature": sig, "step": m.step, "metric": key, "value": m.value}
@@ -118,8 +132,8 @@ def collect(grid: str, scale: str, uri: str, runs_dir: Path, results_dir: Path, 
         copy_recon(client, run_id, runs_dir / sig, results_dir / "recon" / f"{sig}.png")
     table = pd.DataFrame(rows)
     base = [*BASE, *SWEPT]
-    extra = sorted(set(table.columns) - set(base) - set(METRICS) - {"missing"})
-    table = table.reindex(columns=[*base, *METRICS, *extra, "missing"])  # fixed order, gaps as empty cells
+    extra = sorted(set(table.columns) - set(base) - set(METRICS) - {"missing", *ENV})
+    table = table.reindex(columns=[*base, *METRICS, *extra, "missing", *ENV])  # fixed order, gaps as empty cells
     table.to_csv(results_dir / f"{grid}.csv", index=False)
     pd.DataFrame(curves, columns=["grid", "signature", "step", "metric", "value"]).to_csv(
         results_dir / f"{grid}_curves.csv", index=False)
@@ -135,15 +149,14 @@ def keep_recorded(results_dir: Path, grid: str, rows: list[dict], curves: list[d
     (said on stderr; the first recorded run keeps the row). Rows the grid no longer expects stay too; one
     whose point and seed the grid now resolves to another signature (a changed cpu protocol) stays with
     status SUPERSEDED, so it is seen but never counted beside the run that replaced it."""
-    from analysis.common import read_csv
+    from analysis.common import curves as read_curves, results as read_results
 
-    path = results_dir / f"{grid}.csv"
-    if not path.exists():
+    old = read_results(results_dir, grid)  # a duplicated row or a missing column: refused, not merged
+    if old is None:
         return rows, curves, 0
-    old = read_csv(path)
     old = old[old["status"] == "FINISHED"] if "status" in old else old
-    curve_path = results_dir / f"{grid}_curves.csv"
-    old_curves = read_csv(curve_path) if curve_path.exists() else pd.DataFrame(columns=["signature"])
+    old_curves = read_curves(results_dir, grid)
+    old_curves = pd.DataFrame(columns=["signature"]) if old_curves is None else old_curves
     at = {r["signature"]: i for i, r in enumerate(rows)}
     now = {(r["paper_signature"], int(r["seed"])) for r in rows}
     kept = 0
@@ -206,25 +219,20 @@ def copy_recon(client, run_id: str, run_dir: Path, dest: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    opts = dict(OPTIONS)
     try:
-        for a in argv:
-            k, sep, v = a.partition("=")
-            if not sep or k not in OPTIONS:
-                raise CollectError(f"argument {a!r} is not one of {', '.join(f'{o}=' for o in OPTIONS)}")
-            opts[k] = v
+        opts = typed(Args, split(argv))
         from sweeps import grids
         from sweeps.tracking import DEFAULT_URI, check_reachable
 
         from sweeps.options import parse_seeds
 
-        seeds = parse_seeds(opts["seeds"]) if opts["seeds"] else ()
-        names = grids.names() if opts["grid"] == "all" else [opts["grid"]]
-        if opts["grid"] == "generation" and opts["scale"] != "cpu":
+        seeds = parse_seeds(opts.seeds) if opts.seeds else ()
+        names = grids.names() if opts.grid == "all" else [opts.grid]
+        if opts.grid == "generation" and opts.scale != "cpu":
             raise CollectError("grid=generation collects scale=cpu runs (results/generation_cpu.csv)")
         for name in names:
             grids.load(name)  # an unknown grid is a one-line error listing the valid ones
-        uri = opts["tracking_uri"] or DEFAULT_URI
+        uri = opts.tracking_uri or DEFAULT_URI
         # collect only reads: a missing sqlite file is "no store here", before the launch-side URI checks
         if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
             raise CollectError(f"no MLflow store at {uri} (no run was tracked there; pass tracking_uri=)")
@@ -240,11 +248,11 @@ def main(argv: list[str]) -> int:
             if name == "generation":  # generator runs, not tokenizer configs (analysis/collect_generation.py)
                 from analysis.collect_generation import collect_generation
 
-                print(collect_generation(opts["scale"], uri, Path(opts["runs_dir"]), Path(opts["results"]),
-                                         opts["allow_partial"].lower() in ("1", "true", "yes"), seeds), flush=True)
+                print(collect_generation(opts.scale, uri, Path(opts.runs_dir), Path(opts.results),
+                                         opts.allow_partial, seeds), flush=True)
                 continue
-            print(collect(name, opts["scale"], uri, Path(opts["runs_dir"]), Path(opts["results"]),
-                          opts["allow_partial"].lower() in ("1", "true", "yes"), opts["experiment"], seeds),
+            print(collect(name, opts.scale, uri, Path(opts.runs_dir), Path(opts.results),
+                          opts.allow_partial, opts.experiment, seeds),
                   flush=True)
         except (CollectError, ValueError, RuntimeError, MlflowException) as e:
             print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)

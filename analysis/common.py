@@ -17,6 +17,7 @@ from typing import Callable
 
 import pandas as pd
 
+from fvq.core.environment import COLUMNS as ENV
 from fvq.core.errors import SetupError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +30,8 @@ CURVES = ("train/usage", "train/vq", "train/rec", "train/total", "train/lr")
 SWEPT = ("quant.codebook_size", "quant.group", "quant.projector", "quant.latent_dim", "quant.depth",
          "quant.l2_norm", "model.channel", "model.arch", "sched.kind", "sched.warmup", "optim.steps",
          "data.image_size", "quant.kind", "quant.depth_codes", "quant.scales", "quant.shared", "quant.phi")
-IDS = {"signature": str, "paper_signature": str, "run_id": str, "commit": str, "grid": str}
+IDS = {"signature": str, "paper_signature": str, "run_id": str, "commit": str, "grid": str,
+       **{c: str for c in ENV}}  # environment fields are text ("1" threads, not 1.0 beside an empty cell)
 NO_RUNS = "no runs yet"
 PAPER_BLANK = "not reported in the paper"
 # rFID over the 64 images a cpu run evaluates is noise next to the differences between grid points (its rank
@@ -60,12 +62,25 @@ class ResultsError(SetupError, ValueError):
     """A results CSV that cannot be trusted; the message names the file and the row (1 = the header)."""
 
 
-def read_csv(path: Path) -> pd.DataFrame:
-    """A results CSV with its numeric columns checked for type and range (empty cells are missing values)."""
+def read_csv(path: Path, required: tuple[str, ...] = (), key: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A results CSV with its numeric columns checked for type and range (empty cells are missing values),
+    every ``required`` column present and each ``key`` (a run's identity) on one row only: a duplicated run
+    would otherwise count as one more seed, and a missing column end a figure in a bare KeyError."""
     try:
         df = pd.read_csv(path, dtype=IDS)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise ResultsError(f"{path}: unreadable CSV: {' '.join(str(e).split())}") from None
+    absent = [c for c in required if c not in df]
+    if absent:
+        raise ResultsError(f"{path}: row 1: no column {', '.join(absent)} (analysis/collect.py writes it; "
+                           f"recollect the grid)")
+    later = df.duplicated(list(key)) if key else pd.Series(False, index=df.index)
+    if later.any():
+        j = int(later.to_numpy().nonzero()[0][0])
+        i = int((df[list(key)] == df[list(key)].iloc[j]).all(axis=1).to_numpy().nonzero()[0][0])
+        what = ", ".join(f"{k}={df[k].iloc[j]}" for k in key)
+        raise ResultsError(f"{path}: row {j + 2}: {what} is already on row {i + 2} (one row per run: a "
+                           f"duplicate would count as another seed)")
     for col, (lo, hi) in RANGES.items():
         if col not in df:
             continue
@@ -81,15 +96,26 @@ def read_csv(path: Path) -> pd.DataFrame:
     return df
 
 
+# What analysis/collect.py writes for every tokenizer grid, and what identifies one row (the signature holds
+# the seed): checked on read, so a cut or hand-merged CSV is refused by name, never plotted.
+RUN_COLUMNS, RUN_KEY = ("signature", "status", "scale", "paper_signature", *METRICS), ("signature",)
+CURVE_COLUMNS, CURVE_KEY = ("signature", "step", "metric", "value"), ("signature", "metric", "step")
+
+
 def results(results_dir: Path, grid: str) -> pd.DataFrame | None:
-    """results/<grid>.csv (one row per run), or None when the grid was never collected."""
+    """results/<grid>.csv (one row per run), or None when the grid was never collected. Other CSVs read
+    through here (calibration, generation) have their own columns: only a tokenizer grid's are required."""
+    from sweeps import grids
+
     path = Path(results_dir) / f"{grid}.csv"
-    return read_csv(path) if path.exists() else None
+    if not path.exists():
+        return None
+    return read_csv(path, RUN_COLUMNS, RUN_KEY) if grid in grids.names() else read_csv(path)
 
 
 def curves(results_dir: Path, grid: str) -> pd.DataFrame | None:
     path = Path(results_dir) / f"{grid}_curves.csv"
-    return read_csv(path) if path.exists() else None
+    return read_csv(path, CURVE_COLUMNS, CURVE_KEY) if path.exists() else None
 
 
 def point_signature(point: dict) -> str:

@@ -8,7 +8,8 @@ commitment (beta 0.25) + LPIPS + PatchGAN hinge (eq. 35).
 The run dir (fvq/core/rundir.py) holds ``config.json``, ``status.json`` (RUNNING / FINISHED / PRUNED / PREEMPTED /
 FAILED with step and reason: a failure during set-up is recorded too), ``ckpt.pt`` (atomic; every
 ``log.ckpt_every`` steps and on SIGTERM / SIGUSR1), ``metrics.jsonl``, ``final.json`` (evaluation),
-``recon.png`` and ``codebook.pt`` (the projected codebook: the only thing inference needs, section 3.2).
+``recon.png``, ``codebook.pt`` (the projected codebook: the only thing inference needs, section 3.2) and
+``environment.json`` (the software and kernels of each start, also the run's ``env.*`` tags).
 
 Resuming from ``ckpt.pt`` reproduces the uninterrupted run bit for bit on CPU: data order and
 augmentation are pure functions of (seed, epoch, index) (fvq/core/loader.py) and every RNG state is in the
@@ -31,16 +32,16 @@ from typing import Any, Callable
 
 import torch
 
-from fvq.core import dist
+from fvq.core import dist, environment
 from fvq.build import (Parts, build_datasets, build_eval_lpips, build_extra_datasets, build_parts, evaluate_run,
                        resolve_device)
-from fvq.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fvq.core.checkpoint import load_checkpoint, remove_partial, rng_state, save_checkpoint, set_rng_state
 from fvq.core.config import Config, to_flat_dict
 from fvq.core.errors import SetupError, one_line
 from fvq.core.loader import train_loader
 from fvq.eval.metrics import WindowedUsage
 from fvq.core.progress import Progress
-from fvq.core.rundir import prepare_run_dir, read_status, write_json, write_status
+from fvq.core.rundir import check_new_or_run, prepare_run_dir, read_status, write_json, write_status
 from fvq.core.schedule import lr_factor
 from fvq.core.track import BufferedTracker, NullTracker, Sink
 
@@ -123,6 +124,7 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
     main, rank, world = dist.is_main(), dist.rank(), dist.world()
     log = log if main else (lambda *a, **k: None)  # rank 0 speaks for the run
     dist.on_main(prepare_run_dir, cfg, run_dir)
+    dist.on_main(remove_partial, run_dir)  # checkpoint writes a kill or a full disk cut short
     tracker = BufferedTracker(sink, run_dir, log=log) if main else NullTracker()  # rank 0 records the run
     status, step_reached = "FAILED", read_status(run_dir).get("step")
     # SIGTERM (Slurm preemption / scancel) and SIGUSR1 (time limit warning): finish the step, checkpoint.
@@ -137,6 +139,8 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
 
         # ---- resume -----------------------------------------------------------------------------------
         start = _resume(cfg, run_dir, p, window, tracker, log)
+        if main:  # which kernels made this attempt's numbers (fvq/core/environment.py), per start
+            tracker.set_tags(environment.tags(environment.record(run_dir, environment.gather(str(device)), start)))
 
         # ---- the loop ---------------------------------------------------------------------------------
         _set_status(run_dir, "RUNNING", step=start, pid=os.getpid())
@@ -190,14 +194,26 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
         _set_status(run_dir, "PREEMPTED", step=step_reached)
         raise
     except Exception as e:
-        reason = one_line(e)
-        _set_status(run_dir, "FAILED", reason=reason, step=step_reached)
-        tracker.set_tags({"failure": reason[:250]})
+        reason = one_line(e)  # a full or read-only disk is named as such (fvq/core/errors.py)
+        try:
+            _set_status(run_dir, "FAILED", reason=reason, step=step_reached)
+            tracker.set_tags({"failure": reason[:250]})
+        except OSError as w:  # the run dir itself went read-only or full: MLflow alone can take the failure
+            if sink is not None and main:  # (the tracker records to the run dir before it sends)
+                with contextlib.suppress(Exception):
+                    sink.set_tags({"failure": reason[:250]})
+                    sink.finish("FAILED")
+            also = "" if one_line(w) == reason else f"; {one_line(w)}"
+            raise RunFailed(f"{reason}{also}; status.json could not record the failure") from None
         raise
     finally:
         if progress is not None:
             progress.close()
-        tracker.close(status)
+        try:
+            tracker.close(status)
+        except OSError:  # a run dir gone read-only or full: the failure on its way already says so
+            if status == "FINISHED":
+                raise
         for s, h in old_handlers.items():
             signal.signal(s, h)
 
@@ -316,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = next((a.split("=", 1)[1] for a in args if a.startswith("scale=")), "cpu")
     rest = [a for a in args if not a.startswith(("out=", "scale="))]
     try:
+        check_new_or_run(out)  # a debugging run never writes into a folder that is not one
         result = train(apply_overrides(base_config(scale), rest), out)
     except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)

@@ -3,8 +3,9 @@
 Each point of sweeps/grids/generation.py names a tokenizer grid point (paper terms) and the generator's
 settings (``ar.model``, ``ar.cfg_scale``; any fvq.generation.ar.ARConfig key as ``ar.KEY=VALUE`` on the command line).
 The tokenizer point resolves to its signature and run dir (sweeps/plan.py) exactly as in the tokenizer
-grids, so a tokenizer shared with Tables 1/3 trains once; a missing one is trained first by the local
-launcher, then the generator runs (one at a time, in this process) under one parent MLflow run.
+grids, so a tokenizer shared with Tables 1/3 trains once; a missing one is trained first, then the
+generators, both through the one submit path (sweeps/submit.py: claimed run dirs, bounded requeues) under one
+parent MLflow run.
 
 ``seeds=3`` (or ``seeds=0,4,7``) trains each generator once per seed on the same tokenizer (seed 0 keeps
 the signature a point has without seeds): gFID as mean +- sd over generator seeds, only the tokens differing.
@@ -27,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -36,12 +36,14 @@ import submitit
 from fvq.generation.ar import ARConfig, ar_overrides
 from fvq.core.config import ConfigError
 from fvq.core.errors import one_line
-from fvq.core.rundir import read_json, write_json, write_status
+from fvq.core.rundir import read_json, write_status
 from fvq.generation.tokens import cache_path, check_tokenizer, token_cache
 from sweeps import grids
-from sweeps.launcher import classify
+from sweeps.job import count_start
 from sweeps.options import Options, parse_seeds
 from sweeps.plan import Planned, plan_point
+from sweeps.state import classify
+from sweeps.submit import Batch, Launching, no_dependency, to_submit
 
 # ARConfig keys that do not change what a generator run computes (like fvq.core.config.NON_SCIENCE_KEYS)
 AR_NON_SCIENCE = {"tokenizer", "device", "threads", "log_every", "ckpt_every"}
@@ -67,20 +69,6 @@ def ar_signature(tok_sig: str, cfg: ARConfig) -> str:
              if f.name not in AR_NON_SCIENCE and getattr(cfg, f.name) != getattr(ref, f.name)}
     blob = json.dumps({"tokenizer": tok_sig, **delta}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
-
-
-def split_args(argv: list[str]) -> tuple[list[str], dict[str, str]]:
-    """(harness and tokenizer arguments, ``ar.`` overrides without the prefix)."""
-    rest, ar = [], {}
-    for a in argv:
-        if a.startswith("ar."):
-            k, sep, v = a[3:].partition("=")
-            if not sep:
-                raise ConfigError(f"argument {a!r} is not key=value")
-            ar[k] = v
-        else:
-            rest.append(a)
-    return rest, ar
 
 
 def plan_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, str]) -> list[GenPlanned]:
@@ -117,18 +105,15 @@ def plan_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str,
     return list(out.values())
 
 
-def todo(p: GenPlanned, retry: bool) -> bool:
-    """A generator to (re)start: never one that is finished, or queued/running somewhere (active)."""
-    return p.state in ("missing", "stalled", "preempted") or (p.state == "failed" and retry)
-
-
 class GenJob(submitit.helpers.Checkpointable):
     """One generator run, tracked: the MLflow run (bound to the run dir, so a requeued job keeps it), the AR
     curves, gFID / precision / recall with the reasons for what is missing, the sample grid. Called in the
-    launcher's process (local) or as a Slurm job; a requeue (Checkpointable) resumes from ``ckpt.pt``."""
+    local submitit job or a Slurm job; a requeue (Checkpointable) resumes from ``ckpt.pt``, at most
+    ``max_requeues`` times."""
 
-    def __init__(self, p: GenPlanned, uri: str, experiment: str, commit: str, parent: str):
+    def __init__(self, p: GenPlanned, uri: str, experiment: str, commit: str, parent: str, max_requeues: int = 3):
         self.run_dir, self.cfg, self.uri, self.experiment = p.run_dir, p.cfg, uri, experiment
+        self.max_requeues = max_requeues
         self.name = f"generation {p.tok_name} GPT-{p.cfg.model} cfg={p.cfg.cfg_scale}" + \
             (f" seed={p.cfg.seed}" if p.cfg.seed else "")
         self.tags = {"signature": f"gen-{p.sig}", "tokenizer": p.tok.sig, "commit": commit,
@@ -142,6 +127,8 @@ class GenJob(submitit.helpers.Checkpointable):
         if env is not None and env.num_tasks > 1:  # data-parallel generator: torchrun-style variables
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         main = int(os.environ.get("RANK", "0")) == 0
+        if main:
+            count_start(self.run_dir, self.max_requeues)  # bounded requeues, as a tokenizer job's
         sink = MLflowSink(self.uri, open_run(self.uri, self.experiment, self.run_dir, self.name, self.tags)) \
             if main else None
         try:
@@ -181,9 +168,11 @@ def table(plans: list[GenPlanned]) -> str:
 
 
 def run_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, str]) -> int:
-    from sweeps.launcher import launch_local
+    """The tokenizers the generators need (missing ones trained first), then the generators, through the one
+    submit path (sweeps/submit.py) under one parent run. Local: in turn; Slurm: generators wait (afterok)."""
+    from sweeps.job import TrainJob
     from sweeps.plan import prepare_launch, write_run
-    from sweeps.tracking import end_launch, open_launch
+    from sweeps.tracking import ensure_experiment
 
     plans = plan_generation(opts, overrides, ar_args)
     if opts.dry or opts.status:
@@ -191,63 +180,50 @@ def run_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, 
         print(table(plans))
         return 0
     launch = prepare_launch(opts)
-    parent = open_launch(opts.tracking_uri, opts.experiment, f"grid=generation scale={opts.scale}",
-                         {"commit": launch.label, "grids": "generation", "launcher": opts.launcher})
-    gens = [p for p in plans if todo(p, opts.retry)]
+    ensure_experiment(opts.tracking_uri, opts.experiment)
+    requeues = getattr(launch.spec, "max_requeues", 3)
+    gens = to_submit(plans, opts.retry)
     # each tokenizer a generator needs, once; one that is queued or running is waited for, never resubmitted
-    toks = {p.tok.sig: p.tok for p in gens if p.tok.state in ("missing", "stalled", "preempted")}
-    for t in toks.values():
+    toks = list({p.tok.sig: p.tok for p in gens}.values())
+    for t in toks:
         t.grids = ["generation"]
+
+    def tok_write(t, parent):
         write_run(t, opts.scale, launch, parent)
+
+    def gen_write(p, parent):
+        os.makedirs(p.run_dir, exist_ok=True)
+
+    with Launching(opts, launch, f"grid=generation scale={opts.scale}",
+                   {"commit": launch.label, "grids": "generation", "launcher": opts.launcher}) as launching:
+        tok_out = launching.submit(Batch(toks, job=lambda t, parent: TrainJob(t.run_dir, opts.tracking_uri,
+                                                                             opts.experiment, requeues),
+                                         write=tok_write))
+        if opts.launcher == "slurm":
+            def after(p):
+                if p.tok.sig in tok_out:
+                    return tok_out[p.tok.sig]
+                job = read_json(os.path.join(p.tok.run_dir, "job.json"))
+                return job.get("job_id", "") if p.tok.state == "active" and job.get("launcher") == "slurm" else ""
+        else:
+            after, ready = no_dependency, []
+            for p in gens:  # a generator needs its tokenizer finished: failed here, or still trained elsewhere
+                state, detail = classify(p.tok.run_dir)
+                if state == "finished":
+                    ready.append(p)
+                else:
+                    print(f"[fvq] generator {p.sig} not started: its tokenizer {p.tok.sig} is {state} ({detail})",
+                          flush=True)
+            gens = ready
+        gen_out = launching.submit(Batch(gens, job=lambda p, parent: GenJob(p, opts.tracking_uri, opts.experiment,
+                                                                           launch.label, parent, requeues),
+                                         write=gen_write, after=after))
     if opts.launcher == "slurm":
-        return _submit(gens, toks, opts, launch, parent)
-    failed = [s for s, r in launch_local(list(toks.values()), opts.runs_dir, opts.tracking_uri, opts.experiment,
-                                         opts.parallel).items() if r.startswith("failed")] if toks else []
-    for p in gens:
-        if p.tok.sig in failed:
-            continue
-        try:
-            GenJob(p, opts.tracking_uri, opts.experiment, launch.label, parent)()
-            p.state = "finished"
-        except Exception as e:
-            print(f"[fvq] generator {p.sig} failed: {one_line(e)}", file=sys.stderr, flush=True)
-            failed.append(p.sig)
-    end_launch(opts.tracking_uri, parent, "FAILED" if failed else "FINISHED")
+        print("\n".join([f"submitted {len(tok_out)} tokenizer job(s), {len(gen_out)} generator job(s) from commit "
+                          f"{launch.label[:10]}", *(f"generator {s} job {j}" for s, j in gen_out.items()),
+                          f"watch: python sweeps/run.py grid=generation scale={opts.scale} status=true"]))
+        return 0
+    for p in plans:
+        p.state, p.tok.state = classify(p.run_dir)[0], classify(p.tok.run_dir)[0]
     print(table(plans))
-    return 1 if failed else 0
-
-
-def _submit(gens: list[GenPlanned], toks: dict[str, Planned], opts: Options, launch, parent: str) -> int:
-    """Slurm: the missing tokenizers as one job array, then one job per generator after its tokenizer."""
-    from sweeps.launcher import LaunchError, launch_slurm, pin_code, slurm_executor
-    from sweeps.tracking import end_launch
-
-    try:
-        ids = dict(zip(toks, launch_slurm(list(toks.values()), opts.runs_dir, opts.tracking_uri, opts.experiment,
-                                          launch.spec, launch.commit, launch.dirty))) if toks else {}
-        code, label = pin_code(launch.commit, opts.runs_dir, launch.dirty)
-        afters = [(p, ids.get(p.tok.sig) or (read_json(os.path.join(p.tok.run_dir, "job.json")).get("job_id")
-                                             if p.tok.state == "active" else None)) for p in gens]
-        # one executor; a dependency once set cannot be unset (update_parameters ignores None), so the
-        # generators whose tokenizer is already finished go first
-        lines, ex = [], slurm_executor(launch.spec, code, opts.runs_dir)
-        for p, after in sorted(afters, key=lambda pa: bool(pa[1])):
-            if after:
-                ex.update_parameters(slurm_dependency=f"afterok:{after}")
-            try:
-                job = ex.submit(GenJob(p, opts.tracking_uri, opts.experiment, label, parent))
-            except Exception as e:
-                raise LaunchError(f"sbatch refused generator {p.sig}: {str(e).strip().splitlines()[-1][:300]}") \
-                    from None
-            os.makedirs(p.run_dir, exist_ok=True)
-            write_json(os.path.join(p.run_dir, "job.json"), {"launcher": "slurm", "job_id": str(job.job_id),
-                                                             "after": after or "", "commit": label})
-            lines.append(f"generator {p.sig} job {job.job_id}" + (f" afterok:{after}" if after else ""))
-    except LaunchError as e:
-        end_launch(opts.tracking_uri, parent, "FAILED", failure=one_line(e)[:250])
-        raise
-    end_launch(opts.tracking_uri, parent)
-    print("\n".join([f"submitted {len(ids)} tokenizer job(s), {len(lines)} generator job(s) from commit "
-                      f"{launch.label[:10]}", *lines, f"watch: python sweeps/run.py grid=generation "
-                      f"scale={opts.scale} status=true"]))
-    return 0
+    return 1 if any(r.startswith(("failed", "killed")) for r in {**tok_out, **gen_out}.values()) else 0

@@ -18,8 +18,9 @@ import json
 import os
 from typing import Any
 
-from fvq.core.config import NON_SCIENCE_KEYS, Config, science_mismatch, to_flat_dict
+from fvq.core.config import NON_SCIENCE_KEYS, Config, to_flat_dict
 from fvq.core.errors import SetupError
+from fvq.core.rundir import stored_mismatch
 
 
 class IdentityError(SetupError):
@@ -45,15 +46,9 @@ def run_dir(root: str, sig: str) -> str:
 
 def check_stored(cfg: Config, directory: str) -> None:
     """Raise IdentityError if ``directory/config.json`` holds another science than ``cfg``."""
-    path = os.path.join(directory, "config.json")
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        stored = json.load(f)
-    flat = to_flat_dict(cfg)
-    bad = science_mismatch(stored, flat)
+    bad = stored_mismatch(cfg, directory)
     if bad:
-        keys = ", ".join(f"{k} (stored {stored[k]!r}, now {flat[k]!r})" for k in bad[:4])
+        keys = ", ".join(f"{k} (stored {there!r}, now {now!r})" for k, there, now in bad[:4])
         raise IdentityError(f"run {os.path.basename(directory)}: stored config disagrees with the resolved one "
                             f"under the same signature: {keys} - a default was changed; restore it, or give "
                             f"the new value explicitly so the run gets a new signature")

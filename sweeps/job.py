@@ -30,6 +30,23 @@ from fvq.train import Preempted, train
 from sweeps.pruning import pruning_callback
 
 
+def count_start(run_dir: str, max_requeues: int) -> int:
+    """Count one start of the run (``attempts.json``); past ``max_requeues`` restarts the run is FAILED
+    instead of looping through requeues forever. Every job kind (tokenizer, generator) counts its starts."""
+    path = os.path.join(run_dir, "attempts.json")
+    starts = []
+    if os.path.exists(path):
+        with open(path) as f:
+            starts = json.load(f)
+    starts.append(time.time())
+    write_json(path, starts)
+    if len(starts) > max_requeues + 1:
+        reason = f"gave up after {len(starts) - 1} starts (max_requeues={max_requeues})"
+        write_status(run_dir, "FAILED", reason=reason, step=read_status(run_dir).get("step"))
+        raise RunDirError(reason)
+    return len(starts)
+
+
 class TrainJob(submitit.helpers.Checkpointable):
     def __init__(self, run_dir: str, tracking_uri: str, experiment: str, max_requeues: int = 3):
         self.run_dir = run_dir
@@ -84,11 +101,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         """Rank 0: count this start (bounded requeues), open or re-open the MLflow run; its run id."""
         from sweeps.tracking import open_run  # mlflow is imported by the job, never by fvq/
 
-        attempts = self._count_attempt()
-        if attempts > self.max_requeues + 1:
-            reason = f"gave up after {attempts - 1} starts (max_requeues={self.max_requeues})"
-            self._fail(reason)
-            raise RunDirError(reason)
+        attempts = count_start(self.run_dir, self.max_requeues)
         tags = self._tags()
         if env is not None:
             tags.update({"job_id": str(env.job_id), "host": socket.gethostname()})
@@ -104,16 +117,6 @@ class TrainJob(submitit.helpers.Checkpointable):
         # resumes from the newest ckpt.pt.
         return submitit.helpers.DelayedSubmission(TrainJob(self.run_dir, self.tracking_uri, self.experiment,
                                                            self.max_requeues))
-
-    def _count_attempt(self) -> int:
-        path = os.path.join(self.run_dir, "attempts.json")
-        starts = []
-        if os.path.exists(path):
-            with open(path) as f:
-                starts = json.load(f)
-        starts.append(time.time())
-        write_json(path, starts)
-        return len(starts)
 
     def _tags(self) -> dict[str, str]:
         return {k: str(v) for k, v in read_json(os.path.join(self.run_dir, "tags.json")).items()}

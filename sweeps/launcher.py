@@ -8,7 +8,8 @@ slurm: all points of one launch are ONE job array (``executor.batch()``), with t
        editing the tree while jobs queue changes nothing. The launcher returns at once;
        ``python sweeps/run.py grid=... status=true`` shows progress.
 
-Run state lives in each run dir (fvq/core/rundir.py): ``job.json`` (who runs it), ``status.json`` (fvq.train).
+Every launch reaches these through sweeps/submit.py; what a run dir's files say about a run is
+sweeps/state.py.
 """
 from __future__ import annotations
 
@@ -23,12 +24,9 @@ import time
 import submitit
 
 from fvq.core.errors import SetupError
-from fvq.core.rundir import DONE, read_json, read_status, write_json
-from sweeps.job import TrainJob
+from fvq.core.rundir import proc_start, read_status, write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ACTIVE_SLURM = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
-                "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
 
 
 class LaunchError(SetupError):
@@ -86,62 +84,12 @@ def pin_code(commit: str, runs_root: str, dirty: bool = False) -> tuple[str, str
     return dest, label
 
 
-def classify(run_dir: str) -> tuple[str, str]:
-    """State of a run dir for the relaunch rules: finished or pruned -> skip; active -> skip; failed -> skip
-    unless retry; stalled (queued/running but nobody runs it any more, e.g. killed) or missing -> submit."""
-    status = read_status(run_dir)
-    state = status.get("state")
-    if not status and os.path.exists(os.path.join(run_dir, "status.json")):
-        # torn or garbled: never restart a run on that alone (a finished one would train again)
-        if read_json(os.path.join(run_dir, "final.json")).get("metrics"):
-            return "finished", "status.json unreadable; final.json holds the evaluation"
-        return "failed", "status.json unreadable (repair or delete it, then retry=true)"
-    if state in DONE:
-        return state.lower(), f"step {status.get('step')}"
-    if state == "FAILED":
-        return "failed", status.get("reason", "")
-    job = read_json(os.path.join(run_dir, "job.json"))
-    if not job and not state:
-        return "missing", ""
-    if job.get("launcher") == "slurm":
-        st = slurm_state(job.get("job_id", ""))
-        if st in ACTIVE_SLURM:
-            return "active", f"slurm {job.get('job_id')} {st}"
-        return "stalled", f"slurm {job.get('job_id')} {st or 'gone'}, last step {status.get('step')}"
-    pid = status.get("pid") if state == "RUNNING" else job.get("launcher_pid")
-    if pid and _alive(int(pid)):
-        return "active", f"local pid {pid}"
-    return "stalled", f"{(state or 'queued').lower()}, nobody running it, last step {status.get('step')}"
-
-
-def slurm_state(job_id: str) -> str:
-    if not job_id:
-        return ""
-    try:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
-                             timeout=10).stdout.split()
-        if out:
-            return out[0]
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True,
-                             text=True, timeout=10).stdout.split()
-        return out[0].split()[0] if out else ""
-    except (subprocess.SubprocessError, FileNotFoundError):
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
 def est_cost(cfg) -> float:
-    """Relative cost of a run for ordering: steps x training-step FLOPs (0 when there is no config)."""
+    """Relative cost of a run for ordering: steps x training-step FLOPs (0 for a run that is not a tokenizer's)."""
+    from fvq.core.config import Config
     from fvq.vq.flops import train_step_flops
 
-    return 0.0 if cfg is None else float(cfg.optim.steps) * train_step_flops(cfg)
+    return float(cfg.optim.steps) * train_step_flops(cfg) if isinstance(cfg, Config) else 0.0
 
 
 def warm_fid_references(plans: list, threads: int, log=print) -> None:
@@ -151,12 +99,14 @@ def warm_fid_references(plans: list, threads: int, log=print) -> None:
     import torch
 
     from fvq.build import warm_fid_reference
+    from fvq.core.config import Config
 
     seen, before = set(), torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
         for p in plans:
-            key = None if p.cfg is None else (p.cfg.data, p.cfg.seed, p.cfg.eval, p.cfg.device)
+            cfg = getattr(p, "cfg", None)
+            key = (cfg.data, cfg.seed, cfg.eval, cfg.device) if isinstance(cfg, Config) else None
             if key is None or key in seen or not p.cfg.eval.fid:
                 continue
             seen.add(key)
@@ -169,45 +119,60 @@ def warm_fid_references(plans: list, threads: int, log=print) -> None:
         torch.set_num_threads(before)
 
 
-def launch_local(plans: list, runs_root: str, uri: str, experiment: str, parallel: int,
-                 show=None, shortest_first: bool = False) -> dict[str, str]:
-    """Run every plan as a local submitit job, ``parallel`` at a time, longest first; block until all end.
+def launch_local(plans: list, runs_root: str, parallel: int, make_job, show=None,
+                 shortest_first: bool = False) -> dict[str, str]:
+    """Run every plan as a local submitit job (``make_job(plan)``), ``parallel`` at a time, longest first;
+    block until all end; {signature: finished | failed: why | preempted: ... | killed: ...}.
 
     Longest-first (by `fvq.vq.flops.train_step_flops` x steps; Graham's LPT rule) keeps a long run from being
     the lone last job while other slots idle. ``shortest_first`` reverses it: the most runs done by a deadline.
-    The rFID reference is extracted once before any run starts (`warm_fid_references`)."""
+    The rFID reference is extracted once before any run starts (`warm_fid_references`).
+    ``job.json`` names the launcher while a run waits in its queue, then the job's own process: a relaunch
+    judges a submitted run by the job, so a killed launcher never gets a running point trained twice."""
     folder = os.path.join(runs_root, ".submitit")
     env_path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = REPO + (os.pathsep + env_path if env_path else "")  # jobs import sweeps.*
     executor = submitit.AutoExecutor(folder=folder, cluster="local")
     executor.update_parameters(timeout_min=24 * 60, gpus_per_node=0, tasks_per_node=1)
-    queue = sorted(plans, key=lambda p: est_cost(p.cfg), reverse=not shortest_first)
+    queue = sorted(plans, key=lambda p: est_cost(getattr(p, "cfg", None)), reverse=not shortest_first)
+    me = {"launcher": "local", "launcher_pid": os.getpid(), "launcher_start": proc_start(os.getpid())}
     running, results = {}, {}
-    for p in plans:  # claimed (queued here) first, so a relaunch meanwhile skips them
-        write_json(os.path.join(p.run_dir, "job.json"), {"launcher": "local", "launcher_pid": os.getpid()})
+    for p in plans:  # queued here first, so a relaunch meanwhile skips them
+        os.makedirs(p.run_dir, exist_ok=True)
+        write_json(os.path.join(p.run_dir, "job.json"), me)
     warm_fid_references(plans, parallel)
     while queue or running:
         while queue and len(running) < parallel:
             p = queue.pop(0)
-            job = executor.submit(TrainJob(p.run_dir, uri, experiment))
-            write_json(os.path.join(p.run_dir, "job.json"), {"launcher": "local", "launcher_pid": os.getpid(),
-                                                             "job_id": str(job.job_id)})
+            job = executor.submit(make_job(p))
+            write_json(os.path.join(p.run_dir, "job.json"),
+                       {**me, "job_pid": str(job.job_id), "job_start": proc_start(int(job.job_id))})
             running[p.sig] = (p, job)
         for sig, (p, job) in list(running.items()):
             if job.done():
                 del running[sig]
-                try:
-                    job.result()
-                    results[sig] = "finished"
-                except Exception as e:  # the run's own status.json holds the reason
-                    results[sig] = f"failed: {read_status(p.run_dir).get('reason') or str(e).splitlines()[-1]}"
-                    tail = job.stderr() or ""
-                    print(f"[fvq] run {sig} failed; last log lines:\n" + "\n".join(tail.splitlines()[-5:]),
-                          file=sys.stderr, flush=True)
+                results[sig] = _outcome(p, job)
         if show is not None:
             show(results, running, queue)
         time.sleep(1.0)
     return results
+
+
+def _outcome(p, job) -> str:
+    """What became of a local job, in the summary's words; the run's own status.json holds the reason."""
+    try:
+        job.result()
+        return "finished"
+    except Exception as e:
+        status = read_status(p.run_dir)
+        if status.get("state") == "PREEMPTED":  # SIGTERM: stopped at a checkpoint, a relaunch resumes it
+            return f"preempted: checkpoint at step {status.get('step')}"
+        if status.get("state") == "RUNNING":  # nothing recorded its end: killed from outside
+            return f"killed: no exit recorded (kill -9 or out of memory?) at step {status.get('step')}"
+        tail = job.stderr() or ""
+        print(f"[fvq] run {p.sig} failed; last log lines:\n" + "\n".join(tail.splitlines()[-5:]),
+              file=sys.stderr, flush=True)
+        return f"failed: {status.get('reason') or str(e).splitlines()[-1]}"
 
 
 def slurm_executor(spec, code: str, runs_root: str) -> submitit.AutoExecutor:
@@ -222,20 +187,32 @@ def slurm_executor(spec, code: str, runs_root: str) -> submitit.AutoExecutor:
     return executor
 
 
-def launch_slurm(plans: list, runs_root: str, uri: str, experiment: str, spec, commit: str,
-                 dirty: bool = False) -> list[str]:
-    """Submit one job array for ``plans`` from a pinned copy of the code; return job ids."""
-    code, commit = pin_code(commit, runs_root, dirty)
-    executor = slurm_executor(spec, code, runs_root)
-    max_requeues = getattr(spec, "max_requeues", 3)
-    jobs = []
+def launch_slurm(plans: list, runs_root: str, spec, commit: str, make_job, dirty: bool = False,
+                 after=None) -> dict[str, str]:
+    """Submit ``make_job(plan)`` for every plan from a pinned copy of the code; {signature: job id}.
+
+    Plans without a dependency go out as ONE job array; a plan for which ``after(plan)`` names a job is its
+    own job with ``--dependency=afterok:<job>`` (a dependency once set on an executor cannot be unset, so
+    each gets a fresh executor)."""
+    code, label = pin_code(commit, runs_root, dirty)
+    waits = {p.sig: (after(p) if after else "") or "" for p in plans}
+    ids: dict[str, str] = {}
     try:
-        with executor.batch():
-            for p in plans:
-                jobs.append(executor.submit(TrainJob(p.run_dir, uri, experiment, max_requeues)))
+        free = [p for p in plans if not waits[p.sig]]
+        if free:
+            executor = slurm_executor(spec, code, runs_root)
+            with executor.batch():
+                jobs = [executor.submit(make_job(p)) for p in free]
+            ids.update({p.sig: str(j.job_id) for p, j in zip(free, jobs)})
+        for p in plans:
+            if waits[p.sig]:
+                executor = slurm_executor(spec, code, runs_root)
+                executor.update_parameters(slurm_dependency=f"afterok:{waits[p.sig]}")
+                ids[p.sig] = str(executor.submit(make_job(p)).job_id)
     except Exception as e:
-        raise LaunchError(f"sbatch refused the job array: {str(e).strip().splitlines()[-1][:300]}") from None
-    for p, job in zip(plans, jobs):
-        write_json(os.path.join(p.run_dir, "job.json"), {"launcher": "slurm", "job_id": str(job.job_id),
-                                                         "commit": commit, "code": code})
-    return [str(j.job_id) for j in jobs]
+        raise LaunchError(f"sbatch refused the jobs: {str(e).strip().splitlines()[-1][:300]}") from None
+    for p in plans:
+        os.makedirs(p.run_dir, exist_ok=True)
+        write_json(os.path.join(p.run_dir, "job.json"), {"launcher": "slurm", "job_id": ids[p.sig], "commit": label,
+                                                         "code": code, "after": waits[p.sig]})
+    return ids

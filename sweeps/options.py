@@ -1,19 +1,19 @@
 """Harness options of ``sweeps/run.py``: a frozen dataclass parsed like the config (fvq/core/config.py).
 
 Every ``key=value`` whose key is a field here is a harness option; every other one is a config override
-applied to every point. Values are typed by the field (one truthy rule: fvq.core.config.parse_value), choices
+applied to every point. Values are typed by the field (fvq/core/keyvalue.py, the one parser), choices
 and ranges are checked, and each bad value is one line naming the key.
 """
 from __future__ import annotations
 
-import difflib
 import os
 import shutil
 import subprocess
-import typing
 from dataclasses import dataclass, fields, replace
 
-from fvq.core.config import ConfigError, all_keys, parse_value
+from fvq.core.config import ConfigError, all_keys
+from fvq.core.keyvalue import fields_of, split, typed, unknown
+from fvq.core.errors import shorten
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,16 +29,18 @@ class Options:
     runs_dir: str = os.path.join(REPO, "runs")
     tracking_uri: str = ""       # "" = the local sqlite store (sweeps/tracking.py DEFAULT_URI)
     experiment: str = "fvq"
-    parallel: int = 2            # local slots (two 1-thread runs beat one 2-thread run on 2 cores)
+    parallel: int = 2            # local slots, <= cores (two 1-thread runs beat one 2-thread run on 2 cores)
     order: str = "longest"       # local launch order: longest first (shortest makespan) | shortest first
     dry: bool = False            # print the plan, submit nothing
     status: bool = False         # live status table (redrawn every `watch` s; 0 = one snapshot)
     watch: int = 10
     retry: bool = False          # resubmit failed runs
-    sync: bool = False           # send MLflow what ended runs could not (unsent metrics, end states); no launch
+    sync: bool = False           # compare every point's MLflow run with its run dir, send what it lacks; no launch
     force: bool = False          # launch a dirty tree on Slurm (a snapshot of it is pinned)
     trials: int = 8              # searches: finished trials wanted
-    seeds: str = ""              # grids: seed axis, N (seeds 0..N-1) or a list 0,3,7; "" = the config's seed
+    points: str = ""             # grids: launch only these run signatures (comma-separated) of the plan
+    seeds: str = ""              # grids: seed axis, N (seeds 0..N-1) or a list 0,3,7, at most MAX_SEEDS;
+                                 # "" = the config's seed
     storage: str = ""            # searches: Optuna RDB storage ("" = sqlite:///<repo>/optuna.db)
     claims: str = ""             # add the seeds undecided claims need: undecided | a list 12a,13b (analysis/seeds.py)
     budget: float = 0.0          # claims=: CPU-hours to spend at most (0 = no cap)
@@ -47,6 +49,14 @@ class Options:
 
 CHOICES = {"scale": ("cpu", "paper"), "launcher": ("local", "slurm"), "order": ("longest", "shortest")}
 MINIMUM = {"parallel": 1, "watch": 0, "trials": 1}
+# A seed axis multiplies every point: 100 seeds of the largest grid is already thousands of runs, and a
+# typo (seeds=1000000) would plan for minutes before printing anything.
+MAX_SEEDS = 100
+
+
+def cores() -> int:
+    """The cores this process may run on (a cgroup or taskset limit included, where the OS says)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def slurm_answers() -> bool:
@@ -61,22 +71,20 @@ def slurm_answers() -> bool:
 
 def parse(argv: list[str]) -> tuple[Options, dict[str, str]]:
     """``key=value`` arguments -> (harness options, config overrides); raises ConfigError on bad input."""
-    types = typing.get_type_hints(Options)
-    values, overrides = {}, {}
+    types, mine, overrides = fields_of(Options), [], {}
     config_keys = set(all_keys())
-    for a in argv:
-        if "=" not in a:
-            raise ConfigError(f"argument {a!r} is not key=value (see the docstring of sweeps/run.py)")
-        k, v = a.split("=", 1)
+    for k, v in split(argv, "see the docstring of sweeps/run.py"):
         if k in types:
-            values[k] = parse_value(k, v, types[k])  # the last one wins, as for config overrides
-        elif k in config_keys:
+            mine.append((k, v))
+        elif k in config_keys or k.startswith("ar."):  # ar.KEY: the generator's (typed by fvq.generation.ar)
             overrides[k] = v
         else:
-            close = difflib.get_close_matches(k, [*types, *config_keys], n=3, cutoff=0.6)
-            hint = f"did you mean {', '.join(close)}?" if close else "harness keys: " + ", ".join(types)
-            raise ConfigError(f"unknown key {k!r} ({hint})")
-    opts = Options(**values)
+            raise unknown(k, [*types, *config_keys])
+    opts = typed(Options, mine)
+    given = {k for k, _ in mine}
+    if opts.grid != "generation" and any(k.startswith("ar.") for k in overrides):
+        key = next(k for k in overrides if k.startswith("ar."))
+        raise ConfigError(f"{shorten(key)}: ar.KEY overrides are the generator's; they apply to grid=generation only")
     if sum(map(bool, (opts.grid, opts.search, opts.claims))) != 1:
         from sweeps import grids
 
@@ -88,10 +96,14 @@ def parse(argv: list[str]) -> tuple[Options, dict[str, str]]:
         opts = replace(opts, launcher="slurm" if slurm_answers() else "local")
     for key, allowed in CHOICES.items():
         if getattr(opts, key) not in allowed:
-            raise ConfigError(f"{key}={getattr(opts, key)!r} is not one of {', '.join(allowed)}")
+            raise ConfigError(f"{key}={shorten(repr(getattr(opts, key)))} is not one of {', '.join(allowed)}")
     for key, low in MINIMUM.items():
         if getattr(opts, key) < low:
             raise ConfigError(f"{key}={getattr(opts, key)}: must be >= {low}")
+    # each local slot is a 1-thread run (and the rFID warm-up takes `parallel` threads): more slots than
+    # cores only oversubscribes. Checked when given, so the default 2 still runs on a 1-core machine.
+    if "parallel" in given and opts.launcher == "local" and opts.parallel > cores():
+        raise ConfigError(f"parallel={opts.parallel}: this machine has {cores()} cores (give at most {cores()})")
     if not opts.slurm:
         opts = replace(opts, slurm="a100x16" if opts.scale == "paper" else "a100x1")
     if opts.seeds:
@@ -112,12 +124,17 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     signature it has without a seed axis. A count < 1, a non-integer or a repeated seed is a ConfigError."""
     parts = text.split(",")
     if not all(p.strip().isdigit() for p in parts):
-        raise ConfigError(f"seeds={text!r}: expected a count N >= 1 or a list of seeds such as 0,1,2")
+        raise ConfigError(f"seeds={shorten(repr(text))}: expected a count N >= 1 or a list of seeds such as 0,1,2")
     if len(parts) == 1:
         n = int(parts[0])
         if n < 1:
             raise ConfigError(f"seeds={text}: the number of seeds must be >= 1")
+        if n > MAX_SEEDS:
+            raise ConfigError(f"seeds={shorten(text)}: at most {MAX_SEEDS} seeds (sweeps/options.py MAX_SEEDS)")
         return tuple(range(n))
+    if len(parts) > MAX_SEEDS:
+        raise ConfigError(f"seeds={shorten(text)}: {len(parts)} seeds, at most {MAX_SEEDS} "
+                          f"(sweeps/options.py MAX_SEEDS)")
     seeds = tuple(int(p) for p in parts)
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds={text}: a seed is given twice")

@@ -1,4 +1,4 @@
-"""Planning a launch, the one path shared by grids (sweeps/run.py) and searches (sweeps/search.py).
+"""Planning a launch, shared by grids (sweeps/run.py), searches (sweeps/search.py) and generation.
 
 - `plan_point`: one point in the paper's terms -> resolved config, checked (config values, the quantizer
   built on the meta device, the architecture), signed, compared with what its run dir holds, classified.
@@ -19,9 +19,10 @@ from fvq.core.config import Config, ConfigError
 from fvq.core.rundir import prepare_run_dir, read_json, write_json
 from sweeps import grids
 from sweeps.identity import check_stored, science_delta, signature
-from sweeps.launcher import LaunchError, classify, git_commit, refuse_dirty
+from sweeps.launcher import LaunchError, git_commit, refuse_dirty
 from sweeps.options import Options
 from sweeps.scale import resolve
+from sweeps.state import classify
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Planned:
     sig: str
     run_dir: str
     overrides: dict[str, Any]
-    state: str          # missing | finished | pruned | active | failed | stalled
+    state: str          # sweeps/state.py: missing | finished | pruned | active | failed | preempted | stalled
     detail: str = ""
     cfg: Config | None = None
     grids: list[str] = field(default_factory=list)  # every grid of this launch that holds the point
@@ -137,16 +138,45 @@ def prepare_launch(opts: Options) -> Launch:
     return Launch(commit, dirty, spec)
 
 
-def check_writable(path: str) -> None:
-    """``runs_dir`` (or the nearest existing folder above it, where it will be created) is writable."""
+PROBE = 1 << 20  # bytes written by the launch check: an empty file can still be created on a full disk
+
+
+def check_writable(path: str, need: int = PROBE, runs: int = 0) -> None:
+    """``runs_dir`` (or the nearest existing folder above it, where it will be created) takes real bytes (a
+    1 MiB probe, written and synced) and has ``need`` bytes free (`run_bytes` summed over the ``runs`` a
+    launch starts): a full or read-only disk is named before anything is submitted."""
+    from fvq.core.errors import DISK
+
     probe = path
     while not os.path.exists(probe) and os.path.dirname(probe) != probe:
         probe = os.path.dirname(probe)
     try:
-        with tempfile.TemporaryFile(dir=probe):
-            pass
+        with tempfile.TemporaryFile(dir=probe) as f:
+            f.write(bytes(PROBE))
+            f.flush()
+            os.fsync(f.fileno())
+        st = os.statvfs(probe)
     except OSError as e:
-        raise LaunchError(f"runs_dir={path} is not writable ({probe}: {e.strerror})") from None
+        raise LaunchError(f"runs_dir={path} is not writable ({probe}: {DISK.get(e.errno, e.strerror)})") from None
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        what = f"the {runs} runs to start need" if runs else "a launch needs"
+        raise LaunchError(f"runs_dir={path}: {free / 2**20:,.0f} MiB free on its disk, {what} about "
+                          f"{need / 2**20:,.0f} MiB (checkpoints; sweeps/plan.py run_bytes)")
+
+
+def run_bytes(cfg: Config) -> int:
+    """Disk a run needs at most: two checkpoints (the old one stays until the new one is whole), each the
+    weights and Adam's two moments of the model and discriminator in float32, the codebook, 1 MiB of logs."""
+    import torch
+
+    from fvq.build import build_model
+    from fvq.vq.losses import PatchGAN
+
+    with torch.device("meta"):  # parameter counts only, nothing allocated
+        nets = [build_model(cfg), *([PatchGAN()] if cfg.loss.disc_weight > 0 else [])]
+    params = sum(t.numel() for net in nets for t in net.parameters())
+    return 2 * 3 * 4 * params + 4 * cfg.quant.codebook_size * cfg.model.channel + (1 << 20)
 
 
 def check_eval_sets(plans: list[Planned]) -> None:

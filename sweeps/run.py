@@ -14,16 +14,19 @@
 
 Harness keys (typed, sweeps/options.py): grid | search, scale (cpu | paper), launcher (local | slurm; default
 slurm when sbatch is on PATH and sinfo answers), slurm (spec name in slurm/ or a path; default a100x16 at
-scale=paper, a100x1 otherwise), runs_dir,
-tracking_uri, experiment, parallel (local slots), order (longest | shortest first), dry, status (watch=
-SECONDS between refreshes, 0 = once), retry (resubmit failed runs), force (launch a dirty tree on Slurm),
-trials and storage (searches), claims (undecided or claim keys: add the seeds those claims of
-results/tables/claims.md need, cheapest first within budget= CPU-hours; analysis/seeds.py), seeds (grids: N seeds 0..N-1 or a list; seed 0 keeps a point's signature;
-seeds=0, a non-integer, a repeated seed or seeds= with seed= are errors). Every other ``key=value`` is a
-config override applied to every point (e.g. ``optim.steps=100``); an unknown key is an error.
+scale=paper, a100x1 otherwise), runs_dir, tracking_uri, experiment, parallel (local slots, at most the cores),
+order (longest | shortest first), dry, status (watch= SECONDS between refreshes, 0 = once), points (only these
+run signatures of the plan), retry (resubmit failed runs), force (launch a dirty tree on Slurm), sync (compare
+every point's MLflow run with its run dir, send what it lacks), trials and storage (searches), claims
+(undecided or claim keys: add the seeds those claims of results/tables/claims.md need, cheapest first within
+budget= CPU-hours; analysis/seeds.py), seeds (grids: N seeds 0..N-1 or a list, at most 100; seed 0 keeps a
+point's signature; seeds=0, a non-integer, a repeated seed or seeds= with seed= are errors). ``ar.KEY=VALUE``
+sets the generator's config (grid=generation only). Every other ``key=value`` is a config override applied to
+every point (e.g. ``optim.steps=100``); an unknown key is an error.
 
-Relaunch rules: finished or pruned -> skip; queued/running -> skip; failed -> skip unless retry=true;
-missing or stalled (killed, nobody running it) -> submit (a stalled run resumes from its checkpoint).
+Relaunch rules (sweeps/state.py): finished or pruned -> skip; active (a live job or Slurm job holds it) -> skip;
+failed -> skip unless retry=true; missing, preempted or stalled (killed, nobody running it) -> submit (a
+preempted or stalled run resumes from its checkpoint). Every launch goes through sweeps/submit.py.
 Bad input (unknown grid/key, bad value, invalid grid point, bad slurm spec, a spec whose GPUs or an
 optim.accum that do not divide the global batch, a missing or empty eval.extra set, unreachable tracking
 server) is one line on stderr and exit 2, before anything is submitted. With launcher=slurm (and with
@@ -40,10 +43,11 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fvq.core.errors import SetupError, one_line  # noqa: E402
-from fvq.core.rundir import claim, read_json, read_status, release  # noqa: E402
+from fvq.core.errors import SetupError, one_line, shorten  # noqa: E402
+from fvq.core.rundir import read_json, read_status  # noqa: E402
 from fvq.core.track import pending  # noqa: E402
-from sweeps.launcher import classify, launch_local, launch_slurm  # noqa: E402
+from sweeps.state import TO_SUBMIT, classify  # noqa: E402
+from sweeps.submit import Batch, Launching, summary, to_submit  # noqa: E402
 from sweeps.options import Options, parse, parse_seeds  # noqa: E402
 from fvq.core.config import ConfigError  # noqa: E402
 from sweeps.plan import (Launch, Planned, check_eval_sets, grid_names, plan_grids, plan_point,  # noqa: E402
@@ -97,18 +101,13 @@ def watch(plans: list[Planned], opts: Options) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if "grid=generation" in argv:  # generator runs on tokenizer points (sweeps/generation.py)
-        from sweeps.generation import run_generation, split_args
-
-        try:
-            rest, ar_args = split_args(argv)
-            opts, overrides = parse(rest)
-            return run_generation(opts, overrides, ar_args)
-        except SetupError as e:
-            print(f"error: {one_line(e)}", file=sys.stderr)
-            return 2
     try:
         opts, overrides = parse(argv)
+        if opts.grid == "generation":  # generator runs on tokenizer points (sweeps/generation.py)
+            from sweeps.generation import run_generation
+
+            ar = {k[3:]: overrides.pop(k) for k in list(overrides) if k.startswith("ar.")}
+            return run_generation(opts, overrides, ar)
         if opts.search:
             from sweeps.search import run_search
 
@@ -122,10 +121,12 @@ def main(argv: list[str]) -> int:
         else:
             plans = plan_grids(opts.grid, opts.scale, overrides, opts.runs_dir, files=opts.launcher == "local",
                                seeds=parse_seeds(opts.seeds) if opts.seeds else ())
+            if opts.points:
+                plans = only(plans, opts.points)
         if opts.status:
             return watch(plans, opts)
         if opts.sync:
-            return sync(plans)
+            return sync(plans, opts)
         if opts.dry:
             prepare_launch(opts)  # every launch check, dry runs included (a dirty tree is not refused)
             print(f"grid={opts.grid} scale={opts.scale} runs_dir={opts.runs_dir} ({len(plans)} points)")
@@ -145,7 +146,24 @@ def main(argv: list[str]) -> int:
     except SetupError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    if opts.launcher == "local":  # a Slurm launch's jobs record their own nodes' environment
+        from analysis.reproduce import launch_note
+
+        for name in grid_names(opts.grid):  # one line where this machine will not give identical numbers
+            note = launch_note(name, Path(opts.results), threads=plans[0].cfg.threads if plans else 0)
+            if note:
+                print(note, flush=True)
     return launch_grids(plans, opts, launch)
+
+
+def only(plans: list[Planned], points: str) -> list[Planned]:
+    """The plans whose run signature ``points=`` names; a signature the grids do not plan is one line."""
+    wanted = [s for s in points.split(",") if s]
+    missing = [s for s in wanted if s not in {p.sig for p in plans}]
+    if missing:
+        raise ConfigError(f"points={shorten(missing[0])}: not a run signature of this launch's plan "
+                          f"(`dry=true` lists them)")
+    return [p for p in plans if p.sig in wanted]
 
 
 def plan_claims(opts: Options, overrides: dict) -> list[Planned]:
@@ -175,13 +193,24 @@ def plan_claims(opts: Options, overrides: dict) -> list[Planned]:
     return list(out.values())
 
 
-def sync(plans: list[Planned]) -> int:
-    """Send to MLflow what ended runs could not (unsent metrics, end states; fvq/core/track.py)."""
-    from sweeps.tracking import sync_run
+def sync(plans: list[Planned], opts: Options) -> int:
+    """Reconcile every point's MLflow run with its run dir (fvq/core/track.py: compared, not assumed; only
+    what MLflow lacks is sent) and end the launch runs an outage left open."""
+    from sweeps.tracking import check_reachable, sync_run
 
-    lines = [line for p in plans if pending(p.run_dir) for line in [_sync_one(sync_run, p)] if line]
-    print("\n".join(lines) if lines else "nothing to send: every point's MLflow run has all its records")
+    check_reachable(opts.tracking_uri)  # a corrupt store: one line, before anything is read
+    lines = [line for p in plans for line in [_sync_one(sync_run, p)] if line] + _sync_launches(opts)
+    print("\n".join(lines) if lines else "nothing to send: every point's MLflow run holds all its records")
     return 1 if any(" not sent" in line for line in lines) else 0
+
+
+def _sync_launches(opts: Options) -> list[str]:
+    from sweeps.tracking import TrackingError, sync_launches
+
+    try:
+        return sync_launches(opts.runs_dir)
+    except TrackingError as e:
+        return [f"{one_line(e)} (not sent)"]
 
 
 def _sync_one(sync_run, p: Planned) -> str:
@@ -192,70 +221,62 @@ def _sync_one(sync_run, p: Planned) -> str:
 
 
 def launch_grids(plans: list[Planned], opts: Options, launch: Launch) -> int:
-    """Submit what the relaunch rules ask for, under one parent MLflow run; local launches wait."""
-    from sweeps.tracking import end_launch, ensure_experiment, open_launch, sync_run
+    """Submit what the relaunch rules ask for (sweeps/submit.py) under one parent MLflow run; local waits."""
+    from sweeps.job import TrainJob
+    from sweeps.tracking import ensure_experiment, sync_run
 
     for p in plans:  # ended runs with records MLflow missed (an outage past their end): send them now
         if p.state in ("finished", "pruned", "failed") and pending(p.run_dir):
             print(f"[fvq] {_sync_one(sync_run, p)}", flush=True)
-    todo = [p for p in plans if p.state in ("missing", "stalled") or (opts.retry and p.state == "failed")]
-    claimed = {p.sig: claim(p.run_dir) for p in todo}
-    for p in todo:
-        if claimed[p.sig]:  # another launch took it between its plan and ours: it trains it, not us
-            print(f"[fvq] {p.sig}: already claimed by {claimed[p.sig]}; not submitted", flush=True)
-    todo = [p for p in todo if not claimed[p.sig]]
+    for line in _sync_launches(opts):  # launch runs an outage left open
+        print(f"[fvq] {line}", flush=True)
+    n_todo = len(to_submit(plans, opts.retry))
+    skipped = {p.state for p in plans} - set(TO_SUBMIT)
+    print(f"grid={opts.grid} scale={opts.scale}: {len(plans)} points, {n_todo} to submit "
+          f"({', '.join(f'{sum(p.state == s for p in plans)} {s}' for s in sorted(skipped)) or 'none skipped'})",
+          flush=True)
+    exp_id = ensure_experiment(opts.tracking_uri, opts.experiment)
+    for p in plans:
+        if p.state not in TO_SUBMIT:
+            _tag_existing(p, opts)
+    seeds = f" seeds={opts.seeds}" if opts.seeds else ""
+    tags = {"commit": launch.label, "grids": ",".join(grid_names(opts.grid)), "launcher": opts.launcher,
+            "runs": str(n_todo)}
+    spec = launch.spec
+    batch = Batch(plans, job=lambda p, parent: TrainJob(p.run_dir, opts.tracking_uri, opts.experiment,
+                                                         getattr(spec, "max_requeues", 3)),
+                  write=lambda p, parent: write_run(p, opts.scale, launch, parent))
     try:
-        skipped = {p.state for p in plans} - {"missing", "stalled"}
-        print(f"grid={opts.grid} scale={opts.scale}: {len(plans)} points, {len(todo)} to submit "
-              f"({', '.join(f'{sum(p.state == s for p in plans)} {s}' for s in sorted(skipped)) or 'none skipped'})",
-              flush=True)
-        exp_id = ensure_experiment(opts.tracking_uri, opts.experiment)
-        for p in plans:
-            if p not in todo:
-                _tag_existing(p, opts)
-        if not todo:
-            print(table(plans))
-            return 0
-        seeds = f" seeds={opts.seeds}" if opts.seeds else ""
-        parent = open_launch(opts.tracking_uri, opts.experiment, f"grid={opts.grid} scale={opts.scale}{seeds}",
-                             {"commit": launch.label, "grids": ",".join(grid_names(opts.grid)),
-                              "launcher": opts.launcher, "runs": str(len(todo))})
-        for p in todo:
-            write_run(p, opts.scale, launch, parent)
-            if opts.retry and os.path.exists(os.path.join(p.run_dir, "attempts.json")):
-                os.unlink(os.path.join(p.run_dir, "attempts.json"))  # a retried run gets its requeue budget back
-        if opts.launcher == "slurm":
-            try:
-                ids = launch_slurm(todo, opts.runs_dir, opts.tracking_uri, opts.experiment, launch.spec,
-                                   launch.commit, launch.dirty)
-            except SetupError as e:
-                end_launch(opts.tracking_uri, parent, "FAILED", failure=one_line(e)[:250])
-                print(f"error: {one_line(e)}", file=sys.stderr)
-                return 2
-            end_launch(opts.tracking_uri, parent, job_array=ids[0].split("_")[0])
-            print(f"submitted job array {ids[0].split('_')[0]} ({len(ids)} tasks) from commit {launch.label[:10]}; "
+        with Launching(opts, launch, f"grid={opts.grid} scale={opts.scale}{seeds}", tags) as launching:
+            results = launching.submit(batch, show=_Live(plans).show)
+    except SetupError as e:  # sbatch refused the array: the parent run is closed FAILED with the reason
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    if opts.launcher == "slurm":
+        if results:
+            arrays = sorted({i.split("_")[0] for i in results.values()})
+            print(f"submitted job array {', '.join(arrays)} ({len(results)} tasks) from commit {launch.label[:10]}; "
                   f"watch: python sweeps/run.py grid={opts.grid} scale={opts.scale} status=true")
-            return 0
-        try:
-            results = launch_local(todo, opts.runs_dir, opts.tracking_uri, opts.experiment, opts.parallel,
-                                   shortest_first=opts.order == "shortest", show=_Live(plans).show)
-        except BaseException:
-            end_launch(opts.tracking_uri, parent, "KILLED")
-            raise
-        for p in plans:
-            p.state, p.detail = classify(p.run_dir)
-        print(table(plans))
-        failed = [s for s, r in results.items() if r.startswith("failed")]
-        end_launch(opts.tracking_uri, parent, "FAILED" if failed else "FINISHED")
-        # MLflow 3's UI opens in its GenAI mode unless the URL asks for the model-training one
-        print(f"done: {len(results) - len(failed)} finished, {len(failed)} failed. Browse: make mlflow-ui, then "
-              f"http://127.0.0.1:5000/#/experiments/{exp_id}?workflowType=machine_learning (parent run "
-              f"'grid={opts.grid} scale={opts.scale}', or filter "
-              + " or ".join(f"tags.\"grid.{n}\" = '1'" for n in grid_names(opts.grid)) + ")")
-        return 1 if failed else 0
-    finally:
-        for p in todo:
-            release(p.run_dir)
+        else:
+            print(table(plans))
+        return 0
+    for p in plans:
+        p.state, p.detail = classify(p.run_dir)
+    print(table(plans))
+    if not results:
+        return 0
+    bad = sum(r.startswith(("failed", "killed")) for r in results.values())
+    # MLflow 3's UI opens in its GenAI mode unless the URL asks for the model-training one
+    print(f"done: {summary(results)}. Browse: make mlflow-ui, then "
+          f"http://127.0.0.1:5000/#/experiments/{exp_id}?workflowType=machine_learning (parent run "
+          f"'grid={opts.grid} scale={opts.scale}', or filter "
+          + " or ".join(f"tags.\"grid.{n}\" = '1'" for n in grid_names(opts.grid)) + ")")
+    if bad:
+        return 1
+    if any(r.startswith("preempted") for r in results.values()):  # as fvq.train: stopped at a checkpoint
+        print("preempted runs resume from their checkpoints on a relaunch of the same command")
+        return 3
+    return 0
 
 
 def _tag_existing(p: Planned, opts: Options) -> None:

@@ -4,8 +4,8 @@
   MLflow's sqlite file (both keep an ``alembic_version`` table and each refuses the other's schema).
 - Each trial is a grid-like point -> signature -> run dir -> MLflow run, launched ``parallel`` at a time
   through the same launcher as the grids; a trial whose config was already run is not trained again.
-- Trials are planned and launched through the grids' own path (sweeps/plan.py: the same checks, the same
-  commit label, the same launchers).
+- Trials are planned and launched through the grids' own path (sweeps/plan.py, sweeps/submit.py: the same
+  checks, the same commit label, the same claims, so two searches never train one point twice).
 - Pruning: the job reports each intermediate evaluation to the trial (``optuna.json`` in the run dir tells
   it which; sweeps/pruning.py) and stops early when the pruner says so; the run is recorded PRUNED.
 - Resumable: rerunning the command continues the study; trials left RUNNING by a dead search are failed
@@ -22,11 +22,12 @@ from fvq.core.config import ConfigError
 from fvq.core.errors import SetupError
 from fvq.core.rundir import read_json, read_status, write_json
 from sweeps import searches
-from sweeps.launcher import classify, launch_local, launch_slurm
 from sweeps.options import REPO, Options
 from sweeps.plan import plan_point, prepare_launch, write_run
 from sweeps.pruning import objective
 from sweeps.scale import resolve
+from sweeps.state import TO_SUBMIT, classify
+from sweeps.submit import Batch, Launching
 
 
 class SearchFailed(SetupError):
@@ -81,16 +82,26 @@ def overview(mod, opts: Options, overrides: dict, storage: str) -> int:
     return 0
 
 
+def _write_trial(plan, parent: str, batch: list, study, storage: str, mod, launch, scale: str) -> None:
+    """The run dir of a trial: config and tags as a grid point's, plus ``optuna.json`` for its pruner."""
+    trial = next(t for t, p in batch if p.sig == plan.sig)
+    write_run(plan, scale, launch, parent)
+    write_json(os.path.join(plan.run_dir, "optuna.json"),
+               {"storage": storage, "study": study.study_name, "trial_id": trial._trial_id,
+                "objective": list(mod.objective)})
+
+
 def run_search(opts: Options, overrides: dict) -> int:
     mod = searches.load(opts.search)
-    scale, runs_root, trials = opts.scale, opts.runs_dir, opts.trials
+    scale, trials = opts.scale, opts.trials
     storage = opts.storage or f"sqlite:///{os.path.join(REPO, 'optuna.db')}"
     if "mlflow" in os.path.basename(storage):
         raise ConfigError(f"storage={storage}: Optuna must not share MLflow's sqlite file")
     launch = prepare_launch(opts)
     if opts.dry or opts.status:
         return overview(mod, opts, overrides, storage)
-    from sweeps.tracking import end_launch, ensure_experiment, open_launch
+    from sweeps.job import TrainJob
+    from sweeps.tracking import ensure_experiment
 
     study = optuna.create_study(study_name=f"{opts.search}-{scale}", storage=storage, direction="minimize",
                                 load_if_exists=True,
@@ -101,31 +112,21 @@ def run_search(opts: Options, overrides: dict) -> int:
     # Create the experiment (and, for sqlite, the schema) here, once: parallel jobs that each found an empty
     # database would race on MLflow's alembic migrations and fail.
     ensure_experiment(opts.tracking_uri, opts.experiment)
-    parent = open_launch(opts.tracking_uri, opts.experiment, f"search={opts.search} scale={scale}",
-                         {"commit": launch.label, "search": opts.search})
-    try:
+    with Launching(opts, launch, f"search={opts.search} scale={scale}",
+                   {"commit": launch.label, "search": opts.search}) as launching:
         failures: list[str] = []
         done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         while (n_done := len(study.get_trials(deepcopy=False, states=done_states))) < trials:
             batch = [_plan_trial(study, study.ask(), mod, opts, overrides)
                      for _ in range(min(opts.parallel, trials - n_done))]
-            plans = []
-            for trial, plan in batch:
-                if plan.state in ("missing", "stalled") and all(p.sig != plan.sig for p in plans):
-                    write_run(plan, scale, launch, parent)
-                    write_json(os.path.join(plan.run_dir, "optuna.json"),
-                               {"storage": storage, "study": study.study_name, "trial_id": trial._trial_id,
-                                "objective": list(mod.objective)})
-                    plans.append(plan)
+            plans = [plan for _, plan in batch]
             print(f"[search] {study.study_name}: trials {n_done + 1}-{n_done + len(batch)} of {trials}, "
-                  f"{len(plans)} to train", flush=True)
-            if plans and opts.launcher == "slurm":
-                launch_slurm(plans, runs_root, opts.tracking_uri, opts.experiment, launch.spec, launch.commit,
-                             launch.dirty)
-                while any(classify(p.run_dir)[0] == "active" for p in plans):
-                    time.sleep(10)
-            elif plans:
-                launch_local(plans, runs_root, opts.tracking_uri, opts.experiment, opts.parallel)
+                  f"{len({p.sig for p in plans if p.state in TO_SUBMIT})} to train", flush=True)
+            launching.submit(Batch(
+                plans, job=lambda p, parent: TrainJob(p.run_dir, opts.tracking_uri, opts.experiment),
+                write=lambda p, parent: _write_trial(p, parent, batch, study, storage, mod, launch, scale)))
+            while opts.launcher == "slurm" and any(classify(p.run_dir)[0] == "active" for p in plans):
+                time.sleep(10)
             for trial, plan in batch:
                 value, pruned = objective_value(plan.run_dir, mod.objective)
                 if pruned:
@@ -138,10 +139,6 @@ def run_search(opts: Options, overrides: dict) -> int:
             if len(failures) >= max(2, trials // 2):
                 # a search that keeps failing would otherwise ask for new trials forever
                 raise SearchFailed(f"search stopped after {len(failures)} failed trials; first: {failures[0]}")
-    except BaseException:
-        end_launch(opts.tracking_uri, parent, "FAILED")
-        raise
-    end_launch(opts.tracking_uri, parent)
     best = study.best_trial
     print(f"best of {len(study.trials)} trials: {best.value:.4g} with {best.params} "
           f"(run {best.user_attrs.get('signature')})")

@@ -11,19 +11,25 @@
   (``<dir of the db>/mlartifacts/<experiment>``); on a cluster: a tracking server URI (``make mlflow-ui`` /
   ``mlflow server`` bound to 127.0.0.1). A store whose experiment keeps its artifacts elsewhere (the
   project was moved or copied) is refused, never written into the old tree.
-- Unsent metrics and unfinished end states left in a run dir (fvq/core/track.py) are sent by `sync_run`:
-  ``python sweeps/run.py grid=... sync=true``, and any launch of the grid, does it for every point.
+- The run dir is the record and the MLflow run its copy (fvq/core/track.py): `sync_run` compares the two
+  (metric rows by key and step, params, tags, artifacts, end status) and sends exactly what MLflow lacks;
+  ``python sweeps/run.py grid=... sync=true``, and any launch of the grid, does it for every point. A
+  launch whose parent run could not be closed (server away) records that in the runs dir; `sync_launches`
+  closes it later.
 - HTTP retries are capped so that a vanished server costs seconds, not minutes; the buffered tracker in
   fvq/core/track.py keeps the metrics meanwhile.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from typing import Any
 
 # Before mlflow reads them: fail fast, the BufferedTracker retries at its own pace.
@@ -33,7 +39,8 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from fvq.core.errors import SetupError  # noqa: E402
+from fvq.core.errors import SetupError, one_line  # noqa: E402
+from fvq.core.track import Held, behind, hold, read_jsonl, reconcile, record  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_URI = f"sqlite:///{os.path.join(REPO, 'mlflow.db')}"
@@ -67,6 +74,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     if scheme == "sqlite" and (db is None or not os.path.isdir(os.path.dirname(db) or ".")):
         raise TrackingError(f"tracking_uri={uri!r}: the directory of the sqlite file does not exist "
                             f"(sqlite:///relative/or/absolute/path/mlflow.db)")
+    if db is not None:
+        check_sqlite(db)
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -79,13 +88,70 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     raise TrackingError(f"MLflow tracking server at {uri} answered /health with an error")
 
 
+def check_sqlite(db: str) -> None:
+    """An existing sqlite store that is cut short or not a database is refused in one line; MLflow would
+    fail on it mid-launch with a long traceback. The checks are one read of the schema and the header's page
+    count against the file's size, made under the read's shared lock (so a writer's commit is never seen
+    halfway): cheap, unlike ``PRAGMA quick_check``, which would hold that lock for a full scan."""
+    import sqlite3
+
+    if not os.path.isfile(db) or os.path.getsize(db) == 0:
+        return  # no store yet (or sqlite's empty database): MLflow creates it
+    try:
+        # read-write, as MLflow opens it: a hot journal left by a killed writer is rolled back, not refused
+        con = sqlite3.connect(db, timeout=30, isolation_level=None)
+        try:
+            con.execute("BEGIN")
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            damage = _sqlite_damage(db)
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        damage = _sqlite_damage(db) or f"unreadable as an MLflow store ({e})"
+    if damage:
+        raise TrackingError(f"{db} is {damage}: restore it from a backup, move it aside, or pass tracking_uri=")
+
+
+def _sqlite_damage(db: str) -> str:
+    """What the file's 100-byte header says is wrong with it ("" when nothing)."""
+    with open(db, "rb") as f:
+        head, size = f.read(100), os.fstat(f.fileno()).st_size
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return "not an sqlite database"
+    page = int.from_bytes(head[16:18], "big") or 65536  # 1 encodes 65,536
+    pages = int.from_bytes(head[28:32], "big")
+    # the header's page count is valid only while its change counter matches (sqlite file format, 1.3.7)
+    if head[24:28] == head[92:96] and size < page * pages:
+        return f"truncated ({size:,} of {page * pages:,} bytes)"
+    return ""
+
+
 def ensure_experiment(uri: str, name: str) -> str:
     """Create the experiment if missing (launcher only); return its id. A sqlite store keeps artifacts
     beside its file; an experiment whose stored location is elsewhere (a moved project) is refused."""
     check_experiment_name(name)
     db = sqlite_path(uri)
     art = "file://" + os.path.join(os.path.dirname(os.path.abspath(db)), "mlartifacts", name) if db else None
-    client = MlflowClient(uri)
+    with _store_lock(db):
+        return _ensure_experiment(MlflowClient(uri), uri, name, art)
+
+
+@contextlib.contextmanager
+def _store_lock(db: str | None):
+    """Two launches on a fresh sqlite store would both run MLflow's schema migrations and one would fail
+    (``duplicate column name``): the first to take ``<db>.lock`` creates the store, the other waits."""
+    if db is None:
+        yield
+        return
+    with open(os.path.abspath(db) + ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _ensure_experiment(client, uri: str, name: str, art: str | None) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if art and exp.artifact_location.startswith("file://") and exp.artifact_location != art:
@@ -106,22 +172,60 @@ def ensure_experiment(uri: str, name: str) -> str:
 
 def open_launch(uri: str, experiment: str, name: str, tags: dict[str, str]) -> str:
     """The parent run of one launch (``grid=patch_size scale=cpu``); its runs are nested under it."""
-    client = MlflowClient(uri)
-    run = client.create_run(ensure_experiment(uri, experiment), run_name=name, tags={"launch": "1", **tags})
+    exp_id = ensure_experiment(uri, experiment)  # first: a fresh store is created under its lock
+    run = MlflowClient(uri).create_run(exp_id, run_name=name, tags={"launch": "1", **tags})
     return run.info.run_id
 
 
-def end_launch(uri: str, run_id: str, status: str = "FINISHED", **tags: str) -> None:
-    """Close the launch's parent run (a Slurm launch ends when submitted: its runs go on under it)."""
-    client = MlflowClient(uri)
-    if tags:
-        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-    client.set_terminated(run_id, status=status)
+PENDING_LAUNCHES = "launches_to_end.jsonl"  # in the runs dir: parent runs `sync_launches` has to close
+
+
+def end_launch(uri: str, run_id: str, status: str = "FINISHED", runs_dir: str = "", **tags: str) -> None:
+    """Close the launch's parent run (a Slurm launch ends when submitted: its runs go on under it). With the
+    server away, the end is recorded in ``runs_dir`` for `sync_launches` and a one-line TrackingError says so."""
+    try:
+        client = MlflowClient(uri)
+        if tags:
+            client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        client.set_terminated(run_id, status=status)
+    except Exception as e:
+        if not runs_dir:
+            raise
+        with open(os.path.join(runs_dir, PENDING_LAUNCHES), "a") as f:
+            f.write(json.dumps({"tracking_uri": uri, "run_id": run_id, "status": status, "tags": tags}) + "\n")
+        raise TrackingError(f"could not end the launch's MLflow run {run_id} ({type(e).__name__}: "
+                            f"{one_line(e)[:120]}); it is ended {status} by the next `sync=true`") from None
+
+
+def sync_launches(runs_dir: str) -> list[str]:
+    """End the parent runs that `end_launch` could not (recorded in the runs dir); one line per run ended.
+    A one-line TrackingError while the server is still away; what is left stays recorded for the next try."""
+    path = os.path.join(runs_dir, PENDING_LAUNCHES)
+    todo, lines = read_jsonl(path), []
+    try:
+        while todo:
+            rec = todo[0]
+            try:
+                end_launch(rec["tracking_uri"], rec["run_id"], rec["status"], **rec.get("tags", {}))
+            except Exception as e:
+                raise TrackingError(f"launch run {rec['run_id']}: not ended ({type(e).__name__}: "
+                                    f"{one_line(e)[:120]})") from None
+            lines.append(f"launch run {rec['run_id']}: ended {rec['status']}")
+            todo.pop(0)
+    finally:
+        if todo:
+            with open(path + ".tmp", "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in todo)
+            os.replace(path + ".tmp", path)
+        elif os.path.exists(path):
+            os.unlink(path)
+    return lines
 
 
 def open_run(uri: str, experiment: str, run_dir: str, run_name: str, tags: dict[str, str]) -> str:
     """Return the MLflow run id bound to ``run_dir``, creating the run the first time."""
     os.makedirs(run_dir, exist_ok=True)
+    record(run_dir, status="")  # running (again): a sync meanwhile must not end it with an old status
     path = os.path.join(run_dir, "mlflow.json")
     client = MlflowClient(uri)
     if os.path.exists(path):
@@ -167,25 +271,50 @@ class MLflowSink:
     def finish(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status=status)
 
+    def held(self) -> Held:
+        """What the MLflow run holds, read from the server (never assumed): every metric's history, params,
+        tags, artifact sizes (None if the artifact store cannot list them), status."""
+        run = self.client.get_run(self.run_id)
+        rows: Counter = Counter()
+        for key in run.data.metrics:  # the latest value of each key: its history holds every row
+            rows.update((key, m.step) for m in self.client.get_metric_history(self.run_id, key))
+        artifacts: dict[str, int] | None = {}
+        try:
+            dirs = [None]
+            while dirs:
+                for f in self.client.list_artifacts(self.run_id, dirs.pop()):
+                    if f.is_dir:
+                        dirs.append(f.path)
+                    else:
+                        artifacts[f.path] = f.file_size
+        except Exception:  # a failing artifact store: every recorded artifact is sent again (uploads overwrite)
+            artifacts = None
+        return Held(dict(rows), dict(run.data.params), dict(run.data.tags), artifacts, run.info.status)
+
 
 def sync_run(run_dir: str) -> str:
-    """Send what a run dir holds that its MLflow run has not taken (fvq/core/track.py: unsent metrics, an end
-    status); a one-line account, "" when there was nothing to send."""
+    """Reconcile a run dir's MLflow run with it (fvq/core/track.py): compare metric rows, params, tags,
+    artifacts and end status, send exactly what MLflow lacks. A one-line account, "" when the comparison
+    found nothing missing; " not sent" in it when part could not be sent (kept for the next try)."""
     from fvq.core.rundir import read_json
-    from fvq.core.track import UNFINISHED, UNSENT, read_jsonl
 
     ml = read_json(os.path.join(run_dir, "mlflow.json"))
-    unsent, marker = os.path.join(run_dir, UNSENT), os.path.join(run_dir, UNFINISHED)
-    if not ml or not (os.path.exists(unsent) or os.path.exists(marker)):
+    if not ml:
         return ""
-    sink = MLflowSink(ml["tracking_uri"], ml["run_id"])
-    rows = [(r["key"], float(r["value"]), int(r["step"])) for r in read_jsonl(unsent)]
-    for i in range(0, len(rows), 1000):
-        sink.log_metrics(rows[i:i + 1000])
-    if os.path.exists(unsent):
-        os.unlink(unsent)
-    status = read_json(marker).get("status")
-    if status:
-        sink.finish(status)
-        os.unlink(marker)
-    return f"{os.path.basename(run_dir)}: {len(rows)} metrics sent" + (f", ended {status}" if status else "")
+    lock = hold(run_dir)
+    if lock is None:  # its live job keeps MLflow in step (and reconciles at its end)
+        return f"{os.path.basename(run_dir)}: being tracked by its running job"
+    with lock:
+        account = reconcile(MLflowSink(ml["tracking_uri"], ml["run_id"]), run_dir)
+    return f"{os.path.basename(run_dir)}: {account.line()}" if account.line() else ""
+
+
+def behind_note(run_dirs: list[str]) -> str:
+    """For a launch summary: one line on the runs whose MLflow copy lacks records (a failed upload, the
+    server away at their end), "" when none."""
+    what = {os.path.basename(d): behind(d) for d in run_dirs if behind(d)}
+    if not what:
+        return ""
+    first = next(iter(what.items()))
+    return (f"{len(what)} run(s) not complete in MLflow yet ({first[0]}: {first[1]}"
+            + (", ..." if len(what) > 1 else "") + "); their run dirs keep it: `sync=true` sends it")

@@ -283,7 +283,7 @@ def test_collect_rejects_unknown_arguments_and_grids(capsys):
     from analysis.collect import main
 
     assert main(["grid=nope"]) == 2 and "unknown grid 'nope'" in capsys.readouterr().err
-    assert main(["gird=annealing"]) == 2 and "is not one of grid=" in capsys.readouterr().err
+    assert main(["gird=annealing"]) == 2 and "unknown key 'gird' (did you mean grid?)" in capsys.readouterr().err
     assert main(["grid=depth", "tracking_uri=sqlite:////nonexistent/mlflow.db"]) == 2
     err = capsys.readouterr().err  # the tracking check names the missing folder before collect looks for the file
     assert ("no MLflow store at" in err or "does not exist" in err) and err.count("\n") == 1

@@ -1,4 +1,6 @@
 """Typed overrides, validation, and the scale presets (fvq/core/config.py)."""
+import re
+
 import pytest
 
 from fvq.core.config import (Config, ConfigError, all_keys, apply_overrides, base_config, diff, from_flat_dict,
@@ -63,3 +65,30 @@ def test_unknown_scale():
 def test_frozen():
     with pytest.raises(Exception):
         Config().seed = 3
+
+
+def test_every_command_line_parses_key_value_through_one_parser(capsys):
+    """Harness options, the generator's ar. keys and the analysis CLIs: typed by their dataclass fields, one
+    truthy rule, unknown keys with the closest valid ones (fvq/core/keyvalue.py)."""
+    from dataclasses import dataclass
+
+    from analysis import build, calibration
+    from fvq.core.keyvalue import split, typed
+    from fvq.generation.ar import ar_overrides
+    from sweeps.options import parse
+
+    @dataclass(frozen=True)
+    class A:
+        n: int = 1
+        on: bool = False
+
+    assert typed(A, split(["n=1_000", "on=yes", "n=3"])) == A(3, True)  # last one wins
+    for bad, words in [(["n=x"], "n='x': expected int"), (["m=1"], "unknown key 'm' (valid: n, on)"),
+                       (["n"], "is not key=value")]:
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            typed(A, split(bad))
+    assert parse(["grid=depth", "dry=on"])[0].dry is True
+    with pytest.raises(ConfigError, match="unknown AR override 'stps'"):
+        ar_overrides(["stps=3"])
+    assert build.main(["tabels=x"]) == 2 and "did you mean tables" in capsys.readouterr().err
+    assert calibration.main(["comit=abc"]) == 2 and "did you mean commit" in capsys.readouterr().err

@@ -140,8 +140,10 @@ def test_sharded_evaluation_equals_one_process(tmp_path, monkeypatch):
 # ---- end to end: 1 process vs 2 ------------------------------------------------------------------------
 def cli(out, *extra, nproc: int = 1, **kw) -> subprocess.Popen:
     launch = [sys.executable, "-m", "fvq.train"] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-        "--master_port", str(free_port()), "-m", "fvq.train"]
+        # --standalone: torchrun binds its own free port (a port picked here and bound later could be taken
+        # in between by the other test worker)
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+        "-m", "fvq.train"]
     return subprocess.Popen([*launch, f"out={out}", *TINY, *extra], cwd=REPO, env=ENV, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
@@ -236,6 +238,7 @@ def test_two_tasks_on_slurm_requeued_equal_one(one_process, tmp_path, slurm_clus
     from fvq.core.rundir import prepare_run_dir
     from slurm.devcluster import running_again, wait_until
     from slurm.spec import load_spec
+    from sweeps.job import TrainJob
     from sweeps.launcher import git_commit, launch_slurm
     from sweeps.plan import Planned
 
@@ -246,8 +249,8 @@ def test_two_tasks_on_slurm_requeued_equal_one(one_process, tmp_path, slurm_clus
     spec = load_spec("dev").replace(tasks_per_node=2, gpus_per_node=2, mem_gb=4,
                                     setup=("export PYTHONUNBUFFERED=1", "export OMP_NUM_THREADS=1"))
     commit, _ = git_commit()
-    job = launch_slurm([Planned("ddp2", run, {}, "missing", cfg=cfg)], str(runs), uri, "ddp-test", spec,
-                       commit, dirty=True)[0]
+    job = launch_slurm([Planned("ddp2", run, {}, "missing", cfg=cfg)], str(runs), spec, commit,
+                       lambda p: TrainJob(p.run_dir, uri, "ddp-test"), dirty=True)["ddp2"]
     wait_until(lambda: step_of(run) >= 12, 240, "the 2-task run past its third checkpoint")
     slurm_cluster.run("scontrol", "requeue", job)
     # the scheduler's part of the restart has deadlines from its own delays; the 400 s below is training time

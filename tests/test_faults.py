@@ -17,7 +17,7 @@ from conftest import MLflowServer
 
 from fvq.core.config import Config, apply_overrides, to_json
 from fvq.core.rundir import claim, read_status, release
-from fvq.core.track import UNFINISHED, UNSENT, BufferedTracker, read_jsonl
+from fvq.core.track import BufferedTracker, behind, pending, read_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["optim.steps=8", "log.every=1", "log.ckpt_every=2", "data.train_size=64", "data.val_size=8",
@@ -135,17 +135,12 @@ def test_slurm_setup_lines_quote_the_code_path(tmp_path, monkeypatch):
         def update_parameters(self, **kw):
             seen.update(kw)
 
-        def batch(self):
-            raise RuntimeError("stop here: only the setup lines are under test")
-
     code = tmp_path / "runs with space $(touch pwned)"
     code.mkdir()
-    monkeypatch.setattr(L.submitit, "AutoExecutor", Exec)
-    monkeypatch.setattr(L, "pin_code", lambda commit, root, dirty=False: (str(code), commit))
+    monkeypatch.setattr(L.submitit, "AutoExecutor", Exec)  # only the setup lines are under test
     from slurm.spec import load_spec
 
-    with pytest.raises(Exception):
-        L.launch_slurm([], str(tmp_path), "sqlite://", "x", load_spec("dev"), "abc")
+    L.slurm_executor(load_spec("dev"), str(code), str(tmp_path))
     script = "\n".join(seen["slurm_setup"][-2:]) + "\npwd\n"
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == str(code), out.stderr
@@ -165,7 +160,7 @@ def _job(tmp_path, uri: str, *overrides: str):
 def test_setup_failure_is_recorded_failed_in_run_dir_and_mlflow(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from sweeps.launcher import classify
+    from sweeps.state import classify
     from sweeps.tracking import ensure_experiment
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -206,7 +201,7 @@ def test_tracking_server_down_at_start_is_recorded(tmp_path):
 
 
 def test_corrupt_status_of_a_finished_run_is_not_retrained(tmp_path):
-    from sweeps.launcher import classify
+    from sweeps.state import classify
 
     run = tmp_path / "r"
     run.mkdir()
@@ -217,45 +212,6 @@ def test_corrupt_status_of_a_finished_run_is_not_retrained(tmp_path):
     assert classify(str(run))[0] == "failed"
     row("torn `status.json`", "finished when final.json holds the evaluation, else failed (never silently "
         "retrained)", "nothing")
-
-
-@pytest.mark.slow
-def test_mlflow_outage_past_the_end_loses_nothing(tmp_path):
-    """A server that dies mid-run and stays down past the end: metrics and the end status wait in the run
-    dir and reach MLflow through `sync` once it is back; the MLflow run is not left RUNNING."""
-    from mlflow.tracking import MlflowClient
-
-    from sweeps.tracking import MLflowSink, ensure_experiment, open_run, sync_run
-
-    server = MLflowServer(str(tmp_path)).start()
-    try:
-        ensure_experiment(server.uri, "outage")
-        run = str(tmp_path / "run")
-        run_id = open_run(server.uri, "outage", run, "outage", {})
-        tr = BufferedTracker(MLflowSink(server.uri, run_id), run, flush_s=0.2, log=lambda *a, **k: None)
-        n, t0 = 0, time.time()
-        for step in range(1, 101):
-            tr.log_metrics({"a": step, "b": -step}, step)
-            n += 2
-            if step == 30:
-                time.sleep(1.0)  # the first 60 reach the server
-                server.stop()
-        tr.close("FINISHED", retries=1)
-        down = time.time() - t0
-        assert os.path.exists(os.path.join(run, UNSENT)) and os.path.exists(os.path.join(run, UNFINISHED))
-        server = MLflowServer(str(tmp_path), port=server.port).start()
-        line = sync_run(run)
-        assert "metrics sent" in line and "ended FINISHED" in line
-        client = MlflowClient(server.uri)
-        got = sum(len(client.get_metric_history(run_id, k)) for k in ("a", "b"))
-        assert client.get_run(run_id).info.status == "FINISHED"
-        assert not os.path.exists(os.path.join(run, UNSENT)) and not os.path.exists(os.path.join(run, UNFINISHED))
-        assert got == n
-        row("MLflow server down from mid-run to past the end", "metrics and end status kept in the run dir; "
-            "`sync=true` (or any relaunch) sends them", f"metrics missing in MLflow after a {down:.0f} s outage: "
-            f"{n - got} of {n}; run not left RUNNING")
-    finally:
-        server.stop()
 
 
 @pytest.mark.slow
@@ -313,7 +269,7 @@ def test_moved_project_store_is_refused(tmp_path):
     from sweeps.tracking import TrackingError, ensure_experiment
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    MlflowClient(uri).create_experiment("old", artifact_location=f"file:///elsewhere/mlartifacts/old")
+    MlflowClient(uri).create_experiment("old", artifact_location="file:///elsewhere/mlartifacts/old")
     with pytest.raises(TrackingError, match="the project was moved or copied"):
         ensure_experiment(uri, "old")
     exp = ensure_experiment(uri, "fresh")
@@ -322,13 +278,18 @@ def test_moved_project_store_is_refused(tmp_path):
         "artifacts in the old tree); new experiments keep artifacts beside the store", "nothing")
 
 
-def test_bad_results_csv_fails_the_figure_naming_file_and_row(tmp_path):
+def _fig6(tmp_path):
+    """A copy of the fixture results and the command that builds Fig. 6 from it: (results, out, cmd, env)."""
     import shutil
 
     results, out = tmp_path / "results", tmp_path / "figures"
     shutil.copytree(os.path.join(REPO, "tests", "fixtures", "results"), results)
     cmd = [sys.executable, "-m", "analysis.figures.fig6_ablations", "--results", str(results), "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": REPO}
+    return results, out, cmd, {**os.environ, "PYTHONPATH": REPO}
+
+
+def test_bad_results_csv_fails_the_figure_naming_file_and_row(tmp_path):
+    results, out, cmd, env = _fig6(tmp_path)
     assert subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300).returncode == 0
     assert (out / "fig6_ablations.png").exists()
     path = results / "patch_size.csv"
@@ -348,3 +309,518 @@ def test_bad_results_csv_fails_the_figure_naming_file_and_row(tmp_path):
         rows += 1
     row("`rfid=banana` / `usage=-7` in a results CSV", "`fig6_ablations: not built: <file>: row 3: column ...`, "
         "exit 2; the old figure is removed", f"nothing ({rows} of {rows} bad values refused, 0 stale figures)")
+
+
+# --- MLflow holds exactly what the run dir holds (kills mid-checkpoint, resumes, outages, artifact store) ---
+
+
+def _held(uri: str, run_id: str):
+    from sweeps.tracking import MLflowSink
+
+    return MLflowSink(uri, run_id).held()
+
+
+def _local_pairs(run: str) -> set:
+    return {(r["key"], int(r["step"])) for r in read_jsonl(os.path.join(run, "metrics.jsonl"))}
+
+
+def _start_job(run: str, uri: str, log_name: str) -> subprocess.Popen:
+    code = f"from sweeps.job import TrainJob; TrainJob({run!r}, {uri!r}, 'faults')()"
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}  # a job, as Slurm starts it
+    with open(os.path.join(os.path.dirname(run), log_name), "w") as log:
+        return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                env={**env, "PYTHONPATH": REPO})
+
+
+def _kill_at_step(p: subprocess.Popen, run: str, step: int, timeout: float = 300) -> int:
+    """kill -9 once status.json says ``step`` was reached (a checkpoint lies some steps behind); the step."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and p.poll() is None and read_status(run).get("step", 0) < step:
+        time.sleep(0.1)
+    assert p.poll() is None, f"the job ended before step {step}"
+    assert read_status(run).get("step", 0) >= step, f"step {step} not reached in {timeout:.0f} s"
+    p.kill()
+    p.wait(timeout=60)
+    return read_status(run)["step"]
+
+
+@pytest.mark.slow
+def test_kill9_mid_run_then_sync_and_resumes_hold_each_row_once(tmp_path):
+    """kill -9 with metrics in memory, sync, kill -9 again, relaunch to the end: MLflow holds each (key, step)
+    of metrics.jsonl once, none missing, none twice (resumes retrain steps MLflow already holds)."""
+    from sweeps.tracking import sync_run
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run, _ = _job(tmp_path, uri, "optim.steps=40", "log.ckpt_every=10")
+    first = _kill_at_step(_start_job(run, uri, "a.log"), run, 25)  # checkpoint at 20
+    run_id = json.load(open(os.path.join(run, "mlflow.json")))["run_id"]
+    local, held = _local_pairs(run), _held(uri, run_id)
+    lost = len(local - set(held.metrics))
+    assert pending(run)
+    line = sync_run(run)
+    held = _held(uri, run_id)
+    assert (f"sent {lost} metrics" in line if lost else line == ""), line
+    assert set(held.metrics) == local and max(held.metrics.values()) == 1
+    assert sync_run(run) == "" and not pending(run)  # compared again: nothing missing
+    past = sum(s > 20 for _, s in held.metrics)  # rows the resume at step 20 trains again
+    second = _kill_at_step(_start_job(run, uri, "b.log"), run, 35)  # resumed at 20, checkpoint at 30
+    last = _start_job(run, uri, "c.log")  # resumes at 30: steps 31-35 again
+    assert last.wait(timeout=600) == 0, open(os.path.join(tmp_path, "runs", "c.log")).read()[-2000:]
+    local, held = _local_pairs(run), _held(uri, run_id)
+    rows = sum(held.metrics.values())
+    assert set(held.metrics) == local and rows == len(local), (rows, len(local))
+    assert held.status == "FINISHED" and sorted(held.artifacts) == ["codebook.pt", "config.json", "final.json",
+                                                                      "recon.png"]
+    assert not pending(run) and sync_run(run) == ""
+    row("kill -9 mid-run (metrics buffered; checkpoint 5 steps behind), twice, then relaunch",
+        f"`pending`, so `sync=true` sends the {lost} rows that were only in memory (killed at step {first}); "
+        f"each start reconciles MLflow with metrics.jsonl before its first batch and never resends a step "
+        f"MLflow holds (killed again at step {second})",
+        f"nothing: {rows} MLflow rows for {len(local)} (key, step) pairs of metrics.jsonl, 0 duplicated")
+    row("resume from a checkpoint older than what MLflow holds", "the resumed start compares MLflow's histories "
+        "with metrics.jsonl before its first batch; steps MLflow holds are not sent again",
+        f"nothing: {past} rows past the checkpoint were in MLflow, {rows - len(local)} sent twice")
+
+
+def _artifacts(run: str) -> list[str]:
+    """The files fvq.train logs as artifacts at the end of a run (small stand-ins)."""
+    names = ["config.json", "final.json", "recon.png", "codebook.pt"]
+    for i, name in enumerate(names):
+        with open(os.path.join(run, name), "wb") as f:
+            f.write(b"x" * (100 + i))
+    return [os.path.join(run, n) for n in names]
+
+
+@pytest.mark.slow
+def test_mlflow_outage_past_the_end_loses_nothing(tmp_path):
+    """A server that dies mid-run and stays down past the end: metrics, artifacts, `missing.*` tags and the end
+    status wait in the run dir and reach MLflow through `sync` once it is back; the launch's parent run is
+    ended then too (one line at the end of the launch, no traceback); nothing is left RUNNING."""
+    from sweeps.tracking import (MLflowSink, TrackingError, end_launch, ensure_experiment, open_launch, open_run,
+                                 sync_launches, sync_run)
+
+    server = MLflowServer(str(tmp_path)).start()
+    try:
+        ensure_experiment(server.uri, "outage")
+        parent = open_launch(server.uri, "outage", "grid=x", {})
+        run = str(tmp_path / "run")
+        run_id = open_run(server.uri, "outage", run, "outage", {})
+        tr = BufferedTracker(MLflowSink(server.uri, run_id), run, flush_s=0.2, log=lambda *a, **k: None)
+        n, t0 = 0, time.time()
+        for step in range(1, 101):
+            tr.log_metrics({"a": step, "b": -step}, step)
+            n += 2
+            if step == 30:
+                assert tr.flush()  # the first 60 reach the server
+                server.stop()
+        tr.set_tags({"missing.rfid": "eval.fid=false"})
+        for path in _artifacts(run):
+            tr.log_artifact(path)
+        tr.close("FINISHED", retries=1)
+        down = time.time() - t0
+        with pytest.raises(TrackingError) as e:
+            end_launch(server.uri, parent, "FINISHED", runs_dir=str(tmp_path))
+        assert str(e.value).count("\n") == 0 and "ended FINISHED by the next `sync=true`" in str(e.value)
+        with pytest.raises(Exception):  # still down: nothing compared, everything kept (run.py: "not sent")
+            sync_run(run)
+        assert pending(run) and "140 buffered metrics" in behind(run)
+        server = MLflowServer(str(tmp_path), port=server.port).start()
+        line = sync_run(run)
+        held = _held(server.uri, run_id)
+        got = sum(held.metrics.values())
+        assert line == "run: sent 140 metrics, 1 tags, 4 artifacts, 1 end status", line
+        assert held.status == "FINISHED" and held.tags["missing.rfid"] == "eval.fid=false"
+        assert sorted(held.artifacts) == ["codebook.pt", "config.json", "final.json", "recon.png"]
+        assert got == n == len(held.metrics)
+        assert sync_launches(str(tmp_path)) == [f"launch run {parent}: ended FINISHED"]
+        assert _held(server.uri, parent).status == "FINISHED" and sync_launches(str(tmp_path)) == []
+        assert sync_run(run) == "" and not pending(run)  # a second sync compares and finds nothing missing
+        row("MLflow server down from mid-run to past the end", "metrics, artifacts, tags and "
+            "end status kept in the run dir; end of launch one line (parent run recorded for sync); `sync=true` "
+            "compares and sends what MLflow lacks, then ends the parent run",
+            f"after a {down:.0f} s outage: metrics missing {n - got} of {n}, artifacts 0 of 4, `missing.*` tags "
+            f"0 of 1; nothing left RUNNING")
+    finally:
+        server.stop()
+
+
+def test_failing_artifact_store_is_pending_and_resent_by_sync(tmp_path):
+    """The tracking server takes metrics but its artifact store fails: the run ends, its artifacts are
+    recorded as not sent (for the launch summary), `sync` says " not sent" while the store fails and sends
+    them once it works."""
+    from sweeps.tracking import MLflowSink, behind_note, ensure_experiment, open_run, sync_run
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    ensure_experiment(uri, "faults")
+    run = str(tmp_path / "runs" / "r")
+    run_id = open_run(uri, "faults", run, "r", {})
+    store = tmp_path / "mlartifacts" / "faults" / run_id
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text("a file where the run's artifact folder goes: every upload fails")
+    logs = []
+    tr = BufferedTracker(MLflowSink(uri, run_id), run, flush_s=60, log=lambda *a, **k: logs.append(a[0]))
+    for step in range(1, 11):
+        tr.log_metrics({"a": step}, step)
+    for path in _artifacts(run):
+        tr.log_artifact(path)
+    tr.close("FINISHED")
+    held = _held(uri, run_id)
+    assert held.status == "FINISHED" and len(held.metrics) == 10 and not held.artifacts
+    assert pending(run) and "4 artifacts" in behind_note([run]) and any("4 artifacts" in m for m in logs)
+    assert " not sent: 4 artifacts" in sync_run(run)
+    store.unlink()
+    assert sync_run(run) == "r: sent 4 artifacts"
+    assert len(_held(uri, run_id).artifacts) == 4 and not pending(run) and sync_run(run) == ""
+    row("MLflow artifact store failing while the server is up", "metrics and end status sent; the artifacts "
+        "recorded as not sent: one `[track]` line, the launch summary names them, `sync=true` says `not sent` "
+        "(exit 1) until the store works, then sends them", "nothing: 0 of 4 artifacts missing after sync")
+
+
+# --- disk full, read-only runs dir, corrupt store, bounded inputs, analysis refuses duplicates ---
+
+
+def _mounted(tmp_path, name: str, *how: str):
+    """A folder under tmp_path with ``mount *how`` on it (a small tmpfs, a read-only bind), or a skip saying
+    why: these faults need root mounts, which not every CI runner allows."""
+    d = tmp_path / name
+    d.mkdir(exist_ok=True)
+    r = subprocess.run(["mount", *how, str(d)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot `mount {' '.join(how)}` here (needs root): {r.stderr.strip()[:120]}")
+    return d
+
+
+def _umount(d) -> None:
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)  # lazy: a dying job may still hold a file
+
+
+def _fill(d) -> None:
+    """Write until the file system says ENOSPC."""
+    with open(d / "fill", "wb", buffering=0) as f, pytest.raises(OSError, match="No space left"):
+        while True:
+            f.write(bytes(1 << 16))
+
+
+def test_corrupt_store_is_one_line_in_dry_runs_launches_and_collect(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").create_experiment("fvq")
+    full = db.stat().st_size
+    db.write_bytes(db.read_bytes()[:20000])  # cut short, as by a full disk or a copy that stopped
+    lines = []
+    for args in (("dry=true",), TINY):
+        r = harness(tmp_path, "grid=depth", *args)
+        one_line_exit_2(r, f"{db} is truncated (20,000 of {full:,} bytes)")
+        lines.append(r.stderr.strip())
+    assert not (tmp_path / "runs").exists()
+    r = subprocess.run([sys.executable, "-m", "analysis.collect", "grid=depth", f"tracking_uri=sqlite:///{db}",
+                        f"results={tmp_path / 'results'}"], capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
+    one_line_exit_2(r, "is truncated")
+    db.write_text("not a database\n")
+    one_line_exit_2(harness(tmp_path, "grid=depth", "dry=true"), f"{db} is not an sqlite database")
+    row("`mlflow.db` truncated or not a database", f"`error: <db> is truncated (20,000 of {full:,} bytes): restore "
+        "it from a backup, ...` (or `is not an sqlite database`), exit 2 in dry runs, launches and "
+        "`analysis.collect`", f"nothing ({len(lines)} of 2 launches stopped before writing; the store kept as is)")
+
+
+def test_full_disk_is_named_at_launch_and_leaves_no_claim(tmp_path):
+    from fvq.core.config import base_config
+    from fvq.core.rundir import RunDirError
+    from sweeps.plan import LaunchError, check_writable, run_bytes
+
+    need = 3 * run_bytes(base_config("cpu"))  # two checkpoints of each of three cpu-scale runs: ~140 MiB
+    disk = _mounted(tmp_path, "disk", "-t", "tmpfs", "-o", "size=2m", "tmpfs")
+    try:
+        run = disk / "runs" / "r"
+        run.mkdir(parents=True)
+        with pytest.raises(LaunchError, match=f"2 MiB free on its disk, the 3 runs to start need about "
+                                              f"{need / 2**20:,.0f} MiB"):
+            check_writable(str(disk / "runs"), need, 3)
+        _fill(disk)
+        r = harness(tmp_path, "grid=depth", "dry=true", f"runs_dir={disk / 'runs'}")
+        one_line_exit_2(r, "is not writable")
+        assert "disk full (ENOSPC)" in r.stderr
+        with pytest.raises(RunDirError, match="disk full"):
+            claim(str(run))
+        left = sorted(os.listdir(run))
+        (disk / "fill").unlink()
+        (run / "claim").write_text("")  # what an exclusive create then a failed write used to leave
+        assert claim(str(run)) == "" and read_status(str(run)) == {}
+        release(str(run))
+    finally:
+        _umount(disk)
+    assert left == []
+    row("`runs_dir` on a full disk", f"`{r.stderr.strip()[7:].replace(str(tmp_path), '...')}`, exit 2, before "
+        "anything is submitted (a 1 MiB probe is written, not 0 bytes)", "nothing: "
+        f"{len(left)} files left by a failed claim; an empty claim file is taken over, not `claimed by pid ?`")
+
+
+def test_disk_full_during_a_checkpoint_is_recorded_as_enospc(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.tracking import ensure_experiment
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    ensure_experiment(uri, "faults")
+    disk = _mounted(tmp_path, "disk", "-t", "tmpfs", "-o", "size=30m", "tmpfs")  # one ~21 MB checkpoint fits
+    try:
+        run, job = _job(disk, uri)
+        stale = os.path.join(run, ".ckpt-killed.tmp")
+        open(stale, "wb").close()  # left by a kill mid-write
+        with pytest.raises(OSError):
+            job()
+        st, left = read_status(run), [n for n in os.listdir(run) if n.endswith(".tmp")]
+        run_id = json.load(open(os.path.join(run, "mlflow.json")))["run_id"]
+    finally:
+        _umount(disk)
+    assert st["state"] == "FAILED" and st["reason"] == f"disk full (ENOSPC) writing {run}/ckpt.pt", st
+    ml = MlflowClient(uri).get_run(run_id)
+    assert ml.info.status == "FAILED" and ml.data.tags["failure"] == st["reason"], ml.data.tags
+    assert left == []
+    row("disk full during a checkpoint", "status FAILED and MLflow `failure` tag "
+        "`disk full (ENOSPC) writing <run>/ckpt.pt`; stale `.ckpt-*.tmp` removed on start",
+        f"the steps after the last checkpoint ({st['step']} reached); {len(left)} temporary files left")
+
+
+def _read_only_at_step(tmp_path, run: str, cmd: list[str], step: int = 5) -> tuple[int, str]:
+    """Start ``cmd`` (training into ``run``), make ``run`` read-only once it reached ``step``; (exit, stderr)."""
+    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": REPO})
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and p.poll() is None and read_status(run).get("step", 0) < step:
+            time.sleep(0.05)
+        assert p.poll() is None, p.communicate()
+        # the run dir bound over itself, then that bind made read-only: every path under it refuses writes
+        # (a remount of the whole file system would fail as busy while the run holds metrics.jsonl open)
+        _mounted(tmp_path, os.path.relpath(run, tmp_path), "--bind", run)
+        ro = subprocess.run(["mount", "-o", "remount,bind,ro", run], capture_output=True, text=True)
+        assert ro.returncode == 0, ro.stderr
+        return p.wait(timeout=240), p.stderr.read()
+    finally:
+        p.kill()
+        _umount(run)
+
+
+def test_runs_dir_turned_read_only_mid_run_ends_in_one_line(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.tracking import ensure_experiment
+
+    out = str(tmp_path / "run")
+    rc, err = _read_only_at_step(tmp_path, out, [sys.executable, "-m", "fvq.train", f"out={out}", *TINY,
+                                                 "optim.steps=2000", "log.ckpt_every=1000"])
+    st = read_status(out)
+    assert rc == 2 and err.strip().count("\n") == 0, err
+    assert "read-only file system (EROFS) writing" in err and "status.json could not record the failure" in err
+    assert st["state"] == "RUNNING"  # what the run dir can no longer correct, said on the line above
+    # a launched job: the MLflow run, outside the run dir, takes the failure
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    ensure_experiment(uri, "faults")
+    run, _ = _job(tmp_path, uri, "optim.steps=2000", "log.ckpt_every=1000")
+    code = f"from sweeps.job import TrainJob; TrainJob({run!r}, {uri!r}, 'faults')()"
+    _read_only_at_step(tmp_path, run, [sys.executable, "-c", code])
+    ml = MlflowClient(uri).get_run(json.load(open(os.path.join(run, "mlflow.json")))["run_id"])
+    assert ml.info.status == "FAILED" and "read-only file system (EROFS)" in ml.data.tags["failure"], ml.data.tags
+    row("run dir turned read-only mid-run", "`error: read-only file system (EROFS) writing <run>/...; "
+        "status.json could not record the failure`, exit 2; MLflow run FAILED with that `failure` tag "
+        "(status.json stays RUNNING: it cannot be written)", f"the steps after the last checkpoint (read-only "
+        f"at step {st['step']})")
+
+
+def test_unbounded_inputs_are_one_line(tmp_path):
+    from sweeps.options import MAX_SEEDS, cores
+
+    t0 = time.time()
+    one_line_exit_2(harness(tmp_path, "grid=depth", "dry=true", "parallel=99999"),
+                    f"parallel=99999: this machine has {cores()} cores")
+    one_line_exit_2(harness(tmp_path, "grid=depth", "dry=true", "seeds=1000000"),
+                    f"seeds=1000000: at most {MAX_SEEDS} seeds")
+    took = time.time() - t0
+    r = harness(tmp_path, "grid=depth", "dry=true", "optim.steps=" + "9" * 10000)
+    one_line_exit_2(r, "optim.steps='9999")
+    assert len(r.stderr) < 300 and "...: expected int" in r.stderr, len(r.stderr)
+    folder = tmp_path / "somebody"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    p = subprocess.run([sys.executable, "-m", "fvq.train", f"out={folder}", *TINY], cwd=REPO, capture_output=True,
+                       text=True, env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
+    one_line_exit_2(p, "is a non-empty folder that is not a run dir")
+    assert os.listdir(folder) == ["notes.txt"]
+    row("`parallel=99999`, `seeds=1000000`, a 10,000-character value", f"one line each, exit 2 (the first two "
+        f"in {took:.1f} s together); the value echoed cut to 80 characters", "nothing")
+    row("`python -m fvq.train out=<a folder that is not a run dir>`", "`error: <dir> is a non-empty folder that "
+        "is not a run dir ...`, exit 2", "nothing (the folder untouched)")
+
+
+def test_photo_loading_passes_on_what_it_does_not_handle(monkeypatch):
+    import skimage.data
+
+    from fvq.core import data
+
+    def interrupted():
+        raise SystemExit("interrupted while loading")
+
+    monkeypatch.setattr(data, "_PHOTOS", None)
+    monkeypatch.setattr(skimage.data, "astronaut", interrupted)
+    with pytest.raises(SystemExit, match="interrupted while loading"):
+        data.load_photos()
+    row("an exit or interrupt while the built-in photos load", "passed on as it is (only a photo that fails to "
+        "load is skipped; never reported as `no scikit-image bundled photo could be loaded`)", "nothing")
+
+
+def test_results_csv_with_a_duplicate_run_or_a_missing_column_is_refused(tmp_path):
+    import pandas as pd
+
+    results, out, cmd, env = _fig6(tmp_path)
+    path = results / "patch_size.csv"
+    good = path.read_text()
+    lines = good.splitlines()
+    path.write_text("\n".join([*lines, lines[1]]) + "\n")  # the run of row 2 once more
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and r.stdout.strip().count("\n") == 0, r.stdout + r.stderr
+    sig = pd.read_csv(path, dtype=str)["signature"].iloc[0]
+    assert f"{path}: row {len(lines) + 1}: signature={sig} is already on row 2" in r.stdout, r.stdout
+    path.write_text(good)
+    pd.read_csv(path, dtype=str).drop(columns="rec_l2").to_csv(path, index=False)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and f"{path}: row 1: no column rec_l2" in r.stdout and not r.stderr.strip(), r.stdout
+    assert not list(out.glob("fig6_ablations.*"))
+    row("a duplicated run row / a missing required column in a results CSV", "`<file>: row N: signature=<sig> "
+        "is already on row M ...` / `<file>: row 1: no column rec_l2 ...`, exit 2, no figure",
+        "nothing (no run counted as another seed)")
+
+
+# --- liveness from the job, concurrent launches on a fresh store, launch summaries ---
+
+
+def _launch_bg(tmp_path, log: str, *args) -> subprocess.Popen:
+    """A launch in the background, its output in ``log``; kill -9 of it hits the launcher process alone."""
+    env = {**os.environ, "PYTHONPATH": REPO}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep)
+                                  if not os.path.exists(os.path.join(p, "sbatch")))
+    out = open(tmp_path / log, "w")
+    return subprocess.Popen([sys.executable, os.path.join(REPO, "sweeps", "run.py"), f"runs_dir={tmp_path / 'runs'}",
+                             f"tracking_uri=sqlite:///{tmp_path}/mlflow.db", *args], stdout=out,
+                            stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+
+
+def _one_run(tmp_path) -> str:
+    runs = [d for d in os.listdir(tmp_path / "runs") if not d.startswith(".")]
+    assert len(runs) == 1, runs
+    return str(tmp_path / "runs" / runs[0])
+
+
+def _poll(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s"
+        time.sleep(0.2)
+    return value
+
+
+# one point: the annealing grid's two points become one run when the schedule is fixed on the command line
+ONE_POINT = ["grid=annealing", "sched.kind=constant", "parallel=1", *TINY]
+
+
+@pytest.mark.slow
+def test_launcher_killed_after_submitting_is_not_trained_twice_and_preemption_is_named(tmp_path):
+    """kill -9 of the launcher once its job trains; relaunch at once: the job (not the dead launcher) holds the
+    point, nothing is submitted. SIGTERM of the job under a live launcher: counted preempted, not failed; the
+    relaunch resumes it; MLflow holds each (key, step) once."""
+    from fvq.core.track import read_jsonl
+    from sweeps.state import classify
+
+    long = [*ONE_POINT, "optim.steps=100000"]  # alive for as long as the test needs it
+    first = _launch_bg(tmp_path, "first.log", *long)
+    run = _poll(lambda: (tmp_path / "runs").exists() and _one_run(tmp_path), 120, "the run dir")
+    _poll(lambda: read_status(run).get("state") == "RUNNING" and read_status(run).get("step", 0) >= 2, 300,
+          "the job to train")
+    first.kill()
+    first.wait(timeout=60)
+    again = harness(tmp_path, *long)
+    assert again.returncode == 0 and "0 to submit (1 active)" in again.stdout, again.stdout + again.stderr
+    state, detail = classify(run)
+    assert state == "active" and "launcher" not in detail, detail  # the job's own process holds it
+    assert len(json.load(open(os.path.join(run, "attempts.json")))) == 1  # one start: trained once
+    pid = read_status(run)["pid"]
+    os.kill(pid, signal.SIGTERM)  # the orphaned job, preempted: checkpoint, PREEMPTED
+    _poll(lambda: classify(run)[0] == "preempted", 120, "the orphan to stop as preempted")
+    # a live launcher whose job is preempted: the summary counts it preempted and names no launcher pid
+    third = _launch_bg(tmp_path, "third.log", *long)
+    _poll(lambda: len(json.load(open(os.path.join(run, "attempts.json")))) == 2
+          and read_status(run).get("state") == "RUNNING", 300, "the relaunch to resume the run")
+    step = read_status(run)["step"]
+    _poll(lambda: read_status(run).get("step", 0) > step, 120, "the resumed run to train")
+    os.kill(read_status(run)["pid"], signal.SIGTERM)
+    assert third.wait(timeout=300) == 3
+    log = (tmp_path / "third.log").read_text()
+    assert "done: 0 finished, 1 preempted, 0 failed" in log and f"pid {third.pid}" not in log, log
+    sync = harness(tmp_path, *long, "sync=true")
+    assert sync.returncode == 0, sync.stdout + sync.stderr
+    rows = read_jsonl(os.path.join(run, "metrics.jsonl"))
+    ml = json.load(open(os.path.join(run, "mlflow.json")))
+    held = _held(ml["tracking_uri"], ml["run_id"]).metrics
+    assert set(held) == _local_pairs(run) and sum(held.values()) == len(rows), (sum(held.values()), len(rows))
+    row("kill -9 of the launcher right after it submitted a job, relaunch at once",
+        "relaunch: `0 to submit (1 active)`: the job's own process (pid and start time in job.json) holds the "
+        "point; a SIGTERMed run is `preempted` in the summary (exit 3), resumed by the next launch",
+        f"nothing: 1 start before the relaunch, {sum(held.values())} MLflow rows for {len(rows)} (key, step) rows")
+
+
+def test_a_vanished_job_is_named_and_a_recycled_pid_is_not_taken_for_it(tmp_path):
+    from fvq.core.rundir import proc_start, write_json, write_status
+    from sweeps.state import classify
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = tmp_path / "r"
+    run.mkdir()
+    write_status(str(run), "RUNNING", step=7, pid=dead.pid)
+    write_json(str(run / "job.json"), {"launcher": "local", "launcher_pid": dead.pid, "job_pid": str(dead.pid)})
+    state, detail = classify(str(run))
+    assert state == "stalled" and "killed without a trace" in detail and "step 7" in detail, detail
+    me = str(os.getpid())  # a live pid whose start time is not the recorded one: another process since
+    write_json(str(run / "job.json"), {"launcher": "local", "job_pid": me, "job_start": "1"})
+    assert classify(str(run))[0] == "stalled"
+    write_json(str(run / "job.json"), {"launcher": "local", "job_pid": me, "job_start": proc_start(os.getpid())})
+    assert classify(str(run)) == ("active", f"local job pid {me}")
+    row("a run killed with no trace (kill -9 of the job, OOM killer)", "`stalled: killed without a trace (no exit "
+        "recorded: kill -9 or out of memory?), last step N`; the launch summary says `killed`; a pid reused by "
+        "another process is not taken for the job (start time recorded beside it)", "nothing (resumes)")
+
+
+@pytest.mark.slow
+def test_two_launches_on_a_fresh_store_create_it_once_and_train_each_point_once(tmp_path):
+    a, b = (_launch_bg(tmp_path, f"{n}.log", *ONE_POINT) for n in ("a", "b"))
+    codes = (a.wait(timeout=600), b.wait(timeout=600))
+    logs = [(tmp_path / f"{n}.log").read_text() for n in ("a", "b")]
+    assert codes == (0, 0), logs
+    assert not any("duplicate column" in log or "Traceback" in log for log in logs), logs
+    run = _one_run(tmp_path)
+    assert read_status(run)["state"] == "FINISHED"
+    assert len(json.load(open(os.path.join(run, "attempts.json")))) == 1, logs
+    row("two launches on a *fresh* sqlite store", "the first creates the store under `<db>.lock`, the other "
+        "waits, then finds the point claimed, active or finished; both exit 0", "nothing; the point trained once")
+
+
+@pytest.mark.slow
+def test_generation_launched_twice_at_once_trains_each_run_once(tmp_path):
+    """Generation goes through the grids' submit path: tokenizers and generators claimed, starts counted."""
+    gen = ["grid=generation", "optim.steps=3", "log.every=1", "data.train_size=64", "data.val_size=16",
+           "eval.images=16", "eval.batch=16", "optim.batch=8", "quant.codebook_size=64", "eval.fid=false",
+           "log.progress=off", "ar.train_images=64", "ar.batch=8", "ar.steps=6", "ar.log_every=2", "ar.samples=4"]
+    a, b = (_launch_bg(tmp_path, f"{n}.log", *gen) for n in ("a", "b"))
+    codes = (a.wait(timeout=900), b.wait(timeout=900))
+    logs = [(tmp_path / f"{n}.log").read_text() for n in ("a", "b")]
+    assert codes == (0, 0), logs
+    runs = tmp_path / "runs"
+    dirs = [runs / d for d in os.listdir(runs) if not d.startswith(".")]
+    assert len(dirs) == 4, dirs  # 2 tokenizers, 2 generators
+    for d in dirs:
+        assert read_status(str(d))["state"] == "FINISHED", (d, logs)
+        assert len(json.load(open(d / "attempts.json"))) == 1, (d, logs)  # started once
+    row("`grid=generation` launched twice at once", "both through the one submit path: tokenizers and "
+        "generators claimed; the second launch skips what the first holds", "nothing; each of 4 runs trained once")

@@ -147,6 +147,6 @@ def test_local_launch_order_longest_or_shortest_first(tmp_path, monkeypatch):
         monkeypatch.setattr(L.submitit, "AutoExecutor", Exec)
         monkeypatch.setattr(L.time, "sleep", lambda s: None)
         monkeypatch.setattr(L, "warm_fid_references", lambda *a, **k: None)  # no Inception pass here
-        L.launch_local(plans, str(tmp_path), "sqlite://", "x", 1, shortest_first=shortest)
+        L.launch_local(plans, str(tmp_path), 1, lambda p: p, shortest_first=shortest)
         costs = [L.est_cost(pts[int(os.path.basename(d))]) for d in seen]
         assert costs == sorted(costs, reverse=not shortest) and len(seen) == 6

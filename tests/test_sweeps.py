@@ -8,7 +8,7 @@ import pytest
 
 from fvq.core.rundir import write_json
 from sweeps import grids
-from sweeps.launcher import classify
+from sweeps.state import classify
 from sweeps.scale import resolve
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,7 +6,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fvq.core.track import BufferedTracker
+from fvq.core.track import BufferedTracker, behind, pending
 from sweeps.tracking import MLflowSink, TrackingError, check_reachable, ensure_experiment, open_run
 
 pytestmark = pytest.mark.slow
@@ -76,8 +76,10 @@ def test_unsent_metrics_are_kept_in_the_run_dir(tmp_path):
     tr = BufferedTracker(Down(), str(tmp_path), flush_s=60, log=lambda *a, **k: None)
     tr.log_metrics({"a": 1.0, "b": 2.0}, 7)
     tr.close("FINISHED", retries=1)
-    rows = [json.loads(x) for x in (tmp_path / "unsent_metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert {(r["key"], r["step"]) for r in rows} == {("a", 7), ("b", 7)}
+    assert pending(str(tmp_path)) and "2 buffered metrics" in behind(str(tmp_path))
+    assert json.loads((tmp_path / "tracked.json").read_text())["status"] == "FINISHED"
 
 
 def test_unreachable_server_is_a_clear_error():

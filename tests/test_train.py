@@ -160,7 +160,7 @@ def test_pruned_run_is_recorded_pruned_and_skipped(tmp_path):
     relaunch rules skip it like a finished run."""
     from mlflow.tracking import MlflowClient
 
-    from sweeps.launcher import classify
+    from sweeps.state import classify
     from sweeps.tracking import MLflowSink, ensure_experiment, open_run
 
     uri, run_dir = f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "run")

@@ -10,6 +10,8 @@ kill -9 at any moment leaves either the old or the new checkpoint, never a torn 
 """
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import tempfile
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import torch
 
 from fvq.core.config import science_mismatch
-from fvq.core.errors import SetupError, one_line
+from fvq.core.errors import SetupError, disk_error, one_line
 
 
 class CheckpointError(SetupError, RuntimeError):
@@ -25,6 +27,7 @@ class CheckpointError(SetupError, RuntimeError):
 
 
 def save_checkpoint(path: str, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically; a full or read-only disk is raised as that OSError, naming ``path``."""
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=d)
     try:
@@ -33,10 +36,23 @@ def save_checkpoint(path: str, state: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        disk = disk_error(e)  # torch.save keeps the OSError only as the context of its own RuntimeError
+        if disk is not None:
+            raise OSError(disk.errno, disk.strerror, path) from None
         raise
+
+
+def remove_partial(run_dir: str) -> int:
+    """Delete the temporary files of checkpoint writes cut short by a kill (``.ckpt-*.tmp``); called as a run
+    starts, by its one writer, so none is being written. Returns how many were removed."""
+    stale = glob.glob(os.path.join(glob.escape(run_dir), ".ckpt-*.tmp"))
+    for tmp in stale:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return len(stale)
 
 
 def load_checkpoint(path: str, expect_config: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from fvq.core.errors import ConfigError
+from fvq.core.errors import ConfigError, shorten
 from fvq.core.validation import SCALES, validate
 
 
@@ -166,10 +166,12 @@ NON_SCIENCE_KEYS = frozenset({
 })
 
 
-def science_mismatch(stored: dict[str, Any], flat: dict[str, Any]) -> list[str]:
-    """Sorted science keys whose value in ``stored`` (a flat config read back from disk) differs from ``flat``.
-    Keys absent from ``stored`` are not compared: a field added later keeps its old-behaviour default."""
-    return sorted(k for k in flat if k not in NON_SCIENCE_KEYS and k in stored and stored[k] != flat[k])
+def science_mismatch(stored: dict[str, Any], flat: dict[str, Any], as_text: bool = False) -> list[str]:
+    """Sorted science keys whose value in ``stored`` (a flat config read back from disk, or MLflow's params
+    with ``as_text``: every value a string) differs from ``flat``. Keys absent from ``stored`` are not
+    compared: a field added later keeps its old-behaviour default."""
+    return sorted(k for k in flat if k not in NON_SCIENCE_KEYS and k in stored
+                  and stored[k] != (str(flat[k]) if as_text else flat[k]))
 
 
 def base_config(scale: str = "cpu") -> Config:
@@ -224,7 +226,7 @@ def parse_value(key: str, raw: str, tp: Any) -> Any:
             return raw
     except ValueError:
         pass
-    raise ConfigError(f"{key}={raw!r}: expected {_type_name(tp)}")
+    raise ConfigError(f"{shorten(key)}={shorten(repr(raw))}: expected {_type_name(tp)}")
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -234,11 +236,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is bool and not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r}: expected bool")
+        raise ConfigError(f"{key}={shorten(repr(value))}: expected bool")
     if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"{key}={value!r}: expected int")
+        raise ConfigError(f"{key}={shorten(repr(value))}: expected int")
     if tp in (float, str) and not isinstance(value, tp):
-        raise ConfigError(f"{key}={value!r}: expected {_type_name(tp)}")
+        raise ConfigError(f"{key}={shorten(repr(value))}: expected {_type_name(tp)}")
     return value
 
 
@@ -252,7 +254,7 @@ def set_key(cfg: Config, key: str, value: Any) -> Config:
     if key not in flat_types:
         close = difflib.get_close_matches(key, flat_types, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else f"valid keys: {', '.join(flat_types)}"
-        raise ConfigError(f"unknown config key {key!r} ({hint})")
+        raise ConfigError(f"unknown config key {shorten(repr(key))} ({hint})")
     return _set(cfg, key.split("."), _coerce(key, value, flat_types[key]))
 
 
@@ -281,7 +283,7 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any] | list[str] | tuple[s
         items = []
         for ov in overrides:
             if "=" not in ov:
-                raise ConfigError(f"override {ov!r} is not key=value")
+                raise ConfigError(f"override {shorten(repr(ov))} is not key=value")
             k, v = ov.split("=", 1)
             items.append((k.strip(), v.strip()))
     for k, v in items:

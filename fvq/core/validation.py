@@ -13,7 +13,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from fvq.core.errors import ConfigError
+from fvq.core.errors import ConfigError, shorten
 
 if TYPE_CHECKING:  # annotations only
     from fvq.core.config import Config, QuantCfg
@@ -52,7 +52,7 @@ def validate(cfg: Config, flat: dict[str, Any]) -> None:
             raise ConfigError(f"{key}={value}: must be a finite number")
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
-            raise ConfigError(f"{key}={flat[key]!r} is not one of {', '.join(choices)}")
+            raise ConfigError(f"{key}={shorten(repr(flat[key]))} is not one of {', '.join(choices)}")
     for key in _POSITIVE:
         if flat[key] <= 0:
             raise ConfigError(f"{key}={flat[key]} must be > 0")
@@ -99,10 +99,10 @@ def validate(cfg: Config, flat: dict[str, Any]) -> None:
 def parse_scales(text: str, key: str = "quant.scales") -> tuple[int, ...]:
     """"1,2,3" -> (1, 2, 3): positive, strictly increasing, written without spaces (one spelling per run)."""
     if not re.fullmatch(r"[0-9]+(,[0-9]+)*", text):
-        raise ConfigError(f"{key}={text!r}: expected comma-separated token-map sides such as 1,2,4,8")
+        raise ConfigError(f"{key}={shorten(repr(text))}: expected comma-separated token-map sides such as 1,2,4,8")
     sizes = tuple(int(x) for x in text.split(","))
     if sizes[0] < 1 or any(b <= a for a, b in zip(sizes, sizes[1:])):
-        raise ConfigError(f"{key}={text!r}: sides must be >= 1 and strictly increasing")
+        raise ConfigError(f"{key}={shorten(repr(text))}: sides must be >= 1 and strictly increasing")
     return sizes
 
 
@@ -117,7 +117,7 @@ def _validate_multicode(q: QuantCfg) -> None:
             raise ConfigError("quant.kind=msvq needs quant.scales, e.g. quant.scales=1,2,3,4,5,6,8,10,13,16")
         parse_scales(q.scales)
     elif q.scales:
-        raise ConfigError(f"quant.scales={q.scales!r} needs quant.kind=msvq (got quant.kind={q.kind})")
+        raise ConfigError(f"quant.scales={shorten(repr(q.scales))} needs quant.kind=msvq (got quant.kind={q.kind})")
     if q.phi < 0:
         raise ConfigError(f"quant.phi={q.phi} must be >= 0")
     if q.phi and q.kind != "msvq":

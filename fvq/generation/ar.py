@@ -23,14 +23,15 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 
 from fvq.core import dist
 from fvq.core.checkpoint import load_checkpoint, save_checkpoint
-from fvq.core.config import ConfigError, SchedCfg, parse_value
+from fvq.core.config import SchedCfg
+from fvq.core.keyvalue import split, typed
 from fvq.core.errors import SetupError, one_line
 from fvq.generation.gpt import GPT, check_cfg, generate, spec
 from fvq.core.rundir import write_json, write_status
@@ -74,16 +75,10 @@ class ARConfig:
 
 
 def ar_overrides(overrides: list[str] | dict[str, Any], base: ARConfig | None = None) -> ARConfig:
-    """Typed ``key=value`` overrides (unknown key or bad value: ConfigError naming it)."""
-    cfg = base or ARConfig()
-    types = {f.name: f.type for f in fields(ARConfig)}
-    items = overrides.items() if isinstance(overrides, dict) else [o.split("=", 1) for o in overrides]
-    for kv in items:
-        k, v = kv if len(kv) == 2 else (kv[0], None)
-        if v is None or k not in types:
-            raise ConfigError(f"AR override {k!r}: expected one of {', '.join(types)} as key=value")
-        tp = {"str": str, "int": int, "float": float}[types[k]] if isinstance(types[k], str) else types[k]
-        cfg = replace(cfg, **{k: parse_value(k, str(v), tp)})
+    """Typed ``key=value`` overrides through the one parser (fvq/core/keyvalue.py): an unknown key or a bad
+    value is a ConfigError naming it."""
+    items = [(k, str(v)) for k, v in overrides.items()] if isinstance(overrides, dict) else split(overrides)
+    cfg = typed(ARConfig, items, base=base or ARConfig(), what="AR override")
     check_cfg(cfg.cfg_scale, cfg.class_dropout)
     spec(cfg.model)
     return cfg

@@ -1,0 +1,130 @@
+"""The one submit path. Grids (sweeps/run.py), searches (sweeps/search.py) and generation
+(sweeps/generation.py) all launch through `Launching`:
+
+    with Launching(opts, launch, "grid=patch_size scale=cpu", tags) as launching:
+        results = launching.submit(Batch(plans, job=..., write=...))
+
+`submit` applies the relaunch rules (sweeps/state.py), claims each run dir (so two launches never train one
+point twice), writes the run dir's files, dispatches (local slots, or Slurm: one job array plus afterok
+dependencies) and releases the claims. The parent MLflow run of the launch is opened at the first submit that
+has work and closed on leaving the block: FINISHED, FAILED (a failed run, an error) or KILLED (Ctrl-C).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fvq.core.config import Config
+from fvq.core.errors import one_line
+from fvq.core.rundir import claim, release
+from sweeps.launcher import launch_local, launch_slurm
+from sweeps.plan import check_writable, run_bytes
+from sweeps.state import TO_SUBMIT, classify
+
+
+def no_dependency(plan: Any) -> str:
+    return ""
+
+
+@dataclass
+class Batch:
+    """Runs that go out together. Every plan has ``sig``, ``run_dir`` and ``state`` (sweeps/state.py)."""
+    plans: list
+    job: Callable[[Any, str], Any]      # (plan, parent run id) -> the submitit callable that runs it
+    write: Callable[[Any, str], None]   # (plan, parent run id) -> None: the run dir's files, before submission
+    after: Callable[[Any], str] = no_dependency  # plan -> the Slurm job it waits for (afterok), "" for none
+
+
+def to_submit(plans: list, retry: bool) -> list:
+    """The relaunch rules: missing, stalled and preempted runs go out; failed ones only with retry=true."""
+    return [p for p in plans if p.state in TO_SUBMIT or (retry and p.state == "failed")]
+
+
+class Launching:
+    def __init__(self, opts, launch, name: str, tags: dict[str, str]):
+        self.opts, self.launch, self.name, self.tags = opts, launch, name, tags
+        self.parent = ""
+        self.results: dict[str, str] = {}
+        self.dirs: list[str] = []  # every run dir this launch submitted
+
+    def __enter__(self) -> "Launching":
+        return self
+
+    def submit(self, batch: Batch, show=None) -> dict[str, str]:
+        """Submit the batch's runs the relaunch rules ask for; {signature: outcome}. Local: blocks until they
+        end (finished | failed: ... | preempted: ... | killed: ...). Slurm: returns at once ({sig: job id})."""
+        opts = self.opts
+        todo, seen = [], set()
+        for p in to_submit(batch.plans, opts.retry):
+            if p.sig not in seen:
+                seen.add(p.sig)
+                todo.append(p)
+        if todo:  # a full or read-only disk is named before anything is claimed or written
+            check_writable(opts.runs_dir, sum(run_bytes(p.cfg) for p in todo if isinstance(getattr(p, "cfg", None),
+                                                                                          Config)), len(todo))
+        mine: list = []
+        try:
+            for p in todo:
+                holder = claim(p.run_dir)  # a claim that cannot be written raises one line (RunDirError)
+                if holder:  # another launch took it between its plan and ours: it trains it, not us
+                    print(f"[fvq] {p.sig}: already claimed by {holder}; not submitted", flush=True)
+                    continue
+                mine.append(p)
+                state, detail = classify(p.run_dir)  # judged again under the claim: run by another since the plan?
+                if state not in TO_SUBMIT and not (opts.retry and state == "failed"):
+                    print(f"[fvq] {p.sig}: {state} since this launch planned it ({detail}); not submitted", flush=True)
+                    p.state, p.detail = state, detail
+            todo = [p for p in mine if p.state in TO_SUBMIT or (opts.retry and p.state == "failed")]
+            if not todo:
+                return {}
+            parent = self._parent()
+            for p in todo:
+                batch.write(p, parent)
+                if opts.retry and os.path.exists(os.path.join(p.run_dir, "attempts.json")):
+                    os.unlink(os.path.join(p.run_dir, "attempts.json"))  # a retried run gets its requeue budget back
+            if opts.launcher == "slurm":
+                out = launch_slurm(todo, opts.runs_dir, self.launch.spec, self.launch.commit,
+                                   lambda p: batch.job(p, parent), self.launch.dirty, after=batch.after)
+            else:
+                out = launch_local(todo, opts.runs_dir, opts.parallel, lambda p: batch.job(p, parent), show=show,
+                                   shortest_first=opts.order == "shortest")
+            self.results.update(out)
+            self.dirs += [p.run_dir for p in todo]
+            return out
+        finally:
+            for p in mine:
+                release(p.run_dir)
+
+    def _parent(self) -> str:
+        if not self.parent:
+            from sweeps.tracking import open_launch
+
+            self.parent = open_launch(self.opts.tracking_uri, self.opts.experiment, self.name, self.tags)
+        return self.parent
+
+    def __exit__(self, kind, error, tb) -> None:
+        if not self.parent:
+            return
+        from sweeps.tracking import end_launch
+
+        failed = [s for s, r in self.results.items() if r.startswith(("failed", "killed"))]
+        status = "KILLED" if kind is KeyboardInterrupt else "FAILED" if (error is not None or failed) else "FINISHED"
+        tags = {"failure": one_line(error)[:250]} if error is not None and kind is not KeyboardInterrupt else {}
+        try:  # with the server away the end is kept in the runs dir for `sync=true`
+            end_launch(self.opts.tracking_uri, self.parent, status, runs_dir=self.opts.runs_dir, **tags)
+        except Exception as e:  # the runs' own records are safe in their run dirs
+            print(f"[fvq] {one_line(e)[:300]}", file=sys.stderr, flush=True)
+        from sweeps.tracking import behind_note
+
+        note = behind_note(self.dirs)
+        if note:
+            print(f"[fvq] {note}", flush=True)
+
+
+def summary(results: dict[str, str]) -> str:
+    """``2 finished, 1 preempted, 0 failed``: outcomes by their first word (finished and failed always)."""
+    kinds = [r.split(":")[0] for r in results.values()]
+    return ", ".join(f"{kinds.count(k)} {k}" for k in ("finished", "preempted", "killed", "failed")
+                     if k in kinds or k in ("finished", "failed"))
