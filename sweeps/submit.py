@@ -43,6 +43,10 @@ def to_submit(plans: list, retry: bool) -> list:
 
 
 class Launching:
+    """One launch: its parent MLflow run (opened at the first submit with work, closed on leaving the block)
+    and the outcome of every run it submitted, over one or several `submit` calls (a search's batches,
+    generation's tokenizers then generators)."""
+
     def __init__(self, opts, launch, name: str, tags: dict[str, str]):
         self.opts, self.launch, self.name, self.tags = opts, launch, name, tags
         self.parent = ""
@@ -56,14 +60,13 @@ class Launching:
         """Submit the batch's runs the relaunch rules ask for; {signature: outcome}. Local: blocks until they
         end (finished | failed: ... | preempted: ... | killed: ...). Slurm: returns at once ({sig: job id})."""
         opts = self.opts
-        todo, seen = [], set()
-        for p in to_submit(batch.plans, opts.retry):
-            if p.sig not in seen:
-                seen.add(p.sig)
-                todo.append(p)
+        first: dict = {}
+        for p in to_submit(batch.plans, opts.retry):  # a run two trials (or grids) share goes out once
+            first.setdefault(p.sig, p)
+        todo = list(first.values())
         if todo:  # a full or read-only disk is named before anything is claimed or written
-            check_writable(opts.runs_dir, sum(run_bytes(p.cfg) for p in todo if isinstance(getattr(p, "cfg", None),
-                                                                                          Config)), len(todo))
+            need = sum(run_bytes(p.cfg) for p in todo if isinstance(getattr(p, "cfg", None), Config))
+            check_writable(opts.runs_dir, need, len(todo))
         mine: list = []
         try:
             for p in todo:
