@@ -158,8 +158,13 @@ def test_checkpointable_job_resumes_after_requeue(slurm_cluster, tmp_path, how):
     # seconds with the job's state, not after a budget meant for the whole restart.
     slurm_cluster.wait_job(job.job_id, lambda j: int(j["Restarts"]) >= 1, delays.signal_s, "requeue")
     slurm_cluster.wait_job(job.job_id, running_again, delays.requeue_s, "requeued job to run again")
-    starts = wait_until(lambda: [ln for ln in _lines(path) if ln.startswith("start")][1:], JOB_START_S,
-                        "second run to start counting")
+    # Slurm says it runs again; its Python may still be starting on a loaded machine. Wait on the job itself:
+    # fail at once if it ends without starting, else give its start the budget of a whole first run.
+    def second_start():
+        return [ln for ln in _lines(path) if ln.startswith("start")][1:]
+
+    slurm_cluster.wait_job(job.job_id, lambda j: bool(second_start()), 5 * JOB_START_S, "second run to start counting")
+    starts = second_start()
     resumed_at, restarted = int(starts[0].split()[1]), float(starts[0].split()[2])
     print(f"{how} -> running again: {restarted - t0:.1f}s", flush=True)
     assert resumed_at >= 3  # resumed from its own checkpoint, not from 0
