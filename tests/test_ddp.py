@@ -140,10 +140,10 @@ def test_sharded_evaluation_equals_one_process(tmp_path, monkeypatch):
 # ---- end to end: 1 process vs 2 ------------------------------------------------------------------------
 def cli(out, *extra, nproc: int = 1, **kw) -> subprocess.Popen:
     launch = [sys.executable, "-m", "fvq.train"] if nproc == 1 else [
-        # --standalone: torchrun binds its own free port (a port picked here and bound later could be taken
-        # in between by the other test worker)
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-        "-m", "fvq.train"]
+        # a fixed master port, not --standalone: its c10d rendezvous aborted rank 1 at exit ("terminate called
+        # without an active exception") in 2 of 4 torchrun tests of one fresh-clone run
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+        "--master_port", str(free_port()), "-m", "fvq.train"]
     return subprocess.Popen([*launch, f"out={out}", *TINY, *extra], cwd=REPO, env=ENV, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
