@@ -53,8 +53,7 @@ def _rank(rank: int, world: int, port: int, case: str, steps: int, device: str, 
 
     torch.set_num_threads(threads)
     cfg = apply_overrides(Config(), CASES[case] + [f"device={device}"])
-    dev, _ = dist.init_from_env(torch.device(device))
-    try:
+    with dist.joined(torch.device(device)) as dev:
         torch.manual_seed(0)
         parts = build_parts(cfg, dev)  # DDP-wrapped: the process group is up
         per = cfg.optim.batch // world
@@ -78,8 +77,6 @@ def _rank(rank: int, world: int, port: int, case: str, steps: int, device: str, 
         if rank == 0:
             with open(out, "w") as f:
                 json.dump({"step_s": dt / steps, "img_s": steps * cfg.optim.batch / dt, "per_rank": per}, f)
-    finally:
-        dist.destroy()
 
 
 def run(case: str, world: int, steps: int, device: str, threads: int) -> dict:

@@ -111,12 +111,8 @@ def train(cfg: Config, run_dir: str, sink: Sink | None = None, log=print,
     """Train, evaluate, return ``final.json``'s content. ``on_eval(step, metrics)`` is called after each
     intermediate evaluation (``eval.every``); returning True stops the run as PRUNED (Optuna pruning).
     Data-parallel when the environment names several ranks (fvq/core/dist.py); ``sink`` is used by rank 0 only."""
-    device, own_group = dist.init_from_env(resolve_device(cfg))
-    try:
+    with dist.joined(resolve_device(cfg)) as device:
         return _train(cfg, run_dir, device, sink, log, on_eval)
-    finally:
-        if own_group:
-            dist.destroy()
 
 
 def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, log,

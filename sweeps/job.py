@@ -65,8 +65,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             # CUDA_VISIBLE_DEVICES is left as Slurm set it; fvq picks cuda:LOCAL_RANK among the visible GPUs.
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         # Join the process group here already, so that rank 0's verdict on the attempt reaches every rank.
-        _, own_group = dist.init_from_env(resolve_device(cfg))
-        try:
+        with dist.joined(resolve_device(cfg)):
             try:
                 run_id = dist.on_main(self._start, env)  # raises on every rank when rank 0 gives up
             except Exception as e:  # e.g. the tracking server is down at start: recorded, not left "active"
@@ -75,13 +74,11 @@ class TrainJob(submitit.helpers.Checkpointable):
                 raise
             main = dist.is_main()
             sink = MLflowSink(self.tracking_uri, run_id) if main else None  # rank 0 alone tracks the run
-            return train(cfg, self.run_dir, sink, on_eval=pruning_callback(self.run_dir) if main else None)
-        except Preempted as e:
-            print(f"[fvq] {e}; waiting to be requeued", flush=True)
-            raise
-        finally:
-            if own_group:
-                dist.destroy()
+            try:
+                return train(cfg, self.run_dir, sink, on_eval=pruning_callback(self.run_dir) if main else None)
+            except Preempted as e:
+                print(f"[fvq] {e}; waiting to be requeued", flush=True)
+                raise
 
     def _config(self):
         """The config the launcher wrote; an unreadable one fails the run with a line naming the file."""

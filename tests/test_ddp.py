@@ -44,16 +44,28 @@ def _rank_main(rank: int, world: int, port: int, fn_name: str, out: str) -> None
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_from_env(torch.device("cpu"))
-    try:
+    with dist.joined(torch.device("cpu")):
         torch.save(globals()[fn_name](rank), os.path.join(out, f"{rank}.pt"))
-    finally:
-        dist.destroy()
 
 
 def spawn(fn_name: str, tmp_path, world: int = 2) -> list:
     mp.spawn(_rank_main, args=(world, free_port(), fn_name, str(tmp_path)), nprocs=world)
     return [torch.load(tmp_path / f"{r}.pt", weights_only=False) for r in range(world)]
+
+
+def _gloo_threads_after_leaving(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    with dist.joined(torch.device("cpu")):
+        import torchvision  # noqa: F401 (imports torch._dynamo, as LPIPS and torch-fidelity do)
+        dist.broadcast_object(rank)
+    names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+    torch.save([n for n in names if "gloo" in n], os.path.join(out, f"{rank}.pt"))
+
+
+def test_leaving_the_group_joins_its_threads(tmp_path):
+    """No gloo thread outlives the group: one running into interpreter shutdown aborted a finished rank."""
+    mp.spawn(_gloo_threads_after_leaving, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    assert [torch.load(tmp_path / f"{r}.pt") for r in range(2)] == [[], []]
 
 
 def _reductions(rank: int) -> dict:

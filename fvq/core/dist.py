@@ -14,9 +14,11 @@ them; only rank 0 writes files (`is_main`).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import importlib
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -70,14 +72,26 @@ def init_from_env(device: torch.device, timeout_min: float = 30.0) -> tuple[torc
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
+    # torch._dynamo imported after the group exists (torchvision, hence LPIPS and torch-fidelity, import it)
+    # keeps a reference to the group: destroy_process_group then leaves gloo's worker threads running into
+    # interpreter shutdown, where one that frees a finished collective's tensor must take the GIL, is stopped
+    # by Python and std::terminate()s the process (SIGABRT after all work was written, 1 run in 4). Imported
+    # first, the group dies with destroy_process_group and its threads are joined.
+    importlib.import_module("torch._dynamo")
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_min),
                             device_id=device if device.type == "cuda" else None)
     return device, True
 
 
-def destroy() -> None:
-    if is_dist():
-        dist.destroy_process_group()
+@contextlib.contextmanager
+def joined(device: torch.device, timeout_min: float = 30.0) -> Iterator[torch.device]:
+    """``init_from_env`` for the block; the group it created is destroyed on the way out, whatever happens."""
+    device, own = init_from_env(device, timeout_min)
+    try:
+        yield device
+    finally:
+        if own:
+            dist.destroy_process_group()
 
 
 def wrap(module: torch.nn.Module, device: torch.device, sync_bn: bool = False) -> torch.nn.Module:

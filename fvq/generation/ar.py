@@ -96,12 +96,8 @@ def train_ar(cfg: ARConfig, run_dir: str, log=print, stop_after: int = 0) -> dic
     """Train (resuming from ``run_dir/ckpt.pt``), evaluate, write ``final.json``; its content.
     ``stop_after`` > 0 stops after that step with a checkpoint and state PREEMPTED, as a preemption would."""
     check_cfg(cfg.cfg_scale, cfg.class_dropout)
-    device, own = dist.init_from_env(torch.device("cuda" if cfg.device == "cuda" else "cpu"))
-    try:
+    with dist.joined(torch.device("cuda" if cfg.device == "cuda" else "cpu")) as device:
         return _train(cfg, run_dir, device, log, stop_after)
-    finally:
-        if own:
-            dist.destroy()
 
 
 def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: int = 0) -> dict[str, Any]:
