@@ -19,7 +19,9 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.common import RESULTS, ResultsError, remove_artefacts, status_line
+from analysis.cli import status_line
+from analysis.rows import RESULTS, ResultsError
+from analysis.writers import remove_artefacts
 from fvq.core.config import ConfigError
 from fvq.core.keyvalue import split, typed
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.common import RESULTS
+from analysis.rows import RESULTS
 from fvq.core.config import ConfigError
 from fvq.core.keyvalue import split, typed
 

@@ -13,7 +13,7 @@ and exit 2, unless allow_partial=true, which writes that row with its status and
 A run whose logged params disagree with the freshly resolved config is always an error (a default changed
 under the same signature; see sweeps/identity.py). recon.png of each run goes to results/recon/<sig>.png.
 With ``seeds=`` (as given to sweeps/run.py) every point is expected once per seed: one row per run with
-its ``seed``; tables and figures aggregate a point's seeds as mean +- sd (n) (analysis/common.py
+its ``seed``; tables and figures aggregate a point's seeds as mean +- sd (n) (analysis/aggregate.py
 aggregate), and the command prints that summary per point.
 """
 from __future__ import annotations
@@ -28,11 +28,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.common import CURVES, METRICS, REPO, RESULTS, SWEPT, point_signature
+from analysis.rows import CURVES, METRICS, REPO, RESULTS, SWEPT, point_signature
 from fvq.core.config import Config, science_mismatch, to_flat_dict
 from fvq.core.environment import COLUMNS as ENV
 from fvq.core.errors import SetupError
 from fvq.core.keyvalue import split, typed
+from sweeps.options import Seeds
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per grid, no bars
 
@@ -46,7 +47,7 @@ class Args:
     experiment: str = ""
     allow_partial: bool = False  # write a grid with points not run yet (shown as gaps)
     results: str = str(RESULTS)
-    seeds: str = ""              # the seed axis the grid was launched with (N or a list)
+    seeds: Seeds = ()            # the seed axis the grid was launched with (N or a list)
 
 
 BASE = ("grid", "signature", "run_id", "commit", "scale", "status", "source", "point", "paper_signature", "seed")
@@ -149,7 +150,7 @@ def keep_recorded(results_dir: Path, grid: str, rows: list[dict], curves: list[d
     (said on stderr; the first recorded run keeps the row). Rows the grid no longer expects stay too; one
     whose point and seed the grid now resolves to another signature (a changed cpu protocol) stays with
     status SUPERSEDED, so it is seen but never counted beside the run that replaced it."""
-    from analysis.common import curves as read_curves, results as read_results
+    from analysis.rows import curves as read_curves, results as read_results
 
     old = read_results(results_dir, grid)  # a duplicated row or a missing column: refused, not merged
     if old is None:
@@ -183,7 +184,8 @@ def keep_recorded(results_dir: Path, grid: str, rows: list[dict], curves: list[d
 
 def summary(table: pd.DataFrame) -> str:
     """One line per point: PSNR and usage as mean +- sd (n) over its finished seeds."""
-    from analysis.common import Notes, by_point, metric
+    from analysis.aggregate import by_point
+    from analysis.cells import Notes, metric
 
     lines = []
     for _, row in by_point(table.assign(status=table["status"].astype(str))).iterrows():
@@ -224,9 +226,7 @@ def main(argv: list[str]) -> int:
         from sweeps import grids
         from sweeps.tracking import DEFAULT_URI, check_reachable
 
-        from sweeps.options import parse_seeds
-
-        seeds = parse_seeds(opts.seeds) if opts.seeds else ()
+        seeds = opts.seeds
         names = grids.names() if opts.grid == "all" else [opts.grid]
         if opts.grid == "generation" and opts.scale != "cpu":
             raise CollectError("grid=generation collects scale=cpu runs (results/generation_cpu.csv)")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.common import values_mean_sd
+from analysis.cells import values_mean_sd
 from fvq.core.errors import SetupError
 from fvq.core.rundir import read_json
 
@@ -36,8 +36,7 @@ def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allo
     from sweeps.generation import plan_generation
     from sweeps.options import Options
 
-    opts = Options(grid="generation", scale=scale, runs_dir=str(runs_dir.resolve()), tracking_uri=uri,
-                   seeds=",".join(map(str, seeds)))
+    opts = Options(grid="generation", scale=scale, runs_dir=str(runs_dir.resolve()), tracking_uri=uri, seeds=seeds)
     plans = plan_generation(opts, {}, {})
     gaps = [f"gen-{p.sig}: {p.state}" for p in plans if p.state != "finished"]
     if gaps and not allow_partial:

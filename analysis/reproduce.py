@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.common import METRICS, REPO, RESULTS, finished, results, seeds_of
+from analysis.rows import METRICS, REPO, RESULTS, finished, results, seeds_of
 from fvq.core import environment
 from fvq.core.errors import SetupError
 

@@ -25,32 +25,31 @@ shows it). A relaunch skips generators that are queued, running or finished.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import submitit
 
-from fvq.generation.ar import ARConfig, ar_overrides
+from fvq.generation.ar import ARConfig, ar_overrides, paper_recipe
 from fvq.core.config import ConfigError
 from fvq.core.errors import one_line
 from fvq.core.rundir import read_json, write_status
 from fvq.generation.tokens import cache_path, check_tokenizer, token_cache
 from sweeps import grids
 from sweeps.job import count_start
-from sweeps.options import Options, parse_seeds
+from sweeps.identity import ar_signature, check_stored_ar
+from sweeps.options import Options, seeds_text
 from sweeps.plan import Planned, plan_point
 from sweeps.state import classify
 from sweeps.submit import Batch, Launching, no_dependency, to_submit
 
 # ARConfig keys that do not change what a generator run computes (like fvq.core.config.NON_SCIENCE_KEYS)
-AR_NON_SCIENCE = {"tokenizer", "device", "threads", "log_every", "ckpt_every"}
-# Paper scale (Table 6 generation column, section 4.3): 300 epochs of ImageNet-1k at batch 256 with the
-# recipe's lr exactly, 50,000 samples for gFID; the GPU does it (bf16 autocast in fvq/generation/ar.py).
-PAPER_AR = {"lr_scale": 1.0, "batch": 256, "steps": 300 * 1_281_167 // 256, "train_images": 1_281_167,
-            "samples": 50_000, "device": "cuda", "threads": 0, "log_every": 500, "ckpt_every": 5000}
+# Paper scale: per model the FVQ authors' recipe (fvq/generation/ar.py paper_recipe: GPT-L 300 epochs at
+# batch 2,048, GPT-XL 350 at 1,024, lr 1e-4 x batch / 256, ten-crop + flip codes), 50,000 samples for gFID;
+# the GPU does it (bf16 autocast in fvq/generation/ar.py).
+PAPER_AR = {"samples": 50_000, "device": "cuda", "threads": 0, "log_every": 500, "ckpt_every": 5000}
 
 
 @dataclass
@@ -63,28 +62,22 @@ class GenPlanned:
     state: str
 
 
-def ar_signature(tok_sig: str, cfg: ARConfig) -> str:
-    ref = ARConfig()
-    delta = {f.name: getattr(cfg, f.name) for f in fields(cfg)
-             if f.name not in AR_NON_SCIENCE and getattr(cfg, f.name) != getattr(ref, f.name)}
-    blob = json.dumps({"tokenizer": tok_sig, **delta}, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:10]
-
-
 def plan_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, str]) -> list[GenPlanned]:
     out: dict[str, GenPlanned] = {}
     # seeds= is the generator's seed axis (init, batch order, sampling); the tokenizer keeps its own seed, as
     # in the paper's comparison, where only the tokens differ
-    seeds = parse_seeds(opts.seeds) if opts.seeds else (None,)
+    seeds = opts.seeds or (None,)
     if opts.seeds and "seed" in ar_args:
-        raise ConfigError(f"generator seed given twice: seeds={opts.seeds} and ar.seed={ar_args['seed']} (give one)")
+        raise ConfigError(f"generator seed given twice: seeds={seeds_text(opts.seeds)} and ar.seed={ar_args['seed']} "
+                          f"(give one)")
     for i, point in enumerate(grids.load("generation").points()):
         where = f"grid generation point {i}"
         tok = plan_point(point["tokenizer"], opts.scale, overrides, opts.runs_dir, "generation", where=where)
         if tok.state == "failed":
             raise ConfigError(f"{where}: tokenizer run {tok.sig} FAILED ({tok.detail or 'no reason'}); "
                               f"relaunch its grid with retry=true first")
-        ar = {"model": point["ar.model"], "cfg_scale": point["ar.cfg_scale"], **PAPER_AR}
+        ar = {"model": point["ar.model"], "cfg_scale": point["ar.cfg_scale"], **PAPER_AR,
+              **paper_recipe(point["ar.model"])}
         if opts.scale == "cpu":
             ar = {"model": "tiny", "cfg_scale": 1.0}
         for seed in seeds:
@@ -96,11 +89,12 @@ def plan_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str,
             if cfg.vocab and cfg.vocab != tok.cfg.quant.codebook_size:
                 raise ConfigError(f"{where}: ar.vocab={cfg.vocab} but tokenizer {tok.sig} has codebook size "
                                   f"{tok.cfg.quant.codebook_size}")
-            if tok.state == "finished" and os.path.exists(cache_path(tok.run_dir, "train", cfg.train_images)):
+            if tok.state == "finished" and os.path.exists(cache_path(tok.run_dir, "train", cfg.train_images, cfg.aug)):
                 check_tokenizer(tok.run_dir)
-                token_cache(tok.run_dir, "train", cfg.train_images)  # a foreign cache: TokenizerError
+                token_cache(tok.run_dir, "train", cfg.train_images, aug=cfg.aug)  # a foreign cache: TokenizerError
             sig = ar_signature(tok.sig, cfg)
             run_dir = os.path.join(opts.runs_dir, f"gen-{sig}")
+            check_stored_ar(cfg, run_dir)  # same signature, other science: refused (sweeps/identity.py)
             out.setdefault(sig, GenPlanned(sig, run_dir, tok, point["tokenizer_name"], cfg, classify(run_dir)[0]))
     return list(out.values())
 
@@ -170,7 +164,6 @@ def table(plans: list[GenPlanned]) -> str:
 def run_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, str]) -> int:
     """The tokenizers the generators need (missing ones trained first), then the generators, through the one
     submit path (sweeps/submit.py) under one parent run. Local: in turn; Slurm: generators wait (afterok)."""
-    from sweeps.job import TrainJob
     from sweeps.plan import prepare_launch, write_run
     from sweeps.tracking import ensure_experiment
 
@@ -181,7 +174,6 @@ def run_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, 
         return 0
     launch = prepare_launch(opts)
     ensure_experiment(opts.tracking_uri, opts.experiment)
-    requeues = getattr(launch.spec, "max_requeues", 3)
     gens = to_submit(plans, opts.retry)
     # each tokenizer a generator needs, once; one that is queued or running is waited for, never resubmitted
     toks = list({p.tok.sig: p.tok for p in gens}.values())
@@ -191,14 +183,9 @@ def run_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, 
     def tok_write(t, parent):
         write_run(t, opts.scale, launch, parent)
 
-    def gen_write(p, parent):
-        os.makedirs(p.run_dir, exist_ok=True)
-
     with Launching(opts, launch, f"grid=generation scale={opts.scale}",
                    {"commit": launch.label, "grids": "generation", "launcher": opts.launcher}) as launching:
-        tok_out = launching.submit(Batch(toks, job=lambda t, parent: TrainJob(t.run_dir, opts.tracking_uri,
-                                                                             opts.experiment, requeues),
-                                         write=tok_write))
+        tok_out = launching.submit(Batch(toks, write=tok_write))
         if opts.launcher == "slurm":
             def after(p):
                 if p.tok.sig in tok_out:
@@ -216,8 +203,9 @@ def run_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, 
                           flush=True)
             gens = ready
         gen_out = launching.submit(Batch(gens, job=lambda p, parent: GenJob(p, opts.tracking_uri, opts.experiment,
-                                                                           launch.label, parent, requeues),
-                                         write=gen_write, after=after))
+                                                                           launch.label, parent,
+                                                                           launching.max_requeues),
+                                         after=after))
     if opts.launcher == "slurm":
         print("\n".join([f"submitted {len(tok_out)} tokenizer job(s), {len(gen_out)} generator job(s) from commit "
                           f"{launch.label[:10]}", *(f"generator {s} job {j}" for s, j in gen_out.items()),
@@ -226,4 +214,4 @@ def run_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, 
     for p in plans:
         p.state, p.tok.state = classify(p.run_dir)[0], classify(p.tok.run_dir)[0]
     print(table(plans))
-    return 1 if any(r.startswith(("failed", "killed")) for r in {**tok_out, **gen_out}.values()) else 0
+    return 1 if launching.failed else 0

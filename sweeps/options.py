@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass, fields, replace
+from typing import Annotated
 
 from fvq.core.config import ConfigError, all_keys
 from fvq.core.keyvalue import fields_of, split, typed, unknown
@@ -39,8 +40,8 @@ class Options:
     force: bool = False          # launch a dirty tree on Slurm (a snapshot of it is pinned)
     trials: int = 8              # searches: finished trials wanted
     points: str = ""             # grids: launch only these run signatures (comma-separated) of the plan
-    seeds: str = ""              # grids: seed axis, N (seeds 0..N-1) or a list 0,3,7, at most MAX_SEEDS;
-                                 # "" = the config's seed
+    seeds: Seeds = ()            # grids: seed axis, N (seeds 0..N-1) or a list 0,3,7, at most MAX_SEEDS;
+                                 # () = the config's seed
     storage: str = ""            # searches: Optuna RDB storage ("" = sqlite:///<repo>/optuna.db)
     claims: str = ""             # add the seeds undecided claims need: undecided | a list 12a,13b (analysis/seeds.py)
     budget: float = 0.0          # claims=: CPU-hours to spend at most (0 = no cap)
@@ -108,10 +109,11 @@ def parse(argv: list[str]) -> tuple[Options, dict[str, str]]:
         opts = replace(opts, slurm="a100x16" if opts.scale == "paper" else "a100x1")
     if opts.seeds:
         if opts.search:
-            raise ConfigError(f"seeds={opts.seeds}: a seed axis is for grid launches (a search samples its own points)")
-        parse_seeds(opts.seeds)
+            raise ConfigError(f"seeds={seeds_text(opts.seeds)}: a seed axis is for grid launches (a search samples "
+                              f"its own points)")
         if "seed" in overrides:
-            raise ConfigError(f"seed given twice: seeds={opts.seeds} and seed={overrides['seed']} (give one)")
+            raise ConfigError(f"seed given twice: seeds={seeds_text(opts.seeds)} and seed={overrides['seed']} "
+                              f"(give one)")
     if not opts.tracking_uri:
         from sweeps.tracking import DEFAULT_URI
 
@@ -120,8 +122,11 @@ def parse(argv: list[str]) -> tuple[Options, dict[str, str]]:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """``3`` -> (0, 1, 2); ``0,3,7`` -> (0, 3, 7). Seed 0 is the config default, so a seed-0 run keeps the
-    signature it has without a seed axis. A count < 1, a non-integer or a repeated seed is a ConfigError."""
+    """``3`` -> (0, 1, 2); ``0,3,7`` -> (0, 3, 7); ``""`` -> () (no seed axis). Seed 0 is the config default,
+    so a seed-0 run keeps the signature it has without a seed axis. A count < 1, a non-integer or a repeated
+    seed is a ConfigError."""
+    if not text.strip():
+        return ()
     parts = text.split(",")
     if not all(p.strip().isdigit() for p in parts):
         raise ConfigError(f"seeds={shorten(repr(text))}: expected a count N >= 1 or a list of seeds such as 0,1,2")
@@ -139,6 +144,15 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds={text}: a seed is given twice")
     return seeds
+
+
+# A seed axis field: typed by parse_seeds (fvq/core/keyvalue.py); the annotation is resolved when first parsed.
+Seeds = Annotated[tuple[int, ...], parse_seeds]
+
+
+def seeds_text(seeds: tuple[int, ...]) -> str:
+    """The seeds as a user writes them: ``3`` for (0, 1, 2), else the list."""
+    return str(len(seeds)) if seeds == tuple(range(len(seeds))) else ",".join(map(str, seeds))
 
 
 def names() -> list[str]:

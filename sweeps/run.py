@@ -46,9 +46,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fvq.core.errors import SetupError, one_line, shorten  # noqa: E402
 from fvq.core.rundir import read_json, read_status  # noqa: E402
 from fvq.core.track import pending  # noqa: E402
-from sweeps.state import TO_SUBMIT, classify  # noqa: E402
-from sweeps.submit import Batch, Launching, summary, to_submit  # noqa: E402
-from sweeps.options import Options, parse, parse_seeds  # noqa: E402
+from sweeps.state import classify  # noqa: E402
+from sweeps.submit import Batch, Launching, submits, summary, to_submit  # noqa: E402
+from sweeps.options import Options, parse, seeds_text  # noqa: E402
 from fvq.core.config import ConfigError  # noqa: E402
 from sweeps.plan import (Launch, Planned, check_eval_sets, grid_names, plan_grids, plan_point,  # noqa: E402
                          prepare_launch, write_run)
@@ -120,7 +120,7 @@ def main(argv: list[str]) -> int:
                 return 0
         else:
             plans = plan_grids(opts.grid, opts.scale, overrides, opts.runs_dir, files=opts.launcher == "local",
-                               seeds=parse_seeds(opts.seeds) if opts.seeds else ())
+                               seeds=opts.seeds)
             if opts.points:
                 plans = only(plans, opts.points)
         if opts.status:
@@ -222,7 +222,6 @@ def _sync_one(sync_run, p: Planned) -> str:
 
 def launch_grids(plans: list[Planned], opts: Options, launch: Launch) -> int:
     """Submit what the relaunch rules ask for (sweeps/submit.py) under one parent MLflow run; local waits."""
-    from sweeps.job import TrainJob
     from sweeps.tracking import ensure_experiment, sync_run
 
     for p in plans:  # ended runs with records MLflow missed (an outage past their end): send them now
@@ -231,21 +230,18 @@ def launch_grids(plans: list[Planned], opts: Options, launch: Launch) -> int:
     for line in _sync_launches(opts):  # launch runs an outage left open
         print(f"[fvq] {line}", flush=True)
     n_todo = len(to_submit(plans, opts.retry))
-    skipped = {p.state for p in plans} - set(TO_SUBMIT)
+    skipped = {p.state for p in plans if not submits(p.state, opts.retry)}
     print(f"grid={opts.grid} scale={opts.scale}: {len(plans)} points, {n_todo} to submit "
           f"({', '.join(f'{sum(p.state == s for p in plans)} {s}' for s in sorted(skipped)) or 'none skipped'})",
           flush=True)
     exp_id = ensure_experiment(opts.tracking_uri, opts.experiment)
     for p in plans:
-        if p.state not in TO_SUBMIT:
+        if not submits(p.state, opts.retry):
             _tag_existing(p, opts)
-    seeds = f" seeds={opts.seeds}" if opts.seeds else ""
+    seeds = f" seeds={seeds_text(opts.seeds)}" if opts.seeds else ""
     tags = {"commit": launch.label, "grids": ",".join(grid_names(opts.grid)), "launcher": opts.launcher,
             "runs": str(n_todo)}
-    spec = launch.spec
-    batch = Batch(plans, job=lambda p, parent: TrainJob(p.run_dir, opts.tracking_uri, opts.experiment,
-                                                         getattr(spec, "max_requeues", 3)),
-                  write=lambda p, parent: write_run(p, opts.scale, launch, parent))
+    batch = Batch(plans, write=lambda p, parent: write_run(p, opts.scale, launch, parent))
     try:
         with Launching(opts, launch, f"grid={opts.grid} scale={opts.scale}{seeds}", tags) as launching:
             results = launching.submit(batch, show=_Live(plans).show)
@@ -265,13 +261,12 @@ def launch_grids(plans: list[Planned], opts: Options, launch: Launch) -> int:
     print(table(plans))
     if not results:
         return 0
-    bad = sum(r.startswith(("failed", "killed")) for r in results.values())
     # MLflow 3's UI opens in its GenAI mode unless the URL asks for the model-training one
     print(f"done: {summary(results)}. Browse: make mlflow-ui, then "
           f"http://127.0.0.1:5000/#/experiments/{exp_id}?workflowType=machine_learning (parent run "
           f"'grid={opts.grid} scale={opts.scale}', or filter "
           + " or ".join(f"tags.\"grid.{n}\" = '1'" for n in grid_names(opts.grid)) + ")")
-    if bad:
+    if launching.failed:
         return 1
     if any(r.startswith("preempted") for r in results.values()):  # as fvq.train: stopped at a checkpoint
         print("preempted runs resume from their checkpoints on a relaunch of the same command")

@@ -27,7 +27,7 @@ down by one fixed, documented rule - never dropped:
 - usage and PSNR on 1,024 held-out images (65,536 tokens: 64 per code at K=1,024, 16 at 4,096, 4 at
   16,384, where a uniform code use can show at most 1 - e^-4 = 98% usage); training-window usage over the
   last 100 steps (102,400 tokens: 100 per code at K=1,024, 6 at 16,384); each CSV row carries both;
-- rFID over the first 64 evaluated images (eval.fid_images): indicative only at this scale (analysis/common.py);
+- rFID over the first 64 evaluated images (eval.fid_images): indicative only at this scale (analysis/cells.py);
 Vector channel, d', depth N, projector type and schedule are used unchanged.
 
 Calibration (results/calibration.csv, commit f92cb6b: ``python -m fvq.train`` runs, 1 thread, one at a time,

@@ -26,8 +26,8 @@ from sweeps.options import REPO, Options
 from sweeps.plan import plan_point, prepare_launch, write_run
 from sweeps.pruning import objective
 from sweeps.scale import resolve
-from sweeps.state import TO_SUBMIT, classify
-from sweeps.submit import Batch, Launching
+from sweeps.state import classify
+from sweeps.submit import Batch, Launching, submits
 
 
 class SearchFailed(SetupError):
@@ -100,15 +100,18 @@ def run_search(opts: Options, overrides: dict) -> int:
     launch = prepare_launch(opts)
     if opts.dry or opts.status:
         return overview(mod, opts, overrides, storage)
-    from sweeps.job import TrainJob
-    from sweeps.tracking import ensure_experiment
+    from sweeps.tracking import ensure_experiment, store_lock
 
-    study = optuna.create_study(study_name=f"{opts.search}-{scale}", storage=storage, direction="minimize",
-                                load_if_exists=True,
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(t.params)
+    with store_lock(storage[len("sqlite:///"):] if storage.startswith("sqlite:///") else None):
+        study = optuna.create_study(study_name=f"{opts.search}-{scale}", storage=storage, direction="minimize",
+                                    load_if_exists=True,
+                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            sig = t.user_attrs.get("signature")
+            if sig and classify(os.path.join(opts.runs_dir, sig))[0] == "active":
+                continue  # another search of this study trains it now: it tells the trial itself
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # its search died: asked again
+            study.enqueue_trial(t.params)
     # Create the experiment (and, for sqlite, the schema) here, once: parallel jobs that each found an empty
     # database would race on MLflow's alembic migrations and fail.
     ensure_experiment(opts.tracking_uri, opts.experiment)
@@ -121,12 +124,12 @@ def run_search(opts: Options, overrides: dict) -> int:
                      for _ in range(min(opts.parallel, trials - n_done))]
             plans = [plan for _, plan in batch]
             print(f"[search] {study.study_name}: trials {n_done + 1}-{n_done + len(batch)} of {trials}, "
-                  f"{len({p.sig for p in plans if p.state in TO_SUBMIT})} to train", flush=True)
+                  f"{len({p.sig for p in plans if submits(p.state, opts.retry)})} to train", flush=True)
             launching.submit(Batch(
-                plans, job=lambda p, parent: TrainJob(p.run_dir, opts.tracking_uri, opts.experiment),
-                write=lambda p, parent: _write_trial(p, parent, batch, study, storage, mod, launch, scale)))
-            while opts.launcher == "slurm" and any(classify(p.run_dir)[0] == "active" for p in plans):
-                time.sleep(10)
+                plans, write=lambda p, parent: _write_trial(p, parent, batch, study, storage, mod, launch, scale)))
+            # Slurm jobs, and a trial another search of this study holds (its claim made it skip here), end later
+            while any(classify(p.run_dir)[0] == "active" for p in plans):
+                time.sleep(10 if opts.launcher == "slurm" else 1)
             for trial, plan in batch:
                 value, pruned = objective_value(plan.run_dir, mod.objective)
                 if pruned:

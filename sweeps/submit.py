@@ -28,18 +28,27 @@ def no_dependency(plan: Any) -> str:
     return ""
 
 
+def no_files(plan: Any, parent: str) -> None:
+    return None
+
+
 @dataclass
 class Batch:
     """Runs that go out together. Every plan has ``sig``, ``run_dir`` and ``state`` (sweeps/state.py)."""
     plans: list
-    job: Callable[[Any, str], Any]      # (plan, parent run id) -> the submitit callable that runs it
-    write: Callable[[Any, str], None]   # (plan, parent run id) -> None: the run dir's files, before submission
+    # (plan, parent run id) -> the submitit callable that runs it; None = a tokenizer run (`Launching.train_job`)
+    job: Callable[[Any, str], Any] | None = None
+    write: Callable[[Any, str], None] = no_files  # (plan, parent run id): the run dir's files, before submission
     after: Callable[[Any], str] = no_dependency  # plan -> the Slurm job it waits for (afterok), "" for none
 
 
+def submits(state: str, retry: bool) -> bool:
+    """The relaunch rule: missing, stalled and preempted runs go out; failed ones only with retry=true."""
+    return state in TO_SUBMIT or (retry and state == "failed")
+
+
 def to_submit(plans: list, retry: bool) -> list:
-    """The relaunch rules: missing, stalled and preempted runs go out; failed ones only with retry=true."""
-    return [p for p in plans if p.state in TO_SUBMIT or (retry and p.state == "failed")]
+    return [p for p in plans if submits(p.state, retry)]
 
 
 class Launching:
@@ -76,10 +85,10 @@ class Launching:
                     continue
                 mine.append(p)
                 state, detail = classify(p.run_dir)  # judged again under the claim: run by another since the plan?
-                if state not in TO_SUBMIT and not (opts.retry and state == "failed"):
+                if not submits(state, opts.retry):
                     print(f"[fvq] {p.sig}: {state} since this launch planned it ({detail}); not submitted", flush=True)
                     p.state, p.detail = state, detail
-            todo = [p for p in mine if p.state in TO_SUBMIT or (opts.retry and p.state == "failed")]
+            todo = to_submit(mine, opts.retry)
             if not todo:
                 return {}
             parent = self._parent()
@@ -87,11 +96,12 @@ class Launching:
                 batch.write(p, parent)
                 if opts.retry and os.path.exists(os.path.join(p.run_dir, "attempts.json")):
                     os.unlink(os.path.join(p.run_dir, "attempts.json"))  # a retried run gets its requeue budget back
+            job = batch.job or self.train_job
             if opts.launcher == "slurm":
                 out = launch_slurm(todo, opts.runs_dir, self.launch.spec, self.launch.commit,
-                                   lambda p: batch.job(p, parent), self.launch.dirty, after=batch.after)
+                                   lambda p: job(p, parent), self.launch.dirty, after=batch.after)
             else:
-                out = launch_local(todo, opts.runs_dir, opts.parallel, lambda p: batch.job(p, parent), show=show,
+                out = launch_local(todo, opts.runs_dir, opts.parallel, lambda p: job(p, parent), show=show,
                                    shortest_first=opts.order == "shortest")
             self.results.update(out)
             self.dirs += [p.run_dir for p in todo]
@@ -99,6 +109,22 @@ class Launching:
         finally:
             for p in mine:
                 release(p.run_dir)
+
+    @property
+    def max_requeues(self) -> int:
+        """Requeues a run may take (the Slurm spec's; preemptions and node failures), then it is failed."""
+        return getattr(self.launch.spec, "max_requeues", 3)
+
+    def train_job(self, p, parent: str):
+        """The job of a tokenizer run (grids, search trials, generation's tokenizers)."""
+        from sweeps.job import TrainJob
+
+        return TrainJob(p.run_dir, self.opts.tracking_uri, self.opts.experiment, self.max_requeues)
+
+    @property
+    def failed(self) -> bool:
+        """A run this launch submitted failed or was killed."""
+        return any(r.startswith(("failed", "killed")) for r in self.results.values())
 
     def _parent(self) -> str:
         if not self.parent:
@@ -112,8 +138,7 @@ class Launching:
             return
         from sweeps.tracking import end_launch
 
-        failed = [s for s, r in self.results.items() if r.startswith(("failed", "killed"))]
-        status = "KILLED" if kind is KeyboardInterrupt else "FAILED" if (error is not None or failed) else "FINISHED"
+        status = "KILLED" if kind is KeyboardInterrupt else "FAILED" if (error is not None or self.failed) else "FINISHED"
         tags = {"failure": one_line(error)[:250]} if error is not None and kind is not KeyboardInterrupt else {}
         try:  # with the server away the end is kept in the runs dir for `sync=true`
             end_launch(self.opts.tracking_uri, self.parent, status, runs_dir=self.opts.runs_dir, **tags)

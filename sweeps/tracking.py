@@ -132,14 +132,15 @@ def ensure_experiment(uri: str, name: str) -> str:
     check_experiment_name(name)
     db = sqlite_path(uri)
     art = "file://" + os.path.join(os.path.dirname(os.path.abspath(db)), "mlartifacts", name) if db else None
-    with _store_lock(db):
+    with store_lock(db):
         return _ensure_experiment(MlflowClient(uri), uri, name, art)
 
 
 @contextlib.contextmanager
-def _store_lock(db: str | None):
-    """Two launches on a fresh sqlite store would both run MLflow's schema migrations and one would fail
-    (``duplicate column name``): the first to take ``<db>.lock`` creates the store, the other waits."""
+def store_lock(db: str | None):
+    """Two launches on a fresh sqlite store would both create its schema and one would fail (MLflow's
+    migrations: ``duplicate column name``; Optuna's tables): the first to take ``<db>.lock`` creates the
+    store, the other waits. Also held while a search recovers its study's unfinished trials."""
     if db is None:
         yield
         return

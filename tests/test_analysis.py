@@ -16,7 +16,7 @@ import pytest
 matplotlib.use("Agg")
 
 from analysis.build import FIGURES, TABLES, build_all  # noqa: E402
-from analysis.common import NO_RUNS  # noqa: E402
+from analysis.cells import NO_RUNS  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 
@@ -78,14 +78,16 @@ def test_a_missing_run_is_a_visible_gap_not_a_shorter_table(results, tmp_path):
     fig, gaps = fig6_ablations.make(results)  # the depth=4 run is "missing" in the fixture
     assert any("quant.depth=4" in g and "missing" in g for g in gaps)
     assert "no run" in [t.get_text() for t in fig.axes[1].texts]
-    # at scale=cpu rFID over 64 images is indicative only: the panels plot the L2 error (analysis/common.py)
+    # at scale=cpu rFID over 64 images is indicative only: the panels plot the L2 error (analysis/cells.py)
     assert "L2" in fig.axes[0].get_ylabel() and "L2" in fig.axes[1].get_ylabel()
 
 
 def test_seeds_of_a_point_are_one_cell_mean_sd_n(results, tmp_path):
     import pandas as pd
 
-    from analysis.common import Notes, harness, metric, point_signature
+    from analysis.aggregate import harness
+    from analysis.cells import Notes, metric
+    from analysis.rows import point_signature
 
     runs = pd.read_csv(results / "depth.csv", dtype=str)
     ref = runs[runs["signature"] == "bf21a9e8fb"]
@@ -105,7 +107,7 @@ def test_seeds_of_a_point_are_one_cell_mean_sd_n(results, tmp_path):
 def test_claims_verdicts_pair_seeds_and_correct_for_the_family(results, tmp_path):
     import pandas as pd
 
-    from analysis.common import ResultsError, point_signature
+    from analysis.rows import ResultsError, point_signature
     from analysis.tables.claims import build, current_signature
     from sweeps.grids._fragments import no_anneal, vqbridge
 
@@ -316,7 +318,7 @@ def test_bad_csv_values_fail_in_one_line_naming_file_and_row(column, value, resu
 
 
 def test_unreadable_csv_names_the_file(results, tmp_path, capsys):
-    from analysis.common import ResultsError, results as read_results
+    from analysis.rows import ResultsError, results as read_results
 
     (results / "patch_size.csv").write_text("")
     with pytest.raises(ResultsError, match="patch_size.csv: unreadable CSV"):
@@ -334,7 +336,7 @@ def test_collect_generation_reads_the_grids_generator_runs(store, tmp_path, caps
 
     uri, client = store
     runs = tmp_path / "runs"
-    plans = plan_generation(Options(grid="generation", runs_dir=str(runs), tracking_uri=uri, seeds="2"), {}, {})
+    plans = plan_generation(Options(grid="generation", runs_dir=str(runs), tracking_uri=uri, seeds=(0, 1)), {}, {})
     assert len(plans) == 4
     argv = ["grid=generation", "seeds=2", f"runs_dir={runs}", f"tracking_uri={uri}", f"results={tmp_path / 'r'}"]
     assert main(argv) == 2 and "4 of 4 generator runs not finished" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The generation stage: token caches, AR training + resume, evaluation, the grid=generation launcher."""
+"""The generation stage: token caches (plain and ten-crop + flip), AR training + resume, evaluation (IS where
+Inception logits exist, missing with the reason where not), the grid=generation launcher."""
 import json
 import os
 import subprocess
@@ -7,9 +8,9 @@ import sys
 import pytest
 import torch
 
-from fvq.generation.ar import ARConfig, ar_overrides, train_ar
+from fvq.generation.ar import ARConfig, ar_overrides, inception_logits, inception_score, train_ar
 from fvq.core.config import ConfigError, Config, apply_overrides, to_json
-from fvq.generation.tokens import TokenizerError, cache_path, check_tokenizer, token_cache, tokenizer_key
+from fvq.generation.tokens import TokenizerError, cache_path, check_tokenizer, token_cache, tokenizer_key, views
 from fvq.train import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,8 +63,52 @@ def test_ar_config_refuses_bad_guidance_and_keys():
         ar_overrides(["steps=ten"])
     with pytest.raises(ConfigError, match="AR override 'nope'"):
         ar_overrides(["nope=1"])
+    with pytest.raises(ValueError, match="aug='flip'"):
+        ar_overrides(["aug=flip"])
+    with pytest.raises(ValueError, match="cfg_interval=-2"):
+        ar_overrides(["cfg_interval=-2"])
     assert ar_overrides(["cfg_scale=1.75", "model=L"]).cfg_scale == 1.75
+    assert ar_overrides(["aug=ten_crop_flip", "cfg_interval=100"]).aug == "ten_crop_flip"
     assert ARConfig(batch=256, lr_scale=1.0).lr == pytest.approx(1e-4)  # Table 6: 1e-4 at batch 256
+
+
+def test_ten_crop_views_are_torchvisions_ten_crop():
+    """LlamaGen's --ten-crop: TenCrop(size) = four corners + centre, then the same five of the mirrored image."""
+    x = torch.arange(3 * 12 * 14, dtype=torch.float32).view(3, 12, 14)
+    v = views(x, 8)
+    assert v.shape == (10, 3, 8, 8)
+    assert torch.equal(v[0], x[:, :8, :8]) and torch.equal(v[3], x[:, -8:, -8:])
+    assert torch.equal(v[4], x[:, 2:10, 3:11])  # centre
+    assert torch.equal(v[5], x.flip(-1)[:, :8, :8])  # mirrored top-left = flipped top-right
+    assert sorted(w.flip(-1).sum().item() for w in v[5:]) == sorted(w.sum().item() for w in v[:5])
+    assert cache_path("r", "train", 64) == os.path.join("r", "tokens-train-64.pt")  # plain caches keep their name
+    assert cache_path("r", "train", 64, "ten_crop_flip") == os.path.join("r", "tokens-train-64-ten_crop_flip.pt")
+
+
+def test_inception_score_where_logits_exist_and_missing_with_reason(monkeypatch):
+    fn, why = inception_logits("torchscript", "weights/default_1.pt", "cpu")  # pool3 only: no logits
+    assert fn is None and "has no logits" in why
+    assert inception_score(torch.zeros(5, 1008)) == (None, "5 samples < 10 Inception Score splits")
+    assert inception_score(torch.randn(1, 1008).expand(40, -1))[0] == pytest.approx(1.0)  # one class: IS 1
+    sharp = torch.eye(1008)[torch.arange(200) % 4] * 50  # 4 equally used, confident classes
+    assert 2.5 < inception_score(sharp)[0] <= 4.0 + 1e-6
+    seen = {}
+
+    class Stub(torch.nn.Module):  # torch-fidelity's inception-v3-compat: uint8 in, a tuple of features out
+        def __init__(self, name, features, feature_extractor_weights_path):
+            super().__init__()
+            seen.update(name=name, features=features, path=feature_extractor_weights_path)
+
+        def forward(self, u8):
+            assert u8.dtype == torch.uint8
+            return (u8.float().mean((1, 2, 3))[:, None].expand(-1, 1008),)
+
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+    monkeypatch.setattr(fe, "FeatureExtractorInceptionV3", Stub)
+    fn, why = inception_logits("torch-fidelity", "w.pth", "cpu")
+    out = fn(torch.full((70, 3, 4, 4), 0.5))
+    assert why == "" and out.shape == (70, 1008) and out.dtype == torch.float64 and float(out[0, 0]) == 128.0
+    assert seen == {"name": "inception-v3-compat", "features": ["logits_unbiased"], "path": "w.pth"}
 
 
 @pytest.mark.slow
@@ -90,10 +135,31 @@ def test_ar_resume_equals_uninterrupted_and_missing_metrics_have_reasons(tokeniz
     b = torch.load(tmp_path / "cut" / "ckpt.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert res["metrics"] == ref["metrics"] and "gfid" in ref["missing"] and "no FID Inception" in ref["missing"]["gfid"]
-    assert "no logits" in ref["missing"]["is"]
+    assert "no logits" in ref["missing"]["is"] and "is" not in ref["metrics"]
     assert (tmp_path / "ref" / "samples.png").exists()
     with pytest.raises(TokenizerError, match="AR vocab=99"):
         train_ar(ARConfig(tokenizer=tokenizer, vocab=99, **AR), str(tmp_path / "v"), **quiet)
+
+
+@pytest.mark.slow
+def test_ten_crop_cache_and_training(tokenizer, tmp_path, monkeypatch):
+    """ten_crop_flip: ten code maps per image in their own cache file, same labels; training draws one each."""
+    monkeypatch.setenv("FVQ_FID_WEIGHTS", str(tmp_path / "no-weights.pt"))
+    quiet = dict(log=lambda *a, **k: None)
+    plain = token_cache(tokenizer, "train", 64, **quiet)
+    c = token_cache(tokenizer, "train", 64, aug="ten_crop_flip", **quiet)
+    assert c["aug"] == "ten_crop_flip" and c["indices"].shape == (64, 10, 64) and c["indices"].dtype == torch.int16
+    assert torch.equal(c["labels"], plain["labels"]) and c["side"] == plain["side"]
+    assert 0 <= int(c["indices"].min()) and int(c["indices"].max()) < c["vocab"]
+    assert os.path.exists(cache_path(tokenizer, "train", 64, "ten_crop_flip"))
+    wrong = cache_path(tokenizer, "train", 32)  # a ten-crop cache under a plain cache's name is refused
+    torch.save({**c, "indices": c["indices"][:32].clone(), "labels": c["labels"][:32].clone()}, wrong)
+    with pytest.raises(TokenizerError, match="holds aug='ten_crop_flip' codes, not 'none'"):
+        token_cache(tokenizer, "train", 32)
+    os.remove(wrong)
+    res = train_ar(ARConfig(tokenizer=tokenizer, aug="ten_crop_flip", **{**AR, "steps": 2}), str(tmp_path / "t"),
+                   **quiet)
+    assert res["step"] == 2 and res["config"]["aug"] == "ten_crop_flip"
 
 
 def _run(tmp_path, *args):

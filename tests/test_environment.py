@@ -77,7 +77,7 @@ def test_collect_writes_the_env_columns_and_leaves_unrecorded_runs_empty(tmp_pat
     from mlflow.tracking import MlflowClient
 
     from analysis.collect import expected, main
-    from analysis.common import results
+    from analysis.rows import results
     from fvq.core.config import to_flat_dict
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -824,3 +824,27 @@ def test_generation_launched_twice_at_once_trains_each_run_once(tmp_path):
         assert len(json.load(open(d / "attempts.json"))) == 1, (d, logs)  # started once
     row("`grid=generation` launched twice at once", "both through the one submit path: tokenizers and "
         "generators claimed; the second launch skips what the first holds", "nothing; each of 4 runs trained once")
+
+
+@pytest.mark.slow
+def test_search_launched_twice_at_once_trains_each_trial_once(tmp_path):
+    """Two searches of one study on a fresh Optuna store: the store is created once, neither fails the other's
+    running trials as abandoned, and every trial's run is trained once."""
+    import optuna
+
+    search = ["search=vqbridge_lr", f"storage=sqlite:///{tmp_path}/optuna.db", "parallel=1", "trials=2", *TINY]
+    a, b = (_launch_bg(tmp_path, f"{n}.log", *search) for n in ("a", "b"))
+    codes = (a.wait(timeout=900), b.wait(timeout=900))
+    logs = [(tmp_path / f"{n}.log").read_text() for n in ("a", "b")]
+    assert codes == (0, 0), logs
+    trials = optuna.load_study(study_name="vqbridge_lr-cpu", storage=f"sqlite:///{tmp_path}/optuna.db").trials
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.FAIL], (trials, logs)
+    runs = tmp_path / "runs"
+    dirs = [runs / d for d in os.listdir(runs) if not d.startswith(".")]
+    assert len(dirs) >= 2, dirs
+    for d in dirs:
+        assert read_status(str(d))["state"] in ("FINISHED", "PRUNED"), (d, logs)
+        assert len(json.load(open(d / "attempts.json"))) == 1, (d, logs)  # started once
+    row("`search=` launched twice at once on one study", "the Optuna store is created under `<db>.lock`; a "
+        "search fails only trials whose run nothing trains (never the other search's); both exit 0",
+        f"nothing; {len(dirs)} trial runs, each trained once")

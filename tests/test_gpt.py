@@ -1,8 +1,9 @@
-"""The generator's GPT (fvq/generation/gpt.py): KV cache == full recomputation, CFG, determinism, sizes, filters."""
+"""The generator's GPT (fvq/generation/gpt.py): KV cache == full recomputation, CFG and its interval, the RoPE
+table, determinism, sizes, filters."""
 import pytest
 import torch
 
-from fvq.generation.gpt import GPT, PRESETS, filter_logits, generate, guided, rope_2d, spec
+from fvq.generation.gpt import GPT, PRESETS, apply_rope, filter_logits, generate, guided, guided_at, rope_2d, spec
 
 
 def tiny(**over) -> GPT:
@@ -33,6 +34,39 @@ def test_cached_sampling_equals_uncached(cfg, top_k, top_p, temp):
     a = generate(m, y, cache=True, **kw)
     b = generate(m, y, cache=False, **kw)
     assert a.shape == (3, 16) and torch.equal(a, b)
+
+
+def test_kv_cache_is_preallocated_once_per_sampling():
+    """One buffer per layer for the whole sequence (LlamaGen's KVCache), written in place step by step."""
+    m = tiny()
+    y = torch.tensor([0, 3])
+    m.reset_cache()
+    m(None, y, start=0)
+    k, v = m.blocks[0].attn.cache
+    assert k.shape == v.shape == (2, 4, 17, 16)  # batch, heads, 1 + tokens, head_dim
+    ptr = k.data_ptr()
+    for i in range(1, 17):
+        m(torch.randint(37, (2, 1)), None, start=i)
+    assert m.blocks[0].attn.cache[0].data_ptr() == ptr
+    with pytest.raises(ValueError, match="beyond the sequence length"):
+        m(torch.randint(37, (2, 1)), None, start=17)
+    m.reset_cache()
+    with pytest.raises(RuntimeError, match="without a prefill"):
+        m(torch.randint(37, (2, 1)), None, start=1)
+
+
+def test_cfg_interval_guides_the_first_codes_only():
+    """LlamaGen's decode_n_tokens: prefill (code 0) guided, decode step i (code i+1) guided while i <= interval."""
+    assert all(guided_at(i, -1) for i in range(256))
+    assert [guided_at(i, 0) for i in range(4)] == [True, True, False, False]
+    assert [guided_at(i, 3) for i in range(7)] == [True] * 5 + [False] * 2
+    m = tiny()
+    y = torch.tensor([0, 1, 2, 3])
+    full = generate(m, y, cfg=3.0, seed=5)
+    assert torch.equal(generate(m, y, cfg=3.0, seed=5, cfg_interval=15), full)  # all 16 codes guided
+    part = generate(m, y, cfg=3.0, seed=5, cfg_interval=0)
+    assert torch.equal(part[:, :2], full[:, :2]) and not torch.equal(part, full)
+    assert torch.equal(part, generate(m, y, cfg=3.0, seed=5, cfg_interval=0, cache=False))
 
 
 def test_sampling_is_deterministic_given_seed_and_varies_with_it():
@@ -75,10 +109,19 @@ def test_top_k_and_top_p_filters():
     assert torch.isfinite(filter_logits(logits)).all()
 
 
-def test_rope_prefix_is_not_rotated_and_grid_is_2d():
+def test_rope_prefix_rows_are_zero_as_llamagen_and_grid_is_2d():
+    """LlamaGen's precompute_freqs_cis_2d prepends torch.zeros rows for the class prefix (cos 0 and sin 0,
+    not an identity rotation): the class token's query and key come out zero, whatever they were."""
     t = rope_2d(4, 16, 10000.0)
     assert t.shape == (17, 8, 2)
-    assert torch.equal(t[0, :, 0], torch.ones(8)) and torch.equal(t[0, :, 1], torch.zeros(8))
+    assert torch.equal(t[0], torch.zeros(8, 2))
+    x = torch.randn(2, 17, 3, 16)
+    r = apply_rope(x, t)
+    assert torch.equal(r[:, 0], torch.zeros(2, 3, 16)) and r[:, 1:].abs().sum() > 0
+    # code (row 1, col 2) = position 1 + 1 * 4 + 2: angles row x f_j on the first 4 pairs, col x f_j on the rest
+    f = 1.0 / 10000.0 ** (torch.arange(4, dtype=torch.float64) * 2 / 8)
+    ang = torch.cat([1 * f, 2 * f])
+    assert torch.allclose(t[1 + 4 + 2], torch.stack([ang.cos(), ang.sin()], -1).float())
     # tokens of one row share the row half of the angles; tokens of one column share the column half
     assert torch.equal(t[1 + 0, :4], t[1 + 3, :4]) and not torch.equal(t[1 + 0, 4:], t[1 + 3, 4:])
     assert torch.equal(t[1 + 1, 4:], t[1 + 5, 4:])

@@ -99,6 +99,27 @@ def test_changed_default_is_an_error(tmp_path):
     check_stored(cfg, str(d))  # nothing stored: fine
 
 
+def test_generator_signed_apart_and_its_changed_default_is_an_error(tmp_path):
+    """A generator run: salted apart from any tokenizer delta; a stored final.json of another science under
+    its signature is refused, its non-science keys (tokenizer path, threads) are not compared."""
+    from dataclasses import asdict
+
+    from fvq.generation.ar import ar_overrides
+    from sweeps.identity import ar_signature, check_stored_ar, sign
+
+    cfg = ar_overrides({"model": "tiny", "tokenizer": str(tmp_path / "tok")})
+    assert ar_signature("bf21a9e8fb", cfg) != sign({"tokenizer": "bf21a9e8fb"})
+    d = tmp_path / f"gen-{ar_signature('bf21a9e8fb', cfg)}"
+    d.mkdir()
+    check_stored_ar(cfg, str(d))  # nothing stored: fine
+    stored = {**asdict(cfg), "tokenizer": "/elsewhere", "threads": 4}
+    (d / "final.json").write_text(json.dumps({"config": stored}))
+    check_stored_ar(cfg, str(d))
+    (d / "final.json").write_text(json.dumps({"config": {**stored, "temperature": 0.9}}))
+    with pytest.raises(IdentityError, match=r"ar.temperature \(stored 0.9, now 1.0\)"):
+        check_stored_ar(cfg, str(d))
+
+
 def test_local_launcher_orders_longest_first():
     """est_cost (steps x fvq.vq.flops.train_step_flops) ranks the patch-size grid as measured on 2 cores: the
     K=1,024 p=1 bridge (1,024 tokens, ~0.8 s/step) before p=4 (~0.38 s) before K=256 p=16 (~0.28 s)."""

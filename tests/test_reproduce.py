@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from analysis import reproduce
-from analysis.common import METRICS, point_signature
+from analysis.rows import METRICS, point_signature
 from fvq.core import environment
 
 TINY = ["optim.steps=8", "log.every=1", "log.ckpt_every=2", "data.train_size=64", "data.val_size=8",

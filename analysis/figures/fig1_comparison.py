@@ -15,7 +15,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from analysis.common import harness, main, no_run, no_runs, ours, paper, save_figure, style
+from analysis.aggregate import harness
+from analysis.cells import no_run, ours
+from analysis.cli import main
+from analysis.rows import paper
+from analysis.style import no_runs, style
+from analysis.writers import save_figure
 
 HIGHLIGHT, OTHER = "#d55e00", "#9da5ad"
 

@@ -16,7 +16,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.common import main, no_runs, save_figure, style
+from analysis.cli import main
+from analysis.style import no_runs, style
+from analysis.writers import save_figure
 
 TITLES = {"none": "plain VQ (STE only)", "linear": "linear projector", "vqbridge": "VQBridge"}
 HINT = "python -m analysis.figures.fig2_toy --recompute"

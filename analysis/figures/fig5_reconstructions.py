@@ -13,7 +13,11 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from analysis.common import Notes, harness, main, metric, no_run, no_runs, ours, save_figure, style
+from analysis.aggregate import harness
+from analysis.cells import Notes, metric, no_run, ours
+from analysis.cli import main
+from analysis.style import no_runs, style
+from analysis.writers import save_figure
 
 
 def panels() -> dict[str, dict]:

@@ -14,7 +14,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from analysis.common import main, no_runs, ours, save_figure, style
+from analysis.cells import ours
+from analysis.cli import main
+from analysis.style import no_runs, style
+from analysis.writers import save_figure
 from analysis.tables.tab2_generation import TOKENIZERS
 
 NOT_YET = ("no generation runs collected yet (results/generation_cpu.csv): "

@@ -2,7 +2,7 @@
 
 Reads results/latent_dim.csv, depth.csv and patch_size.csv. Each point is the mean over its seeds with a
 +-1 sd error bar (n on the legend). At scale=paper the y metric is rFID; at scale=cpu (where rFID over 64
-images is noise, analysis/common.py RFID_INDICATIVE) and in any panel whose runs lack rFID it is the
+images is noise, analysis/cells.py RFID_INDICATIVE) and in any panel whose runs lack rFID it is the
 validation L2 reconstruction error, said on the axis. A run the grid expects but that has no result is marked "no run" at its x position. The paper's
 figure has no transcribed numbers; its findings: best at d' = d, N = 2, and p growing with K (p = 4 at
 K = 4k, p = 16 at K = 16k).
@@ -22,8 +22,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from analysis.common import (by_point, finished_values, main, missing_reason, no_run, no_runs, ours,
-                             results as read, save_figure, style)
+from analysis.aggregate import by_point
+from analysis.cells import missing_reason, no_run, ours
+from analysis.cli import main
+from analysis.rows import finished_values, results as read
+from analysis.style import no_runs, style
+from analysis.writers import save_figure
 from analysis.verdicts import Side, compare
 
 PANELS = [("latent_dim", "quant.latent_dim", "latent dimension d'"), ("depth", "quant.depth", "ViT depth N"),

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from analysis.common import band, by_point, curves, main, no_run, no_runs, ours, results as read, save_figure, style
+from analysis.aggregate import band, by_point
+from analysis.cells import no_run, ours
+from analysis.cli import main
+from analysis.rows import curves, results as read
+from analysis.style import no_runs, style
+from analysis.writers import save_figure
 
 
 def make(results: Path):

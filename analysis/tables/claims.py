@@ -24,8 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.common import (ResultsError, Table, all_runs, finished_values, lookup, main, read_csv,
-                             values_mean_sd, write_tables)
+from analysis.cells import values_mean_sd
+from analysis.cli import main
+from analysis.rows import ResultsError, all_runs, finished_values, lookup, read_csv
+from analysis.writers import Table, write_tables
 from analysis.verdicts import ALPHA, MAX_SEEDS, Side, compare, holm, seeds_needed, verdict
 
 SCALE = "cpu"

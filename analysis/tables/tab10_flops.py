@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.common import Notes, Table, gaps, main, paper, write_tables
+from analysis.cells import Notes, gaps
+from analysis.cli import main
+from analysis.rows import paper
+from analysis.writers import Table, write_tables
 
 KINDS = {"linear_g": ("Linear", "linear"), "mlp5_g": ("MLP-5", "mlp"), "vqbridge_g": ("VQBridge", "vqbridge")}
 

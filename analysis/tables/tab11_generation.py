@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.common import gaps, main, write_tables
+from analysis.cells import gaps
+from analysis.cli import main
+from analysis.writers import write_tables
 from analysis.tables.tab2_generation import table
 
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.common import (Notes, Table, cited, gaps, harness, main, metric, paper, run_id, source, tokens,
-                             write_tables)
+from analysis.aggregate import harness
+from analysis.cells import Notes, cited, gaps, metric, run_id, source, tokens
+from analysis.cli import main
+from analysis.rows import paper
+from analysis.writers import Table, write_tables
 
 COLUMNS = ["Source", "Method", "Tokens", "Codebook Size", "Vector Channel", "rFID", "LPIPS", "Codebook Usage",
            "Run"]

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.common import Notes, Table, cited, gaps, main, ours, paper, write_tables
+from analysis.cells import Notes, cited, gaps, ours
+from analysis.cli import main
+from analysis.rows import paper
+from analysis.writers import Table, write_tables
 
 COLUMNS = ["Source", "Type", "Model", "#Para", "FID", "IS", "Pre", "Rec"]
 NOT_HERE = ("no generation runs collected yet (results/generation_cpu.csv): "

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.common import (Notes, Table, cited, gaps, harness, main, metric, paper, run_id, source, tokens,
-                             write_tables)
+from analysis.aggregate import harness
+from analysis.cells import Notes, cited, gaps, metric, run_id, source, tokens
+from analysis.cli import main
+from analysis.rows import paper
+from analysis.writers import Table, write_tables
 
 COLUMNS = ["Source", "Method", "Training Epoch", "Token Map", "Codebook Size", "Vector Channel", "rFID", "Usage",
            "Usage per level", "Ran", "Run"]

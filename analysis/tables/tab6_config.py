@@ -12,7 +12,9 @@ import inspect
 import re
 from pathlib import Path
 
-from analysis.common import Table, main, paper, write_tables
+from analysis.cli import main
+from analysis.rows import paper
+from analysis.writers import Table, write_tables
 
 COLUMNS = ["Config", "paper (Table 6, reconstruction)", "code: base_config(\"paper\")", "match",
            "code: base_config(\"cpu\")"]

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.common import (Notes, Table, cited, gaps, harness, main, metric, paper, run_id, source,
-                             write_tables)
+from analysis.aggregate import harness
+from analysis.cells import Notes, cited, gaps, metric, run_id, source
+from analysis.cli import main
+from analysis.rows import paper
+from analysis.writers import Table, write_tables
 
 COLUMNS = ["Source", "Method", "Codebook Size", "rFID", "PSNR", "SSIM", "Usage", "Perplexity", "Tokens/code",
            "Run"]

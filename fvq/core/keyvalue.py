@@ -2,7 +2,8 @@
 
 Every surface (config overrides, sweeps/run.py's harness options, the generator's ``ar.`` keys, the analysis
 CLIs) turns its arguments into a frozen dataclass here: each value typed by its field with one rule
-(`fvq.core.config.parse_value`: ``true/false/1/0/yes/no/on/off`` for bools), an unknown key one line with
+(`fvq.core.config.parse_value`: ``true/false/1/0/yes/no/on/off`` for bools) or by the parser an
+``Annotated[T, parser]`` field names, an unknown key one line with
 the closest valid keys, the last of a repeated key winning (as for config overrides).
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ def unknown(key: str, known: Iterable[str], what: str = "key") -> ConfigError:
 
 def fields_of(cls: type) -> dict[str, Any]:
     """Field name -> type of a dataclass (string annotations resolved)."""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
@@ -50,5 +51,7 @@ def typed(cls: type[T], items: Iterable[tuple[str, str]], base: T | None = None,
     for key, raw in items:
         if key not in types:
             raise unknown(key, types, what)
-        values[key] = parse_value(key, raw, types[key])
+        tp = types[key]
+        # Annotated[T, parse]: a field whose text has its own grammar (seeds=3 means 0,1,2), parsed once here
+        values[key] = tp.__metadata__[0](raw) if typing.get_origin(tp) is typing.Annotated else parse_value(key, raw, tp)
     return dataclasses.replace(base, **values) if base is not None else cls(**values)

@@ -3,19 +3,27 @@
 ``train_ar(cfg, run_dir)``: the GPT of fvq/generation/gpt.py on a finished tokenizer's token cache
 (fvq/generation/tokens.py), then class-conditional samples decoded by that tokenizer and scored against real images.
 
-Recipe (Table 6, generation column, i.e. LlamaGen's): AdamW, betas (0.9, 0.95), weight decay 0.05,
-base lr 1e-4 at batch 256 (lr = base_lr x batch / base_batch x lr_scale), no warmup, lr held for 5% of the
-steps then linear decay over 95% to 0.01 x lr (fvq/core/schedule.py), 300 epochs at paper scale, grad clip 1.0,
-bf16 autocast on GPU; data-parallel through fvq/core/dist.py. A checkpoint (model, optimiser, step, RNG) is
+Recipe (Table 6, generation column; the FVQ authors' ``autoregressive/train/train_c2i_lr.py``): AdamW,
+betas (0.9, 0.95), weight decay 0.05 on >= 2-D tensors only, lr = 1e-4 x batch / 256 (lr = base_lr x batch /
+base_batch x lr_scale), no warmup, lr held for 5% of the steps then linear decay over 95% to 0.01 x lr
+(fvq/core/schedule.py), grad clip 1.0, label dropout 0.1, no EMA, bf16 autocast on GPU; data-parallel through
+fvq/core/dist.py. ``paper_recipe(model)`` holds the paper-scale batch and length per model, from the authors'
+launch scripts: GPT-L 300 epochs at global batch 2,048 (lr 8e-4), GPT-XL 350 epochs at 1,024 (lr 4e-4), both
+on ten-crop + flip codes (``aug``, fvq/generation/tokens.py). A checkpoint (model, optimiser, step, RNG) is
 written every ``ckpt_every`` steps and on the last; a rerun resumes from it, bit-identical on CPU.
+
+Sampling: LlamaGen's sampler (fvq/generation/gpt.py ``generate``) with ``cfg_scale``, ``cfg_interval`` (-1:
+guidance on every code, LlamaGen's default), temperature, top-k, top-p.
 
 Evaluation (``gfid``, ``precision``, ``recall``, ``is``): ``samples`` generated images (classes cycled
 0,1,2,...) against the first ``samples`` images of the tokenizer's val set through the same offline
-Inception as rFID (fvq/eval/evaluate.py). ``is`` needs Inception logits, which the offline TorchScript pool3
-extractor does not have: it is recorded missing with that reason. Precision / recall (k = 3, torch-
-fidelity's ``prc_features_to_metric``) run on the same pool3 features rather than torch-fidelity's VGG16
-(no VGG16 weights offline); a deviation, recorded in ``final.json``. ``noise_gfid``: the FID between two
-disjoint halves of 2 x ``samples`` real images, i.e. how far apart two real sets of this size already are.
+Inception as rFID (fvq/eval/evaluate.py). ``is`` (torch-fidelity's ``isc_features_to_metric``: 10 splits,
+its fixed shuffle) needs Inception logits: torch-fidelity's ``inception-v3-compat`` has them (a second
+pass over the samples, ``logits_unbiased``), the offline TorchScript pool3 extractor does not, and then
+``is`` is recorded missing with that reason. Precision / recall (k = 3, torch-fidelity's
+``prc_features_to_metric``) run on the same pool3 features rather than torch-fidelity's VGG16 (no VGG16
+weights offline); a deviation, recorded in ``final.json``. ``noise_gfid``: the FID between two disjoint
+halves of 2 x ``samples`` real images, i.e. how far apart two real sets of this size already are.
 """
 from __future__ import annotations
 
@@ -36,10 +44,17 @@ from fvq.core.errors import SetupError, one_line
 from fvq.generation.gpt import GPT, check_cfg, generate, spec
 from fvq.core.rundir import write_json, write_status
 from fvq.core.schedule import lr_factor
-from fvq.generation.tokens import TokenizerError, load_tokenizer, token_cache
+from fvq.generation.tokens import TokenizerError, check_aug, load_tokenizer, token_cache
 
-# Table 6 generation column: no warmup, constant 5%, linear decay over 95% to 0.01.
+# Table 6 generation column, and train_c2i_lr.py's ``combined_lr_lambda``: no warmup, constant for the first
+# 5% of the steps, then linear to 0.01 at the last step.
 AR_SCHED = SchedCfg(kind="anneal", warmup=0.0, constant=0.05, final=0.01)
+IMAGENET_TRAIN = 1_281_167  # LlamaGen's code dataset: one entry per ImageNet-1k train image, whatever ``aug``
+# (global batch, epochs) of yfChang-cv/FVQ scripts/generation/train_c2i_L_lr.sh and train_c2i_XL_lr.sh, the
+# only recipe flags they pass; every other value below is a default of train_c2i_lr.py.
+PAPER_RUNS = {"L": (2048, 300), "XL": (1024, 350)}
+# Inception Score needs logits; the text is kept as the cpu results recorded it
+NO_LOGITS = "the offline TorchScript Inception (pool3 features only) has no logits: no Inception Score"
 
 
 @dataclass(frozen=True)
@@ -62,10 +77,12 @@ class ARConfig:
     steps: int = 300
     class_dropout: float = 0.1  # LlamaGen: trains the null class CFG needs
     cfg_scale: float = 1.0      # paper: 1.75 (L), 1.65 (XL)
+    cfg_interval: int = -1      # LlamaGen: guide codes 0 .. cfg_interval + 1 only; -1 = every code
     temperature: float = 1.0
     top_k: int = 0              # 0 = off
     top_p: float = 1.0
     samples: int = 128          # generated images for gFID (paper: 50,000)
+    aug: str = "none"           # token cache: none | ten_crop_flip (LlamaGen's --ten-crop; paper_recipe)
     log_every: int = 50
     ckpt_every: int = 500
 
@@ -79,9 +96,34 @@ def ar_overrides(overrides: list[str] | dict[str, Any], base: ARConfig | None = 
     value is a ConfigError naming it."""
     items = [(k, str(v)) for k, v in overrides.items()] if isinstance(overrides, dict) else split(overrides)
     cfg = typed(ARConfig, items, base=base or ARConfig(), what="AR override")
-    check_cfg(cfg.cfg_scale, cfg.class_dropout)
-    spec(cfg.model)
+    check(cfg)
     return cfg
+
+
+def check(cfg: ARConfig) -> None:
+    check_cfg(cfg.cfg_scale, cfg.class_dropout)
+    check_aug(cfg.aug)
+    if cfg.cfg_interval < -1:
+        raise ValueError(f"cfg_interval={cfg.cfg_interval}: -1 (guide every code) or >= 0")
+    spec(cfg.model)
+
+
+def paper_recipe(model: str) -> dict[str, Any]:
+    """ARConfig overrides of the paper-scale generator ``model`` (L or XL), the FVQ authors' runs."""
+    if model not in PAPER_RUNS:
+        raise ValueError(f"no paper recipe for GPT-{model}: the FVQ scripts train {' and '.join(PAPER_RUNS)}")
+    batch, epochs = PAPER_RUNS[model]
+    return {
+        "batch": batch,
+        # epochs x len(loader): drop_last batches of the 1,281,167 entries (at 16 GPUs DistributedSampler's
+        # padding leaves that count unchanged): 187,500 steps for L, 437,850 for XL
+        "steps": epochs * (IMAGENET_TRAIN // batch), "train_images": IMAGENET_TRAIN,
+        # tlr = lr x (global batch // 256) with lr 1e-4; equal to base_lr x batch / base_batch here
+        "base_lr": 1e-4, "base_batch": 256, "lr_scale": 1.0,
+        "weight_decay": 0.05, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0,
+        "class_dropout": 0.1,  # LlamaGen's class_dropout_prob default; the scripts pass no --ema
+        "aug": "ten_crop_flip",  # their --code-path: imagenet_code_c2i_flip_ten_crop
+    }
 
 
 def _gpt(cfg: ARConfig, cache: dict) -> GPT:
@@ -95,7 +137,7 @@ def _gpt(cfg: ARConfig, cache: dict) -> GPT:
 def train_ar(cfg: ARConfig, run_dir: str, log=print, stop_after: int = 0) -> dict[str, Any]:
     """Train (resuming from ``run_dir/ckpt.pt``), evaluate, write ``final.json``; its content.
     ``stop_after`` > 0 stops after that step with a checkpoint and state PREEMPTED, as a preemption would."""
-    check_cfg(cfg.cfg_scale, cfg.class_dropout)
+    check(cfg)
     with dist.joined(torch.device("cuda" if cfg.device == "cuda" else "cpu")) as device:
         return _train(cfg, run_dir, device, log, stop_after)
 
@@ -106,8 +148,8 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
         torch.set_num_threads(cfg.threads)
     os.makedirs(run_dir, exist_ok=True)
     flat = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
-    cache = dist.on_main(token_cache, cfg.tokenizer, "train", cfg.train_images)
-    cache = cache if main else token_cache(cfg.tokenizer, "train", cfg.train_images)
+    cache = dist.on_main(lambda: token_cache(cfg.tokenizer, "train", cfg.train_images, aug=cfg.aug))
+    cache = cache if main else token_cache(cfg.tokenizer, "train", cfg.train_images, aug=cfg.aug)
     torch.manual_seed(cfg.seed)
     model = _gpt(cfg, cache).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]  # no decay on norms (LlamaGen: dim < 2 undecayed)
@@ -137,8 +179,12 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
         lr = cfg.lr * lr_factor(step, cfg.steps, AR_SCHED)
         for g in opt.param_groups:
             g["lr"] = lr
-        pick = torch.randint(len(idx), (cfg.batch,), generator=gen)[dist.rank() * per:(dist.rank() + 1) * per]
-        x, y = idx[pick].to(device), lab[pick].to(device)
+        pick = torch.randint(len(idx), (cfg.batch,), generator=gen)
+        x = idx[pick]
+        if x.dim() == 3:  # ten_crop_flip: one of the image's ten code maps, drawn afresh (LlamaGen's dataset)
+            x = x[torch.arange(cfg.batch), torch.randint(x.shape[1], (cfg.batch,), generator=gen)]
+        mine = slice(dist.rank() * per, (dist.rank() + 1) * per)
+        x, y = x[mine].long().to(device), lab[pick[mine]].to(device)
         y = model.drop_labels(y.cpu(), gen).to(device)
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             logits = net(x[:, :-1], y)
@@ -186,9 +232,35 @@ def sample_images(cfg: ARConfig, model: GPT, tokenizer, n: int, device, batch: i
     for s in range(0, n, batch):
         y = torch.arange(s, min(n, s + batch), device=device) % model.spec.classes
         codes = generate(model, y, cfg=cfg.cfg_scale, temperature=cfg.temperature, top_k=cfg.top_k,
-                         top_p=cfg.top_p, seed=cfg.seed * 100_003 + s)
+                         top_p=cfg.top_p, seed=cfg.seed * 100_003 + s, cfg_interval=cfg.cfg_interval)
         out.append(tokenizer.decode_indices(codes.view(-1, side, side)).float().clamp(-1, 1).add(1).div(2).cpu())
     return torch.cat(out)
+
+
+def inception_logits(kind: str | None, path: str | None, device) -> tuple[Any, str]:
+    """(images in [0,1] -> (N, 1008) float64 logits, "") where the weights have logits, else (None, why).
+    torch-fidelity's extractor takes uint8 images and resizes them itself, as for its pool3 features."""
+    if kind != "torch-fidelity":
+        return None, NO_LOGITS
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    net = FeatureExtractorInceptionV3("inception-v3-compat", ["logits_unbiased"],
+                                      feature_extractor_weights_path=path).to(device).eval()
+
+    @torch.no_grad()
+    def logits(x01: torch.Tensor) -> torch.Tensor:
+        u8 = x01.clamp(0, 1).mul(255).round().to(torch.uint8)
+        return torch.cat([net(part.to(device))[0].double().cpu() for part in u8.split(64)])
+    return logits, ""
+
+
+def inception_score(logits: torch.Tensor, splits: int = 10) -> tuple[float | None, str]:
+    """torch-fidelity's IS (mean over ``splits`` shuffled chunks), or (None, why) with too few samples."""
+    from torch_fidelity.metric_isc import isc_features_to_metric
+
+    if len(logits) < splits:
+        return None, f"{len(logits)} samples < {splits} Inception Score splits"
+    return float(isc_features_to_metric(logits, splits=splits)["inception_score_mean"]), ""
 
 
 def evaluate_generator(cfg: ARConfig, model: GPT, run_dir: str, device) -> tuple[dict, dict]:
@@ -204,13 +276,20 @@ def evaluate_generator(cfg: ARConfig, model: GPT, run_dir: str, device) -> tuple
     torchvision.utils.save_image(per_class, os.path.join(run_dir, "samples.png"), nrow=min(11, len(per_class)),
                                  padding=1)
     metrics: dict[str, float] = {"gen_samples": float(len(fake))}
-    missing = {"is": "the offline TorchScript Inception (pool3 features only) has no logits: no Inception Score",
-               "prc_features": "precision/recall on Inception pool3 features, not torch-fidelity's VGG16 "
+    missing = {"prc_features": "precision/recall on Inception pool3 features, not torch-fidelity's VGG16 "
                                "(no VGG16 weights offline)"}
     kind, path, reason = find_fid_weights()
     if kind is None:
-        missing.update(gfid=reason, precision=reason, recall=reason)
+        missing.update({"gfid": reason, "precision": reason, "recall": reason, "is": f"no logits: {reason}"})
         return metrics, missing
+    to_logits, why = inception_logits(kind, path, device)
+    score = None
+    if to_logits is not None:
+        score, why = inception_score(to_logits(fake))
+    if score is None:
+        missing["is"] = why
+    else:
+        metrics["is"] = score
     ext = get_extractor(kind, path, str(device))
     ds = labelled_dataset(tcfg, "val", None)
     n = cfg.samples

@@ -3,14 +3,23 @@ Fig. 1 left, Fig. 5 right): a LlamaGen-style GPT over the tokenizer's code indic
 
 Following LlamaGen's open-source c2i model: pre-norm RMSNorm blocks, SwiGLU feed-forward (hidden 2/3 of
 4 x dim), 2-D rotary position embedding over the token grid (half the rotary pairs follow the row, half
-the column; the class prefix is not rotated), the class embedding as the one prefix token, an extra
-"null class" row trained by dropping labels with probability 0.1 (classifier-free guidance), zero-init
-output head, N(0, 0.02) init, no biases. Sizes B / L / XL = 111M / 343M / 775M parameters at a 16k
-vocabulary (``PRESETS``). ``tiny`` is the cpu-scale model.
+the column), the class embedding as the one prefix token, an extra "null class" row trained by dropping
+labels with probability 0.1 (classifier-free guidance), zero-init output head, N(0, 0.02) init, no biases.
+Sizes B / L / XL = 111M / 343M / 775M parameters at a 16k vocabulary (``PRESETS``). ``tiny`` is the
+cpu-scale model.
+
+The class prefix's rows of the RoPE table are zeros, cos and sin alike, as LlamaGen's
+``precompute_freqs_cis_2d`` prepends them: not an identity rotation but a zeroed query and key at the class
+position, so every code attends to the class token with logit 0 (its value still flows) whatever the label.
+
+Sampling (``generate``) follows LlamaGen's ``generate.py``: one prefill of the class token, then one cached
+step per code, CFG on a doubled batch [labels; null class], optional ``cfg_interval``, temperature, top-k,
+top-p. The KV cache is LlamaGen's ``KVCache``: one buffer per layer for the whole sequence (batch x heads x
+(1 + tokens) x head_dim), written in place at each step's positions.
 
 Deviations from LlamaGen, and why:
-- the KV cache grows per call (a preallocated buffer per layer, sized on first use) instead of being set
-  up by a separate call, so sampling needs no model mutation beyond ``reset_cache``;
+- the KV cache buffers are allocated by the prefill call itself (``start=0``) instead of a separate
+  ``setup_caches``, so sampling needs no model mutation beyond ``reset_cache``;
 - the tiny model rounds the SwiGLU hidden size to a multiple of 64, not 256 (``ffn_multiple``; 256 would
   nearly double its feed-forward); B/L/XL keep 256, so their sizes are LlamaGen's;
 - no drop-path (LlamaGen's default rate is 0 for c2i) and no grouped-query attention (n_kv_head = n_head).
@@ -71,15 +80,16 @@ class RMSNorm(nn.Module):
 
 def rope_2d(side: int, head_dim: int, base: float, prefix: int = 1) -> torch.Tensor:
     """(prefix + side^2, head_dim/2, 2) cos/sin table: the first head_dim/4 pairs rotate with the row, the
-    rest with the column; prefix positions get angle 0 (cos 1, sin 0) i.e. are not rotated."""
+    rest with the column. The prefix rows are all zeros (cos 0 and sin 0, LlamaGen's ``cond_cache``), which
+    zeroes the class token's query and key; an identity row (cos 1, sin 0) would not be the same model."""
     quarter = head_dim // 4
     inv = 1.0 / (base ** (torch.arange(quarter, dtype=torch.float64) * 2 / (head_dim // 2)))
     pos = torch.arange(side, dtype=torch.float64)
     ang = torch.outer(pos, inv)  # (side, quarter)
     grid = torch.cat([ang[:, None, :].expand(side, side, quarter), ang[None, :, :].expand(side, side, quarter)], -1)
     grid = grid.reshape(side * side, 2 * quarter)
-    grid = torch.cat([torch.zeros(prefix, 2 * quarter, dtype=grid.dtype), grid])
-    return torch.stack([grid.cos(), grid.sin()], -1).float()
+    table = torch.stack([grid.cos(), grid.sin()], -1)
+    return torch.cat([torch.zeros(prefix, 2 * quarter, 2, dtype=table.dtype), table]).float()
 
 
 def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -94,6 +104,7 @@ class Attention(nn.Module):
     def __init__(self, s: GPTSpec):
         super().__init__()
         self.heads, self.hd = s.heads, s.dim // s.heads
+        self.max_len = 1 + s.tokens  # class token + codes: the KV cache's length
         self.qkv = nn.Linear(s.dim, 3 * s.dim, bias=False)
         self.out = nn.Linear(s.dim, s.dim, bias=False)
         self.drop = nn.Dropout(s.resid_dropout)
@@ -101,7 +112,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, start: int | None) -> torch.Tensor:
         """``start`` None: full causal pass, no cache. Else: x holds positions start.. start+T-1 and keys /
-        values of earlier positions come from the cache (which this call extends)."""
+        values of earlier positions come from the cache, whose buffers this call writes at start..start+T-1
+        (``start`` 0 allocates them: batch x heads x max_len x head_dim, like LlamaGen's KVCache)."""
         b, t, _ = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.hd).unbind(2)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
@@ -110,11 +122,16 @@ class Attention(nn.Module):
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             if start == 0:
-                self.cache = (k, v)
-            else:
-                pk, pv = self.cache
-                self.cache = (torch.cat([pk[:, :, :start], k], 2), torch.cat([pv[:, :, :start], v], 2))
-            keys, vals = self.cache
+                shape = (b, self.heads, self.max_len, self.hd)
+                self.cache = (k.new_zeros(shape), v.new_zeros(shape))
+            elif self.cache is None:
+                raise RuntimeError(f"cached pass at start={start} without a prefill (start=0) first")
+            if start + t > self.max_len:
+                raise ValueError(f"positions {start}..{start + t - 1} beyond the sequence length {self.max_len}")
+            kb, vb = self.cache
+            kb[:, :, start:start + t] = k
+            vb[:, :, start:start + t] = v
+            keys, vals = kb[:, :, :start + t], vb[:, :, :start + t]
             # query i (absolute start+i) sees keys 0..start+i
             mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(start)
             o = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask)
@@ -238,12 +255,20 @@ def guided(logits: torch.Tensor, cfg: float) -> torch.Tensor:
     return u + cfg * (c - u)
 
 
+def guided_at(i: int, cfg_interval: int) -> bool:
+    """Whether code i (0-based) is sampled with guidance. LlamaGen's ``decode_n_tokens`` turns guidance off
+    for good once its step counter passes ``cfg_interval`` (its step 0 samples code 1; the prefill samples
+    code 0 guided), i.e. codes 0 .. cfg_interval + 1 are guided; -1 (its default) guides every code."""
+    return cfg_interval < 0 or i <= cfg_interval + 1
+
+
 @torch.no_grad()
 def generate(model: GPT, y: torch.Tensor, *, cfg: float = 1.0, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, seed: int = 0, cache: bool = True) -> torch.Tensor:
+             top_p: float = 1.0, seed: int = 0, cache: bool = True, cfg_interval: int = -1) -> torch.Tensor:
     """Sample (B, tokens) code indices for labels y. Deterministic given ``seed`` (its own generator, on the
     model's device). ``cache=False`` recomputes the whole prefix at every step (the reference the cache is
-    tested against and benchmarked beside)."""
+    tested against and benchmarked beside). Past ``cfg_interval`` (``guided_at``) the conditional half's
+    logits are used alone; the batch stays doubled, as in LlamaGen, so the cache layout never changes."""
     check_cfg(cfg, model.spec.class_dropout)
     model.eval()
     dev = y.device
@@ -262,7 +287,7 @@ def generate(model: GPT, y: torch.Tensor, *, cfg: float = 1.0, temperature: floa
             last = out[:, -1:]
             logits = model(torch.cat([last, last]) if use_cfg else last, None, start=i)[:, -1]
         if use_cfg:
-            logits = guided(logits, cfg)
+            logits = guided(logits, cfg) if guided_at(i, cfg_interval) else logits.chunk(2)[0]
         logits = filter_logits(logits / max(temperature, 1e-5), top_k, top_p)
         nxt = torch.multinomial(logits.softmax(-1), 1, generator=gen)
         out = torch.cat([out, nxt], 1)
