@@ -31,7 +31,7 @@ import pandas as pd
 from analysis.rows import CURVES, METRICS, REPO, RESULTS, SWEPT, point_signature
 from fvq.core.config import Config, science_mismatch, to_flat_dict
 from fvq.core.environment import COLUMNS as ENV
-from fvq.core.errors import SetupError
+from fvq.core.errors import SetupError, one_line
 from fvq.core.keyvalue import split, typed
 from sweeps.options import Seeds
 
@@ -255,7 +255,7 @@ def main(argv: list[str]) -> int:
                           opts.allow_partial, opts.experiment, seeds),
                   flush=True)
         except (CollectError, ValueError, RuntimeError, MlflowException) as e:
-            print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+            print(f"error: {one_line(e)}", file=sys.stderr)
             failed += 1
     return 2 if failed else 0
 

@@ -38,7 +38,7 @@ import pandas as pd
 
 from analysis.rows import METRICS, REPO, RESULTS, finished, results, seeds_of
 from fvq.core import environment
-from fvq.core.errors import SetupError
+from fvq.core.errors import SetupError, one_line
 
 
 @dataclass(frozen=True)
@@ -260,7 +260,7 @@ def main(argv: list[str]) -> int:
         if uri == DEFAULT_URI:
             raise ReproduceError(f"tracking_uri={uri}: the committed store is never re-run into; give a scratch one")
     except (SetupError, ValueError) as e:
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
 
     runs_dir.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,6 @@ shows it). A relaunch skips generators that are queued, running or finished.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +34,9 @@ import submitit
 from fvq.generation.ar import ARConfig, ar_overrides, paper_recipe
 from fvq.core.config import ConfigError
 from fvq.core.errors import one_line
+from fvq.core import dist
 from fvq.core.rundir import read_json, write_status
+from fvq.core.track import read_jsonl
 from fvq.generation.tokens import cache_path, check_tokenizer, token_cache
 from sweeps import grids
 from sweeps.job import count_start
@@ -120,7 +121,7 @@ class GenJob(submitit.helpers.Checkpointable):
         env = submitit.JobEnvironment() if "SUBMITIT_EXECUTOR" in os.environ else None
         if env is not None and env.num_tasks > 1:  # data-parallel generator: torchrun-style variables
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-        main = int(os.environ.get("RANK", "0")) == 0
+        main = dist.env_rank() == 0
         if main:
             count_start(self.run_dir, self.max_requeues)  # bounded requeues, as a tokenizer job's
         sink = MLflowSink(self.uri, open_run(self.uri, self.experiment, self.run_dir, self.name, self.tags)) \
@@ -139,11 +140,8 @@ class GenJob(submitit.helpers.Checkpointable):
 
 def _log(sink, run_dir: str, cfg: ARConfig, res: dict) -> None:
     sink.log_params({f"ar.{k}": v for k, v in res["config"].items()})
-    rows = []
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        for line in f:
-            r = json.loads(line)
-            rows += [(k, float(v), int(r["step"])) for k, v in r.items() if k != "step"]
+    rows = [(k, float(v), int(r["step"])) for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+            for k, v in r.items() if k != "step"]  # a line torn by a kill is skipped, not fatal
     rows += [(f"gen/{k}", float(v), cfg.steps) for k, v in res["metrics"].items()]
     for i in range(0, len(rows), 1000):
         sink.log_metrics(rows[i:i + 1000])

@@ -3,7 +3,8 @@
 local: each run is a submitit LocalExecutor job (a subprocess); at most ``parallel`` run at once
        (two single-thread runs side by side beat one two-thread run on 2 cores). The launcher waits and
        shows a live table; Ctrl-C leaves checkpoints to resume from.
-slurm: all points of one launch are ONE job array (``executor.batch()``), with the spec from slurm/*.yaml.
+slurm: the points of one submit are ONE job array (``executor.batch()``), with the spec from slurm/*.yaml;
+       a point that waits for another job (a generator for its tokenizer) is its own job with afterok.
        Jobs run from a pinned copy of the code at the launch commit (``<runs>/.code/<commit>``), so
        editing the tree while jobs queue changes nothing. The launcher returns at once;
        ``python sweeps/run.py grid=... status=true`` shows progress.

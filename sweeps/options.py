@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fvq.core.config import ConfigError, all_keys
@@ -154,6 +154,3 @@ def seeds_text(seeds: tuple[int, ...]) -> str:
     """The seeds as a user writes them: ``3`` for (0, 1, 2), else the list."""
     return str(len(seeds)) if seeds == tuple(range(len(seeds))) else ",".join(map(str, seeds))
 
-
-def names() -> list[str]:
-    return [f.name for f in fields(Options)]

@@ -6,6 +6,8 @@
 - `prepare_launch`: what a launch needs before anything is written: the commit (and whether the tree is
   dirty), the Slurm spec (a dirty tree refused unless force=true), a reachable tracking store.
 - `write_run`: the run dir's config.json and tags.json (commit label, grids, run name, parent launch run).
+- `check_writable` / `run_bytes`: the runs dir takes files and has room for what a launch will write
+  (a full or read-only disk is named before anything is claimed; sweeps/submit.py calls them).
 Everything raises a one-line `fvq.core.errors.SetupError` before anything is submitted.
 """
 from __future__ import annotations

@@ -313,7 +313,7 @@ def sync_run(run_dir: str) -> str:
 def behind_note(run_dirs: list[str]) -> str:
     """For a launch summary: one line on the runs whose MLflow copy lacks records (a failed upload, the
     server away at their end), "" when none."""
-    what = {os.path.basename(d): behind(d) for d in run_dirs if behind(d)}
+    what = {os.path.basename(d): w for d in run_dirs if (w := behind(d))}
     if not what:
         return ""
     first = next(iter(what.items()))

@@ -134,12 +134,6 @@ def _resize(x: torch.Tensor, h: int, w: int, mode: str = "bilinear") -> torch.Te
     return F.interpolate(x[None], size=(h, w), mode=mode, align_corners=False, antialias=True)[0]
 
 
-def _scale_short(x: torch.Tensor, short: int, mode: str = "bilinear") -> torch.Tensor:
-    h, w = x.shape[-2:]
-    s = short / min(h, w)
-    return _resize(x, max(short, round(h * s)), max(short, round(w * s)), mode)
-
-
 class _Base(torch.utils.data.Dataset):
     source = "?"
 

@@ -11,6 +11,8 @@ A run dir (``<runs>/<signature>``) holds
                    ``track.lock`` held by the live tracker (fvq/core/track.py);
 - ``claim``        held by the one launch that is submitting the run (exclusive create), so two launches of
                    one grid never train a point twice;
+- ``attempts.json`` the job's starts (sweeps/job.py bounds requeues by it); ``environment.json`` what each
+                   attempt ran on (fvq/core/environment.py);
 - ``ckpt.pt``, ``metrics.jsonl``, ``final.json``, ``recon.png``, ``codebook.pt`` (fvq/train.py).
 Every write is atomic (temporary file + rename), so a reader never sees half a file.
 """
