@@ -5,6 +5,7 @@
     python -m analysis.collect grid=patch_size allow_partial=true    # write the gaps instead of failing
     python -m analysis.collect grid=projector seeds=3               # the runs of a seeds=3 launch
     python -m analysis.collect grid=generation seeds=3              # generator runs (analysis/collect_generation.py)
+    python -m analysis.collect grid=generation calibration=true     # the generator size calibration
 
 The grid is re-expanded to the signatures it should have (sweeps.scale.resolve + sweeps.identity.signature),
 so a run that was never launched is a visible gap, not a silently shorter table. Each signature's run is
@@ -48,6 +49,7 @@ class Args:
     allow_partial: bool = False  # write a grid with points not run yet (shown as gaps)
     results: str = str(RESULTS)
     seeds: Seeds = ()            # the seed axis the grid was launched with (N or a list)
+    calibration: bool = False    # grid=generation: the generator runs with a validation loss -> calibration CSV
 
 
 BASE = ("grid", "signature", "run_id", "commit", "scale", "status", "source", "point", "paper_signature", "seed")
@@ -228,6 +230,8 @@ def main(argv: list[str]) -> int:
 
         seeds = opts.seeds
         names = grids.names() if opts.grid == "all" else [opts.grid]
+        if opts.calibration and opts.grid != "generation":
+            raise CollectError("calibration=true collects generator runs: give grid=generation")
         if opts.grid == "generation" and opts.scale != "cpu":
             raise CollectError("grid=generation collects scale=cpu runs (results/generation_cpu.csv)")
         for name in names:
@@ -246,8 +250,11 @@ def main(argv: list[str]) -> int:
     for name in names:
         try:
             if name == "generation":  # generator runs, not tokenizer configs (analysis/collect_generation.py)
-                from analysis.collect_generation import collect_generation
+                from analysis.collect_generation import collect_calibration, collect_generation
 
+                if opts.calibration:
+                    print(collect_calibration(uri, Path(opts.runs_dir), Path(opts.results)), flush=True)
+                    continue
                 print(collect_generation(opts.scale, uri, Path(opts.runs_dir), Path(opts.results),
                                          opts.allow_partial, seeds), flush=True)
                 continue

@@ -20,9 +20,11 @@ from analysis.cells import values_mean_sd
 from fvq.core.errors import SetupError
 from fvq.core.rundir import read_json
 
-COLUMNS = ("tokenizer", "tokenizer_signature", "ar_model", "ar_seed", "cfg_scale", "gfid", "noise_gfid",
-           "precision", "recall", "is", "is_missing", "samples", "run_dir", "commit", "signature", "run_id",
-           "status")
+COLUMNS = ("tokenizer", "tokenizer_signature", "tokenizer_seed", "ar_model", "ar_seed", "cfg_scale", "gfid",
+           "noise_gfid", "precision", "recall", "is", "is_missing", "samples", "run_dir", "commit", "signature",
+           "run_id", "status")
+CALIBRATION = ("tokenizer", "tokenizer_signature", "ar_model", "ar_params", "ar_steps", "step", "train_loss",
+               "val_loss", "val_images", "run_dir", "commit", "signature", "run_id")
 
 
 class GenerationCollectError(SetupError, RuntimeError):
@@ -33,6 +35,7 @@ def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allo
                        seeds: tuple[int, ...]) -> str:
     from mlflow.tracking import MlflowClient
 
+    from fvq.generation.ar import sweep as ar_sweep
     from sweeps.generation import plan_generation
     from sweeps.options import Options
 
@@ -51,13 +54,16 @@ def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allo
         commit = client.get_run(run_id).data.tags.get("commit", "") if run_id else ""
         if final and os.path.exists(os.path.join(p.run_dir, "samples.png")):
             shutil.copy(os.path.join(p.run_dir, "samples.png"), results / "samples" / f"gen-{p.sig}.png")
-        rows.append({"tokenizer": p.tok_name, "tokenizer_signature": p.tok.sig, "ar_model": p.cfg.model,
+        sweep = {f"{k}_cfg{c:g}": m.get(f"{k}_cfg{c:g}") for c in ar_sweep(p.cfg)
+                 for k in ("gfid", "precision", "recall")}  # the other guidance scales of the same generator
+        rows.append({"tokenizer": p.tok_name, "tokenizer_signature": p.tok.sig, "tokenizer_seed": p.tok.cfg.seed,
+                     "ar_model": p.cfg.model, **sweep,
                      "ar_seed": p.cfg.seed, "cfg_scale": p.cfg.cfg_scale, "gfid": m.get("gfid"),
                      "noise_gfid": m.get("noise_gfid"), "precision": m.get("precision"),
                      "recall": m.get("recall"), "is": m.get("is"), "is_missing": missing.get("is", ""),
                      "samples": m.get("gen_samples"), "run_dir": f"runs/gen-{p.sig}", "commit": commit,
                      "signature": f"gen-{p.sig}", "run_id": run_id, "status": p.state.upper()})
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    df = pd.DataFrame(rows, columns=list(COLUMNS) + [k for k in rows[0] if k not in COLUMNS] if rows else COLUMNS)
     tmp = results / ".generation_cpu.csv.tmp"
     df.to_csv(tmp, index=False)
     os.replace(tmp, results / "generation_cpu.csv")
@@ -67,3 +73,43 @@ def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allo
         v = pd.to_numeric(g["gfid"], errors="coerce").dropna()
         lines.append(f"  {tok}: gFID {values_mean_sd(v, 'gfid')}" if len(v) else f"  {tok}: no gFID")
     return "\n".join(lines)
+
+
+def collect_calibration(uri: str, runs_dir: Path, results: Path) -> str:
+    """Every generator run of ``runs_dir`` that logged a validation loss (``ar.val_images``) -> one row per
+    logged step in results/generation_calibration.csv: held-out AR loss against model size and steps, the
+    evidence the cpu benchmark's generator (sweeps/generation.py ``CPU_AR``) is sized by."""
+    from mlflow.tracking import MlflowClient
+
+    from fvq.core.track import read_jsonl
+
+    client, rows = MlflowClient(uri), []
+    for d in sorted(runs_dir.glob("gen-*")):
+        final = read_json(str(d / "final.json"))
+        cfg = final.get("config", {})
+        if not cfg.get("val_images"):
+            continue
+        tok_dir = Path(cfg["tokenizer"])
+        kind = read_json(str(tok_dir / "config.json")).get("quant.projector", "")
+        params = final.get("params", "")
+        run_id = read_json(str(d / "mlflow.json")).get("run_id", "")
+        commit = client.get_run(run_id).data.tags.get("commit", "") if run_id else ""
+        for r in read_jsonl(str(d / "metrics.jsonl")):
+            if "ar/val_loss" in r:
+                rows.append({"tokenizer": "vq" if kind == "none" else "fvq", "tokenizer_signature": tok_dir.name,
+                             "ar_model": cfg["model"], "ar_params": params, "ar_steps": cfg["steps"],
+                             "step": r["step"], "train_loss": r.get("ar/loss"), "val_loss": r["ar/val_loss"],
+                             "val_images": cfg["val_images"], "run_dir": f"runs/{d.name}", "commit": commit,
+                             "signature": d.name, "run_id": run_id})
+    if not rows:
+        raise GenerationCollectError(f"no generator run in {runs_dir} logged a validation loss (ar.val_images=)")
+    df = pd.DataFrame(rows, columns=list(CALIBRATION))
+    results.mkdir(parents=True, exist_ok=True)
+    tmp = results / ".generation_calibration.csv.tmp"
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, results / "generation_calibration.csv")
+    last = df.sort_values("step").groupby(["tokenizer", "ar_model"]).tail(1)
+    return "\n".join([f"calibration: {len(rows)} rows from {df['signature'].nunique()} generator runs -> "
+                      f"{results / 'generation_calibration.csv'}"]
+                     + [f"  {r.tokenizer} GPT-{r.ar_model} ({r.ar_params} params): val loss {r.val_loss:.4f} "
+                        f"at step {r.step}" for r in last.itertuples()])

@@ -7,12 +7,20 @@ grids, so a tokenizer shared with Tables 1/3 trains once; a missing one is train
 generators, both through the one submit path (sweeps/submit.py: claimed run dirs, bounded requeues) under one
 parent MLflow run.
 
-``seeds=3`` (or ``seeds=0,4,7``) trains each generator once per seed on the same tokenizer (seed 0 keeps
-the signature a point has without seeds): gFID as mean +- sd over generator seeds, only the tokens differing.
+``seeds=3`` (or ``seeds=0,4,7``) makes replicates: replicate s is the tokenizer at seed s and its generator at
+seed s (seed 0 keeps the signatures a point has without seeds). The tokenizer is the unit of claim 11 ("FVQ
+tokens give a better generator"), so replicates of one tokenizer kind differ in their tokenizer, and the
+claim pairs the two kinds by seed (analysis/tables/claims.py).
+
+The cpu generation benchmark (claim 11; its command and cost in results/README.md): Fashion-MNIST (10
+real classes; gFID of 2,000 samples against the official test images, whose disjoint halves give the noise
+floor), generator size and steps from results/generation_calibration.csv, CFG 1.75 (the paper's, for GPT-L)
+with 1.0, 1.5 and 2.0 scored from the same generator (``ar.cfg_sweep``): ``python sweeps/run.py
+grid=generation seeds=3``, then ``python -m analysis.collect grid=generation seeds=3``.
 
 A generator run is ``<runs>/gen-<signature>``, its signature a hash of the tokenizer signature and the
-generator's science keys. At ``scale=cpu`` every AR size becomes ``tiny`` and CFG 1.0 (a generator trained
-for minutes gains nothing from guidance), so the paper's L/XL points collapse to one run per tokenizer.
+generator's science keys (sweeps/identity.py). At ``scale=cpu`` the paper's L/XL points collapse to one run
+per tokenizer: the benchmark's generator (``CPU_AR``) on Fashion-MNIST tokenizers (``CPU_TOKENIZER``).
 
 Bad input, one line and exit 2 before anything is written or submitted: a tokenizer run that FAILED, an
 ``ar.vocab`` other than the tokenizer's codebook size, CFG < 1 or CFG > 1 with ``ar.class_dropout=0``,
@@ -37,7 +45,7 @@ from fvq.core.errors import one_line
 from fvq.core import dist
 from fvq.core.rundir import read_json, write_status
 from fvq.core.track import read_jsonl
-from fvq.generation.tokens import cache_path, check_tokenizer, token_cache
+from fvq.generation.tokens import cache_path, check_tokenizer, labelled_dataset, token_cache
 from sweeps import grids
 from sweeps.job import count_start
 from sweeps.identity import ar_signature, check_stored_ar
@@ -51,6 +59,12 @@ from sweeps.submit import Batch, Launching, no_dependency, to_submit
 # batch 2,048, GPT-XL 350 at 1,024, lr 1e-4 x batch / 256, ten-crop + flip codes), 50,000 samples for gFID;
 # the GPU does it (bf16 autocast in fvq/generation/ar.py).
 PAPER_AR = {"samples": 50_000, "device": "cuda", "threads": 0, "log_every": 500, "ckpt_every": 5000}
+# cpu scale: the claim-11 benchmark (module docstring). Fashion-MNIST gives the generator 10 real classes to
+# condition on (the built-in photos have 22 source images); the size and steps are the calibration's
+# (results/generation_calibration.csv); CFG 1.75 is the paper's for GPT-L, the sweep scores 1, 1.5 and 2 too.
+CPU_TOKENIZER = {"data.source": "fashion_mnist"}
+CPU_AR = {"model": "S", "steps": 3000, "train_images": 60_000, "samples": 2000, "cfg_scale": 1.75,
+          "cfg_sweep": "1,1.5,2", "ckpt_every": 500}
 
 
 @dataclass
@@ -65,28 +79,34 @@ class GenPlanned:
 
 def plan_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, str]) -> list[GenPlanned]:
     out: dict[str, GenPlanned] = {}
-    # seeds= is the generator's seed axis (init, batch order, sampling); the tokenizer keeps its own seed, as
-    # in the paper's comparison, where only the tokens differ
+    # seeds= is the replicate axis of claim 11, whose unit is the tokenizer: replicate s is tokenizer seed s
+    # with its generator at seed s (seed 0 keeps the signatures a point has without seeds)
     seeds = opts.seeds or (None,)
     if opts.seeds and "seed" in ar_args:
         raise ConfigError(f"generator seed given twice: seeds={seeds_text(opts.seeds)} and ar.seed={ar_args['seed']} "
                           f"(give one)")
     for i, point in enumerate(grids.load("generation").points()):
         where = f"grid generation point {i}"
-        tok = plan_point(point["tokenizer"], opts.scale, overrides, opts.runs_dir, "generation", where=where)
-        if tok.state == "failed":
-            raise ConfigError(f"{where}: tokenizer run {tok.sig} FAILED ({tok.detail or 'no reason'}); "
-                              f"relaunch its grid with retry=true first")
         ar = {"model": point["ar.model"], "cfg_scale": point["ar.cfg_scale"], **PAPER_AR,
               **paper_recipe(point["ar.model"])}
+        tok_point = point["tokenizer"]
         if opts.scale == "cpu":
-            ar = {"model": "tiny", "cfg_scale": 1.0}
+            ar, tok_point = CPU_AR, {**tok_point, **CPU_TOKENIZER}
         for seed in seeds:
+            tok = plan_point(tok_point, opts.scale, {**overrides, **({} if seed is None else {"seed": seed})},
+                             opts.runs_dir, "generation", where=where)
+            if tok.state == "failed":
+                raise ConfigError(f"{where}: tokenizer run {tok.sig} FAILED ({tok.detail or 'no reason'}); "
+                                  f"relaunch its grid with retry=true first")
             try:
                 cfg = ar_overrides({**ar, **ar_args, **({} if seed is None else {"seed": seed}),
                                     "tokenizer": tok.run_dir})
             except ValueError as e:
                 raise ConfigError(f"{where}: {e}") from None
+            n_real = len(labelled_dataset(tok.cfg, "val", None))  # the gFID reference draws from these
+            if cfg.samples > n_real:
+                raise ConfigError(f"{where}: ar.samples={cfg.samples} but the tokenizer's val set has {n_real} real "
+                                  f"images (gFID compares as many real images as samples)")
             if cfg.vocab and cfg.vocab != tok.cfg.quant.codebook_size:
                 raise ConfigError(f"{where}: ar.vocab={cfg.vocab} but tokenizer {tok.sig} has codebook size "
                                   f"{tok.cfg.quant.codebook_size}")

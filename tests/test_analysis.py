@@ -357,3 +357,33 @@ def test_collect_generation_reads_the_grids_generator_runs(store, tmp_path, caps
     assert list(df["status"]) == ["FINISHED"] * 3 + ["MISSING"] and list(df["ar_seed"]) == [0, 1, 0, 1]
     assert set(df["commit"].dropna()) == {"abc123"} and df["run_id"].notna().sum() == 3
     assert (tmp_path / "r" / "samples" / f"{plans[0].run_dir.split('/')[-1]}.png").exists()
+
+
+def test_collect_calibration_writes_each_logged_validation_loss(store, tmp_path, capsys):
+    """calibration=true: one row per logged held-out AR loss of every generator run that has one, with its
+    model size, run id and commit; runs without ar.val_images are not calibration runs."""
+    import pandas as pd
+
+    from analysis.collect import main
+
+    uri, client = store
+    runs = tmp_path / "runs"
+    tok = runs / "tok0"
+    tok.mkdir(parents=True)
+    (tok / "config.json").write_text(json.dumps({"quant.projector": "vqbridge"}))
+    for name, val in (("gen-a", 8), ("gen-b", 0)):
+        d = runs / name
+        d.mkdir()
+        run = client.create_run(client.get_experiment_by_name("fvq").experiment_id, tags={"commit": "abc123"})
+        (d / "mlflow.json").write_text(json.dumps({"run_id": run.info.run_id}))
+        (d / "final.json").write_text(json.dumps({"params": 1234, "config": {
+            "val_images": val, "tokenizer": str(tok), "model": "S", "steps": 4}}))
+        (d / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "ar/loss": 5.0 - s, **(
+            {"ar/val_loss": 5.5 - s} if val else {})}) + "\n" for s in (2, 4)))
+    argv = ["grid=generation", "calibration=true", f"runs_dir={runs}", f"tracking_uri={uri}", f"results={tmp_path / 'r'}"]
+    assert main(argv) == 0
+    assert "fvq GPT-S (1234 params): val loss 1.5000 at step 4" in capsys.readouterr().out
+    df = pd.read_csv(tmp_path / "r" / "generation_calibration.csv")
+    assert list(df["step"]) == [2, 4] and set(df["signature"]) == {"gen-a"} and set(df["commit"]) == {"abc123"}
+    assert main(["grid=depth", *argv[1:]]) == 2
+    assert "calibration=true collects generator runs" in capsys.readouterr().err

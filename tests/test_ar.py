@@ -162,6 +162,26 @@ def test_ten_crop_cache_and_training(tokenizer, tmp_path, monkeypatch):
     assert res["step"] == 2 and res["config"]["aug"] == "ten_crop_flip"
 
 
+@pytest.mark.slow
+def test_validation_loss_curve_and_cfg_sweep_from_one_generator(tokenizer, tmp_path, monkeypatch):
+    """val_images: the held-out AR loss at every log step (the calibration's curve); cfg_sweep: more guidance
+    scales scored on the same generator and real set (gFID, precision, recall each)."""
+    if not os.path.isfile(os.path.join(REPO, "weights", "default_1.pt")):
+        pytest.skip("no FID weights (make weights)")
+    import fvq.generation.ar as ar
+
+    scales, generate = [], ar.generate
+    monkeypatch.setattr(ar, "generate", lambda *a, **k: scales.append(k["cfg"]) or generate(*a, **k))
+    cfg = ARConfig(tokenizer=tokenizer, val_images=8, cfg_sweep="1.5,2", **{**AR, "samples": 8})
+    res = train_ar(cfg, str(tmp_path / "g"), log=lambda *a, **k: None)
+    rows = [json.loads(x) for x in open(tmp_path / "g" / "metrics.jsonl")]
+    assert [r["step"] for r in rows if "ar/val_loss" in r] == [2, 4, 6]
+    assert all(0 < r["ar/val_loss"] < 10 for r in rows if "ar/val_loss" in r)
+    m = res["metrics"]
+    assert {"gfid", "precision", "recall", "gfid_cfg1.5", "precision_cfg1.5", "recall_cfg1.5"} <= set(m)
+    assert sorted(set(scales)) == [1.0, 1.5, 2.0]  # (a 3-step tokenizer decodes every code alike: same gFIDs)
+
+
 def _run(tmp_path, *args):
     return subprocess.run([sys.executable, "sweeps/run.py", "grid=generation", f"runs_dir={tmp_path}",
                            "launcher=local", "dry=true", *args], cwd=REPO, capture_output=True, text=True,
@@ -173,11 +193,13 @@ def test_generation_grid_bad_inputs_exit_2_and_write_nothing(tmp_path):
     ok = _run(tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "tiny" in ok.stdout and len(ok.stdout.strip().splitlines()) == 4  # cpu: one run per tokenizer
-    seeded = _run(tmp_path, "seeds=3")  # the generator's seed axis: 2 tokenizers x 3 AR seeds, seed 0 unchanged
+    seeded = _run(tmp_path, "seeds=3")  # replicates: 2 tokenizer kinds x 3 seeds, each its own tokenizer
     assert seeded.returncode == 0 and len(seeded.stdout.strip().splitlines()) == 8, seeded.stdout
-    assert ok.stdout.splitlines()[2].split()[0] in seeded.stdout
+    assert ok.stdout.splitlines()[2].split()[0] in seeded.stdout  # seed 0 keeps its signatures
+    assert len({line.split()[3] for line in seeded.stdout.splitlines()[2:]}) == 6  # six tokenizers
     for args, msg in [(["seeds=2", "ar.seed=1"], "generator seed given twice"), (["ar.cfg_scale=0.5"], "< 1"), (["ar.cfg_scale=1.5", "ar.class_dropout=0"], "class_dropout=0"),
-                      (["ar.vocab=16384"], "codebook size 1024"), (["ar.nope=1"], "AR override 'nope'")]:
+                      (["ar.vocab=16384"], "codebook size 1024"), (["ar.nope=1"], "AR override 'nope'"),
+                      (["ar.cfg_sweep=1.5,0.5"], "cfg=0.5 < 1"), (["ar.samples=100000"], "real images")]:
         r = _run(tmp_path, *args)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
     sig = ok.stdout.splitlines()[2].split()[3]  # the vq tokenizer's signature

@@ -138,13 +138,17 @@ def check_seeds(results: Path) -> None:
 
 def side(tokenizers: pd.DataFrame, generators: pd.DataFrame, point: dict, metric: str) -> tuple[Side, float]:
     """The finished runs of a point (this scale) as a `Side`, and the tokens per code its metric counts."""
-    if "tokenizer" in point:  # one value per tokenizer: the mean over its generator seeds
+    if "tokenizer" in point:  # one value per tokenizer (the mean over its generator seeds), keyed by its seed
         df = generators[generators["tokenizer"] == point["tokenizer"]] if len(generators) else generators
         df = finished_values(df, metric)
         if df.empty:
             return Side((), ()), float("nan")
-        per = df.groupby("tokenizer_signature", sort=True)[metric].apply(lambda s: pd.to_numeric(s).mean())
-        return Side(tuple(range(len(per))), tuple(per), tuple(per.index)), float("nan")
+        if "tokenizer_seed" not in df:  # rows collected before the tokenizer was the replicate: not paired
+            df = df.assign(tokenizer_seed=df["tokenizer_signature"].rank(method="dense").astype(int) - 1)
+        per = df.groupby("tokenizer_signature", sort=True).agg(seed=("tokenizer_seed", "first"),
+                                                               value=(metric, lambda s: pd.to_numeric(s).mean()))
+        per = per.sort_values("seed")
+        return Side(tuple(per["seed"].astype(int)), tuple(per["value"]), tuple(per.index)), float("nan")
     df = lookup(tokenizers, point)
     df = finished_values(df[df["scale"] == SCALE] if len(df) else df, metric)
     if df.empty:

@@ -82,6 +82,8 @@ class ARConfig:
     top_k: int = 0              # 0 = off
     top_p: float = 1.0
     samples: int = 128          # generated images for gFID (paper: 50,000)
+    cfg_sweep: str = ""         # more CFG scales scored with the same generator ("1.5,2"): gfid_cfg1.5, ...
+    val_images: int = 0         # > 0: the AR loss on that many val images' tokens at every log step (calibration)
     aug: str = "none"           # token cache: none | ten_crop_flip (LlamaGen's --ten-crop; paper_recipe)
     log_every: int = 50
     ckpt_every: int = 500
@@ -105,7 +107,19 @@ def check(cfg: ARConfig) -> None:
     check_aug(cfg.aug)
     if cfg.cfg_interval < -1:
         raise ValueError(f"cfg_interval={cfg.cfg_interval}: -1 (guide every code) or >= 0")
+    for c in sweep(cfg):
+        check_cfg(c, cfg.class_dropout)
+    if cfg.val_images < 0:
+        raise ValueError(f"val_images={cfg.val_images}: 0 (no validation loss) or a number of val images")
     spec(cfg.model)
+
+
+def sweep(cfg: ARConfig) -> list[float]:
+    """The extra CFG scales of ``cfg_sweep`` (a bad entry: one line naming it)."""
+    try:
+        return [float(c) for c in cfg.cfg_sweep.split(",") if c.strip()]
+    except ValueError:
+        raise ValueError(f"cfg_sweep={cfg.cfg_sweep!r}: expected CFG scales such as 1.5,2") from None
 
 
 def paper_recipe(model: str) -> dict[str, Any]:
@@ -171,6 +185,7 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
     if main:
         write_status(run_dir, "RUNNING", step=start, pid=os.getpid())
     idx, lab = cache["indices"], cache["labels"]
+    val = token_cache(cfg.tokenizer, "val", cfg.val_images) if cfg.val_images and main else None
     per = cfg.batch // dist.world()
     curves = []
     t0 = time.perf_counter()
@@ -199,6 +214,8 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
             curves.append({"step": done, "ar/loss": float(dist.all_reduce(loss.detach()) / dist.world()),
                            "ar/lr": lr, "ar/grad_norm": float(gn),
                            "ar/img_per_s": cfg.log_every * cfg.batch / max(now - t0, 1e-9)})
+            if val is not None:
+                curves[-1]["ar/val_loss"] = val_loss(model, val, device)
             t0 = now
             log(f"[ar] step {done}/{cfg.steps} loss={curves[-1]['ar/loss']:.4f}", flush=True)
         stop = done == stop_after
@@ -214,7 +231,8 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
         if main:
             write_status(run_dir, "PREEMPTED", step=stop_after)
         return {"step": stop_after, "config": flat, "tokenizer": cache["key"], "preempted": True}
-    result = {"step": cfg.steps, "config": flat, "tokenizer": cache["key"]}
+    result = {"step": cfg.steps, "config": flat, "tokenizer": cache["key"],
+              "params": sum(p.numel() for p in model.parameters())}
     if main:
         metrics, missing = evaluate_generator(cfg, model, run_dir, device)
         result.update(metrics=metrics, missing=missing)
@@ -225,13 +243,31 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
 
 
 @torch.no_grad()
-def sample_images(cfg: ARConfig, model: GPT, tokenizer, n: int, device, batch: int = 64) -> torch.Tensor:
-    """n images in [0,1], classes cycled, seeded per batch by ``cfg.seed`` (reproducible)."""
+def val_loss(model: GPT, val: dict, device, batch: int = 256) -> float:
+    """Mean next-code cross-entropy on held-out tokens, classes given, no dropout: how well a size fits the
+    tokens (the calibration's measure; training mode resumes after)."""
+    model.eval()
+    total, n = 0.0, 0
+    for s in range(0, len(val["indices"]), batch):
+        x, y = val["indices"][s:s + batch].long().to(device), val["labels"][s:s + batch].to(device)
+        logits = model(x[:, :-1], y)
+        total += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1),
+                                                         reduction="sum"))
+        n += x.numel()
+    model.train()
+    return total / max(n, 1)
+
+
+@torch.no_grad()
+def sample_images(cfg: ARConfig, model: GPT, tokenizer, n: int, device, batch: int = 64,
+                  scale: float | None = None) -> torch.Tensor:
+    """n images in [0,1], classes cycled, seeded per batch by ``cfg.seed`` (reproducible), at CFG ``scale``
+    (default ``cfg.cfg_scale``): every scale draws from the same random stream."""
     side = int(round(model.spec.tokens ** 0.5))
     out = []
     for s in range(0, n, batch):
         y = torch.arange(s, min(n, s + batch), device=device) % model.spec.classes
-        codes = generate(model, y, cfg=cfg.cfg_scale, temperature=cfg.temperature, top_k=cfg.top_k,
+        codes = generate(model, y, cfg=cfg.cfg_scale if scale is None else scale, temperature=cfg.temperature, top_k=cfg.top_k,
                          top_p=cfg.top_p, seed=cfg.seed * 100_003 + s, cfg_interval=cfg.cfg_interval)
         out.append(tokenizer.decode_indices(codes.view(-1, side, side)).float().clamp(-1, 1).add(1).div(2).cpu())
     return torch.cat(out)
@@ -303,12 +339,18 @@ def evaluate_generator(cfg: ARConfig, model: GPT, run_dir: str, device) -> tuple
         real = torch.stack([ds[i] for i in range(m)]).add(1).div(2)
         ref = _save_ref(ref_path, torch.cat([ext(real[i:i + 64]) for i in range(0, len(real), 64)]))
     rf = ref["feats"]
-    ff = torch.cat([ext(fake[i:i + 64]) for i in range(0, len(fake), 64)])
-    metrics["gfid"] = frechet_distance({"feats": rf[:n]}, ff)
     if len(rf) >= 2 * n:
         metrics["noise_gfid"] = frechet_distance({"feats": rf[:n]}, rf[n:2 * n])
-    prc = prc_features_to_metric(rf[:n].float(), ff.float(), verbose=False)
-    metrics["precision"], metrics["recall"] = float(prc["precision"]), float(prc["recall"])
+
+    def score(images: torch.Tensor, suffix: str = "") -> None:
+        ff = torch.cat([ext(images[i:i + 64]) for i in range(0, len(images), 64)])
+        metrics["gfid" + suffix] = frechet_distance({"feats": rf[:n]}, ff)
+        prc = prc_features_to_metric(rf[:n].float(), ff.float(), verbose=False)
+        metrics["precision" + suffix], metrics["recall" + suffix] = float(prc["precision"]), float(prc["recall"])
+
+    score(fake)
+    for c in sweep(cfg):  # the same generator, seeds and real set at other guidance scales
+        score(sample_images(cfg, model, tok, cfg.samples, device, scale=c), f"_cfg{c:g}")
     return metrics, missing
 
 

@@ -50,9 +50,12 @@ class GPTSpec:
     ffn_multiple: int = 256         # SwiGLU hidden = 2/3 x 4 x dim rounded up to this
 
 
-# LlamaGen's GPT-B / GPT-L / GPT-XL (111M / 343M / 775M at vocab 16384) and a cpu-scale model.
+# LlamaGen's GPT-B / GPT-L / GPT-XL (111M / 343M / 775M at vocab 16384) and cpu-scale models (tiny, S, M:
+# the sizes the cpu generation calibration compares, results/generation_calibration.csv).
 PRESETS: dict[str, GPTSpec] = {
     "tiny": GPTSpec(dim=64, layers=2, heads=4, ffn_multiple=64),
+    "S": GPTSpec(dim=128, layers=4, heads=4, ffn_multiple=64),
+    "M": GPTSpec(dim=256, layers=6, heads=8, ffn_multiple=64),
     "B": GPTSpec(dim=768, layers=12, heads=12),
     "L": GPTSpec(dim=1024, layers=24, heads=16),
     "XL": GPTSpec(dim=1280, layers=36, heads=20),

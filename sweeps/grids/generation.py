@@ -3,11 +3,11 @@ tokens of a tokenizer grid point, tokenizer x AR size x CFG. Each point names it
 point in paper terms (the launcher resolves it to a signature and runs it first when it is missing),
 never by a path.
 
-    python sweeps/run.py grid=generation                 # cpu scale: GPT-tiny, cfg 1, plain VQ vs FVQ
+    python sweeps/run.py grid=generation seeds=3         # cpu: the claim-11 benchmark, 3 tokenizers a side
     python sweeps/run.py grid=generation scale=paper dry=true   # GPT-L cfg 1.75 and GPT-XL cfg 1.65
 
-At cpu scale every AR size becomes ``tiny`` and the CFG scale 1.0 (sweeps/generation.py): a tiny model
-trained for minutes gains nothing from guidance, and its null class is barely trained.
+At cpu scale the tokenizers train on Fashion-MNIST and every AR size becomes the calibrated cpu generator
+(sweeps/generation.py ``CPU_TOKENIZER``, ``CPU_AR``).
 """
 from sweeps.grids._fragments import k16, plain, vqbridge
 
