@@ -11,6 +11,12 @@ import urllib.request
 import pytest
 import torch
 
+# The cpu generation grid trains its tokenizers on Fashion-MNIST (sweeps/generation.py CPU_TOKENIZER); where
+# apt could not install it (.ci/run) its tests skip with this reason instead of failing on the data.
+needs_fashion_mnist = pytest.mark.skipif(
+    not os.path.exists("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"),
+    reason="dataset-fashion-mnist not installed (make datasets): the cpu generation grid trains on it")
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # `sweeps`, `slurm`, `analysis` are top-level dirs of the repo, not installed
 torch.set_num_threads(1)

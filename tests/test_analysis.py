@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 
 from analysis.build import FIGURES, TABLES, build_all  # noqa: E402
 from analysis.cells import NO_RUNS  # noqa: E402
+from conftest import needs_fashion_mnist
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 
@@ -325,6 +326,7 @@ def test_unreadable_csv_names_the_file(results, tmp_path, capsys):
         read_results(results, "patch_size")
 
 
+@needs_fashion_mnist
 def test_collect_generation_reads_the_grids_generator_runs(store, tmp_path, capsys):
     """The generator runs the grid expects (2 tokenizers x 2 seeds), as sweeps/generation.py leaves them
     (run dir files + an MLflow run); what they hold is made up here: the plumbing is tested, not gFID."""

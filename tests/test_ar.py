@@ -12,6 +12,7 @@ from fvq.generation.ar import ARConfig, ar_overrides, inception_logits, inceptio
 from fvq.core.config import ConfigError, Config, apply_overrides, to_json
 from fvq.generation.tokens import TokenizerError, cache_path, check_tokenizer, token_cache, tokenizer_key, views
 from fvq.train import train
+from conftest import needs_fashion_mnist
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOK = ["optim.steps=3", "log.every=1", "data.train_size=64", "data.val_size=16", "eval.images=16",
@@ -189,6 +190,7 @@ def _run(tmp_path, *args):
 
 
 @pytest.mark.slow
+@needs_fashion_mnist
 def test_generation_grid_bad_inputs_exit_2_and_write_nothing(tmp_path):
     ok = _run(tmp_path)
     assert ok.returncode == 0, ok.stderr

@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import MLflowServer
+from conftest import MLflowServer, needs_fashion_mnist
 
 from fvq.core.config import Config, apply_overrides, to_json
 from fvq.core.rundir import claim, read_status, release
@@ -807,6 +807,7 @@ def test_two_launches_on_a_fresh_store_create_it_once_and_train_each_point_once(
 
 
 @pytest.mark.slow
+@needs_fashion_mnist
 def test_generation_launched_twice_at_once_trains_each_run_once(tmp_path):
     """Generation goes through the grids' submit path: tokenizers and generators claimed, starts counted."""
     gen = ["grid=generation", "optim.steps=3", "log.every=1", "data.train_size=64", "data.val_size=16",

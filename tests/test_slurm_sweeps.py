@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from slurm.devcluster import running_again, wait_until
+from conftest import needs_fashion_mnist
 
 pytestmark = pytest.mark.slow
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,6 +89,7 @@ GEN_ARGS = ["grid=generation", "launcher=slurm", "slurm=dev", "force=true", "opt
             "ar.steps=6", "ar.log_every=2", "ar.samples=4"]
 
 
+@needs_fashion_mnist
 def test_generation_waits_for_its_tokenizer_with_afterok(tmp_path, slurm_cluster, mlflow_server):
     def gen():
         return subprocess.run([sys.executable, os.path.join(REPO, "sweeps", "run.py"), f"runs_dir={tmp_path}/runs",
