@@ -61,7 +61,7 @@ bench: install
 	$(PY) benchmarks/quantizer.py --quick
 	$(PY) benchmarks/train_step.py
 
-gpu-check: install  ## one CUDA GPU, <= 8 min: training img/s and memory, search vs GEMM, convergence -> results/gpu/<device>.json
+gpu-check: install  ## one CUDA GPU, <= 8 min: training img/s (LPIPS term included) and peak memory, search vs GEMM, convergence -> results/gpu/<device>.json
 	$(PY) benchmarks/gpu_check.py
 
 clean:

@@ -6,7 +6,9 @@ gFID, its real-vs-real noise, precision, recall, the reasons for what is missing
 (``mlflow.json`` -> run id, the launch's ``commit`` tag). A missing or unfinished generator is a one-line
 error unless ``allow_partial=true`` (then its row carries the status and no metrics). Each run's sample grid
 goes to results/samples/<run dir>.png (Fig. 5 right). The CSV's columns are those Tables 2 / 11 and
-Figs. 1 (d) / 5 read, plus ``signature``, ``run_id`` and ``status``.
+Figs. 1 (d) / 5 read, plus ``signature``, ``run_id`` and ``status``, then the other guidance scales'
+metrics, then gFID's metric card (``final.json`` ``gfid_card``, fvq/generation/ar.py): ``gfid_<field>`` per
+``CARD`` field, empty for a run without one.
 """
 from __future__ import annotations
 
@@ -19,10 +21,13 @@ import pandas as pd
 from analysis.cells import values_mean_sd
 from fvq.core.errors import SetupError
 from fvq.core.rundir import read_json
+from fvq.eval.evaluate import CARD_KEYS
 
 COLUMNS = ("tokenizer", "tokenizer_signature", "tokenizer_seed", "ar_model", "ar_seed", "cfg_scale", "gfid",
            "noise_gfid", "precision", "recall", "is", "is_missing", "samples", "run_dir", "commit", "signature",
            "run_id", "status")
+# gFID's metric card as columns: fid_card's shared fields, then the generator's own (fvq/generation/ar.py)
+CARD = (*CARD_KEYS, "cfg_scale", "cfg_sweep", "seed")
 CALIBRATION = ("tokenizer", "tokenizer_signature", "ar_model", "ar_params", "ar_steps", "step", "train_loss",
                "val_loss", "val_images", "run_dir", "commit", "signature", "run_id")
 
@@ -62,7 +67,8 @@ def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allo
                      "noise_gfid": m.get("noise_gfid"), "precision": m.get("precision"),
                      "recall": m.get("recall"), "is": m.get("is"), "is_missing": missing.get("is", ""),
                      "samples": m.get("gen_samples"), "run_dir": f"runs/gen-{p.sig}", "commit": commit,
-                     "signature": f"gen-{p.sig}", "run_id": run_id, "status": p.state.upper()})
+                     "signature": f"gen-{p.sig}", "run_id": run_id, "status": p.state.upper(),
+                     **{f"gfid_{k}": final.get("gfid_card", {}).get(k) for k in CARD}})
     df = pd.DataFrame(rows, columns=list(COLUMNS) + [k for k in rows[0] if k not in COLUMNS] if rows else COLUMNS)
     tmp = results / ".generation_cpu.csv.tmp"
     df.to_csv(tmp, index=False)

@@ -5,19 +5,24 @@
     make gpu-check
 
 One JSON with provenance (commit, device, torch/CUDA versions, command, date) and four sections:
-- ``train``: bf16-autocast training steps (``fvq.train.train_step``, the loop's own: generator + PatchGAN
-  discriminator, grad clip, Adam; the LPIPS term when its VGG weights are on the machine, else recorded as
-  absent) of VQ-16 + VQBridge at
-  K=16,384 p=16 and K=262,144 p=64, 8 images per GPU (the paper's 2 x 8 layout of global batch 128),
-  plus K=16,384 at batch 128 on one GPU (does the a100x1 layout fit?): img/s and peak memory. The sweep
-  estimates (sweeps/estimate.py) read ``img_s_per_gpu`` from here.
+- ``train``: bf16-autocast training steps (``fvq.train.train_step``, the loop's own: generator with its LPIPS
+  term + PatchGAN discriminator, grad clip, Adam) of VQ-16 + VQBridge at K=16,384 p=16 and K=262,144 p=64,
+  8 images per GPU (the paper's 2 x 8 layout of global batch 128), plus K=16,384 at batch 128 on one GPU
+  (does the a100x1 layout fit?): img/s, peak memory allocated (what tensors held) and reserved (what the
+  caching allocator took from the card). The sweep estimates (sweeps/estimate.py) read ``img_s_per_gpu``
+  from here, and ``img_s_includes_lpips`` to know whether the step they time is the whole one. Without the
+  LPIPS VGG weights on the machine the term runs on a random-init VGG16 of the trained one's shape (same
+  FLOPs, a meaningless value), and each case's ``lpips`` says so.
 - ``search``: the fp32 nearest-code search (fvq.vq.quantize.nearest_code) beside the bare GEMM of the same
   shape (N = 8 x 16 x 16 tokens, d = 256), and the peak memory of the official full N x K distance
   matrix (|z|^2 + |e|^2 - 2 z e^T, then argmin) beside the chunked search's.
 - ``convergence``: a few hundred steps of VQ-16 + VQBridge at 256x256 on the built-in photos (L2 + VQ
-  loss, the paper's recipe otherwise): mean loss over the first and the last 20 steps, and whether it fell.
+  loss, the paper's recipe otherwise) at the peak lr of batch 128 (``--lr-scale``; the lr rule's 6.25e-6 at
+  batch 8 is too small for 300 steps to say much): mean loss over the first and the last 20 steps, and
+  whether it fell by at least ``MIN_REL_DECREASE``.
 Sections past ``--budget-s`` are skipped and say so (never invented). Each case's failure (e.g. out of
-memory) is recorded with its one-line reason and the check goes on.
+memory) is recorded with its one-line reason and the check goes on. A figure that cannot be measured
+(peak memory on CPU) is None, its reason under the case's ``missing``.
 """
 from __future__ import annotations
 
@@ -46,6 +51,11 @@ TINY_CASES = [  # the same code at cpu-4 / 32x32 sizes
     ("tiny-K4096-p16-b2", ["quant.codebook_size=4096", "quant.group=16", "optim.batch=2"]),
 ]
 TINY = ["model.arch=cpu-4", "data.image_size=32", "device=cpu"]
+NET_NAMES = {"vgg": "VGG16", "alex": "AlexNet"}
+NO_CUDA_MEMORY = "not measured on CPU: torch.cuda's peak memory statistics exist for CUDA devices only"
+# The convergence verdict: the mean loss of the last steps at most 80% of the first steps'. A loss that
+# merely drifts down by noise (or by the warmup's first steps alone) should not pass as "it trains".
+MIN_REL_DECREASE = 0.2
 
 
 def _sync(dev) -> None:
@@ -69,9 +79,33 @@ def _peak_mib(dev) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
 
 
+def _peak_reserved_mib(dev) -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_reserved() / 2**20 if dev.type == "cuda" else None
+
+
+def _random_lpips(net: str):
+    """The `lpips` package's module (its slices of torchvision's backbone, its own linear heads) on a randomly
+    initialised backbone: the same layers and shapes as the trained one, so the same FLOPs and memory."""
+    import warnings
+
+    import lpips
+
+    with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained=False`
+        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)  # pnet_rand: no download
+    return model.eval().requires_grad_(False)  # frozen as load_lpips leaves the trained one
+
+
 def _setup(overrides: list[str], dev):
-    """The training loop's parts (fvq.build.build_parts) on the paper preset; the LPIPS term left out, and
-    said so, when its VGG weights are not on the machine."""
+    """(the training loop's parts (fvq.build.build_parts) on the paper preset, what its LPIPS term runs on).
+
+    Without the LPIPS backbone weights on the machine the term still runs, on a random-init backbone: left
+    out, the timed step would be lighter than a run's (the VGG's two forwards and a backward are some 10%
+    of its FLOPs at 256x256 by sweeps/estimate.py's count) and the GPU-hour estimates fed from it optimistic."""
+    import dataclasses
+
     import torch
 
     from fvq.build import build_parts
@@ -79,12 +113,23 @@ def _setup(overrides: list[str], dev):
     from fvq.vq.losses import LPIPSWeightsMissing
 
     cfg = apply_overrides(base_config("paper"), overrides + ["loss.disc_start=0"])
+    if cfg.loss.perceptual_weight == 0:
+        torch.manual_seed(0)
+        return build_parts(cfg, dev), "absent (loss.perceptual_weight=0)"
     torch.manual_seed(0)
     try:
-        return build_parts(cfg, dev), ""
-    except LPIPSWeightsMissing as e:
-        torch.manual_seed(0)
-        return build_parts(apply_overrides(cfg, ["loss.perceptual_weight=0"]), dev), f"LPIPS term left out: {e}"
+        return build_parts(cfg, dev), "included"
+    except LPIPSWeightsMissing:
+        pass
+    torch.manual_seed(0)  # the same model and discriminator weights as with the trained backbone
+    parts = build_parts(apply_overrides(cfg, ["loss.perceptual_weight=0"]), dev)
+    net = _random_lpips(cfg.loss.lpips_net).to(dev)
+    # VQLoss adds the term when it holds a module and a weight > 0 (fvq/vq/losses.py); build_loss would
+    # refuse a random backbone, so it is put in place here, for timing only.
+    parts.vqloss.lpips, parts.vqloss.perceptual_weight = net, cfg.loss.perceptual_weight
+    name = NET_NAMES.get(cfg.loss.lpips_net, cfg.loss.lpips_net)
+    return dataclasses.replace(parts, cfg=cfg, lpips=net), \
+        f"random-init {name} of the trained one's shape (timing only)"
 
 
 def _step(parts, x, step: int) -> dict:
@@ -102,7 +147,7 @@ def train_case(name: str, overrides: list[str], dev, steps: int, warmup: int) ->
         parts, note = _setup(overrides, dev)
         cfg, model = parts.cfg, parts.model
         out.update({"codebook_size": cfg.quant.codebook_size, "group": cfg.quant.group, "batch": cfg.optim.batch,
-                    "image_size": cfg.data.image_size, "arch": cfg.model.arch, "lpips": note or "included",
+                    "image_size": cfg.data.image_size, "arch": cfg.model.arch, "lpips": note,
                     "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)})
         g = torch.Generator().manual_seed(0)
         s = cfg.data.image_size
@@ -117,7 +162,10 @@ def train_case(name: str, overrides: list[str], dev, steps: int, warmup: int) ->
         _sync(dev)
         dt = time.perf_counter() - t0
         out.update({"steps": steps, "step_s": dt / steps, "img_s": steps * cfg.optim.batch / dt,
-                    "peak_mib": _peak_mib(dev), "final_terms": terms})
+                    "peak_mib": _peak_mib(dev), "peak_reserved_mib": _peak_reserved_mib(dev),
+                    "final_terms": terms})
+        if dev.type != "cuda":
+            out["missing"] = {"peak_mib": NO_CUDA_MEMORY, "peak_reserved_mib": NO_CUDA_MEMORY}
     except Exception as e:  # out of memory among others: recorded, the check goes on
         out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
     finally:
@@ -135,6 +183,9 @@ def search_case(n: int, d: int, k: int, dev, reps: int) -> dict:
     g = torch.Generator().manual_seed(0)
     z, cb = torch.randn(n, d, generator=g).to(dev), torch.randn(k, d, generator=g).to(dev)
     out = {"n": n, "d": d, "k": k, "full_matrix_mib": n * k * 4 / 2**20}
+    if dev.type != "cuda":
+        out["missing"] = {f"{what}_{m}": NO_CUDA_MEMORY for what in ("gemm", "search", "official")
+                          for m in ("extra_mib", "extra_reserved_mib")}
 
     def official():  # vq_model_qbridge.py: the whole N x K matrix, then argmin
         dist = (z ** 2).sum(1, keepdim=True) + (cb ** 2).sum(1) - 2 * torch.einsum("bd,dn->bn", z, cb.t())
@@ -146,10 +197,12 @@ def search_case(n: int, d: int, k: int, dev, reps: int) -> dict:
     for what, fn in cases.items():
         try:
             _peak_reset(dev)
-            held = torch.cuda.memory_allocated() / 2**20 if dev.type == "cuda" else 0.0
+            cuda = dev.type == "cuda"
+            held = torch.cuda.memory_allocated() / 2**20 if cuda else 0.0
+            held_reserved = torch.cuda.memory_reserved() / 2**20 if cuda else 0.0
             fn()
             _sync(dev)
-            peak = _peak_mib(dev)
+            peak, reserved = _peak_mib(dev), _peak_reserved_mib(dev)
             t0 = time.perf_counter()
             for _ in range(reps):
                 fn()
@@ -157,6 +210,7 @@ def search_case(n: int, d: int, k: int, dev, reps: int) -> dict:
             out[f"{what}_s"] = (time.perf_counter() - t0) / reps
             if peak is not None:  # above what is already held (inputs, the GEMM's preallocated output)
                 out[f"{what}_extra_mib"] = peak - held
+                out[f"{what}_extra_reserved_mib"] = reserved - held_reserved
         except Exception as e:
             out[f"{what}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
     if "gemm_s" in out and "search_s" in out:
@@ -166,8 +220,12 @@ def search_case(n: int, d: int, k: int, dev, reps: int) -> dict:
     return out
 
 
-def convergence(dev, steps: int, size: int, arch: str, k: int, p: int, batch: int) -> dict:
-    """L2 + VQ loss over a few hundred steps on a fixed pool of built-in photo crops (real images)."""
+def convergence(dev, steps: int, size: int, arch: str, k: int, p: int, batch: int, lr_scale: float = 0.0) -> dict:
+    """L2 + VQ loss over a few hundred steps on a fixed pool of built-in photo crops (real images).
+
+    ``lr_scale`` multiplies the lr rule's base_lr x batch / 128; 0 takes 128 / batch, the peak lr of the
+    paper's batch 128 (base_lr). At batch 8 the rule alone gives 6.25e-6, at which a few hundred steps
+    barely move the weights, so a fall of the loss would say little about the step."""
     import torch
 
     from fvq.core.data import build_dataset
@@ -176,23 +234,31 @@ def convergence(dev, steps: int, size: int, arch: str, k: int, p: int, batch: in
           f"optim.batch={batch}", "loss.perceptual_weight=0", "loss.disc_weight=0", f"optim.steps={steps}"]
     parts, _ = _setup(ov, dev)
     cfg = parts.cfg
+    if lr_scale <= 0:
+        lr_scale = cfg.optim.base_batch / batch
+    lr = cfg.optim.base_lr * batch / cfg.optim.base_batch * lr_scale
     from fvq.core.schedule import lr_factor
     from fvq.train import train_step
 
     pool = build_dataset("photos", "train", size, n=max(64, 4 * batch), seed=0)
     loader = torch.utils.data.DataLoader(pool, batch_size=len(pool), num_workers=min(8, os.cpu_count() or 1))
     data = next(iter(loader)).to(dev)  # one pass: a fixed pool of random crops, reused every epoch
-    losses = []
+    losses, rec = [], []
     t0 = time.perf_counter()
     for i in range(steps):
         idx = torch.arange(i * batch, (i + 1) * batch) % len(data)
-        terms = train_step(parts, data[idx], i, cfg.lr * lr_factor(i, steps, cfg.sched))[0]
-        losses.append(float(terms["total"]))
+        terms = train_step(parts, data[idx], i, lr * lr_factor(i, steps, cfg.sched))[0]
+        losses.append(float(terms["total"].detach()))
+        rec.append(float(terms["rec"].detach()))
     _sync(dev)
     w = max(1, min(20, steps // 5))
     first, last = sum(losses[:w]) / w, sum(losses[-w:]) / w
+    rel = 1 - last / first if first > 0 else float("nan")
     return {"steps": steps, "image_size": size, "arch": arch, "codebook_size": k, "group": p, "batch": batch,
-            "pool_images": len(data), "loss_first": first, "loss_last": last, "decreased": bool(last < first),
+            "lr": lr, "lr_scale": lr_scale, "lr_of_the_rule": cfg.optim.base_lr * batch / cfg.optim.base_batch,
+            "pool_images": len(data), "loss_first": first, "loss_last": last,
+            "rec_first": sum(rec[:w]) / w, "rec_last": sum(rec[-w:]) / w, "rel_decrease": rel,
+            "min_rel_decrease": MIN_REL_DECREASE, "decreased": bool(rel >= MIN_REL_DECREASE),
             "finite": all(math.isfinite(v) for v in losses), "seconds": time.perf_counter() - t0,
             "curve_every_10": losses[::10]}
 
@@ -226,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny", action="store_true", help="CPU, tiny sizes: the test-suite mode")
     ap.add_argument("--out", default="", help="JSON path (default results/gpu/<device>.json)")
     ap.add_argument("--budget-s", type=float, default=420.0, help="skip sections that start after this")
+    ap.add_argument("--lr-scale", type=float, default=0.0,
+                    help="convergence lr = base_lr x batch / 128 x this; 0 (default): the lr of batch 128")
     a = ap.parse_args(argv)
     t_start = time.perf_counter()
     if a.tiny:
@@ -251,11 +319,16 @@ def main(argv: list[str] | None = None) -> int:
         if budget_left(f"train/{name}"):
             r = train_case(name, ov, dev, steps=2 if a.tiny else 20, warmup=1 if a.tiny else 3)
             report["train"].append(r)
+            memory = "peak memory not measured on CPU" if r.get("peak_mib") is None else \
+                f"peak {r['peak_mib']:.0f} MiB allocated, {r['peak_reserved_mib']:.0f} MiB reserved"
             print(f"[gpu-check] train {name}: " + (r.get("error") or
-                  f"{r['img_s']:.1f} img/s, peak {r['peak_mib'] or 0:.0f} MiB"), flush=True)
-    # img/s per GPU at the paper's per-GPU batch: what sweeps/estimate.py reads
-    report["img_s_per_gpu"] = {str(r["codebook_size"]): r["img_s"] for r in report["train"]
-                               if "img_s" in r and r["batch"] == (2 if a.tiny else 8)}
+                  f"{r['img_s']:.1f} img/s, {memory}; LPIPS {r['lpips']}"), flush=True)
+    # img/s per GPU at the paper's per-GPU batch: what sweeps/estimate.py reads, with whether those steps
+    # held the LPIPS term (a report without the field predates it: its img/s is of a lighter step)
+    fed = [r for r in report["train"] if "img_s" in r and r["batch"] == (2 if a.tiny else 8)]
+    report["img_s_per_gpu"] = {str(r["codebook_size"]): r["img_s"] for r in fed}
+    report["img_s_includes_lpips"] = bool(fed) and all("perceptual" in r["final_terms"] for r in fed)
+    report["img_s_lpips"] = sorted({r["lpips"] for r in fed})
     report["search"] = []
     for k in ((1024, 4096) if a.tiny else (16384, 262144)):
         if budget_left(f"search/K={k}"):
@@ -267,9 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         kw = dict(steps=30, size=32, arch="cpu-4", k=256, p=4, batch=4) if a.tiny else \
             dict(steps=300, size=256, arch="vq-16", k=16384, p=16, batch=8)
         try:
-            report["convergence"] = convergence(dev, **kw)
+            report["convergence"] = convergence(dev, **kw, lr_scale=a.lr_scale)
             c = report["convergence"]
-            print(f"[gpu-check] convergence: loss {c['loss_first']:.4f} -> {c['loss_last']:.4f}", flush=True)
+            verdict = "fell" if c["decreased"] else f"did NOT fall by {MIN_REL_DECREASE:.0%}"
+            print(f"[gpu-check] convergence at lr {c['lr']:.3g}: loss {c['loss_first']:.4f} -> "
+                  f"{c['loss_last']:.4f} ({c['rel_decrease']:.0%} lower: {verdict})", flush=True)
         except Exception as e:
             report["convergence"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
     report["seconds"] = time.perf_counter() - t_start

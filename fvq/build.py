@@ -22,11 +22,12 @@ def build_quantizer(cfg: Config):
             return None
         return build_projector(q.projector, q.codebook_size, d, latent_dim=q.latent_dim, depth=q.depth,
                                group=q.group, heads=q.heads, mlp_ratio=q.mlp_ratio, mlp_layers=q.mlp_layers,
-                               init=q.init)  # the last Linear of every projector: the logged value is what runs
+                               init=q.init,  # the last Linear of every projector: the logged value is what runs
+                               bridge=q.bridge)  # vit (eq. 8-11) | dit (qbridge.py): fvq/vq/projectors.py
 
     if q.kind == "vq":
         return VectorQuantizer(q.codebook_size, d, projector=projector(), beta=q.beta, l2_norm=q.l2_norm,
-                               search_budget_mb=q.search_mb)
+                               search_budget_mb=q.search_mb, search_dtype=q.search_dtype)
     from fvq.vq.multicode import MultiScaleQuantizer, ResidualQuantizer
 
     kw = dict(shared=q.shared, projector=projector, beta=q.beta, l2_norm=q.l2_norm, search_budget_mb=q.search_mb)
@@ -165,6 +166,7 @@ def evaluate_run(cfg: Config, model, val_ds, device: torch.device, lpips_module,
         sub = one(ds)
         res.metrics.update({f"{name}/{k}": v for k, v in sub.metrics.items()})
         res.missing.update({f"{name}/{k}": v for k, v in sub.missing.items()})
+        res.card.update({f"{name}/{k}": v for k, v in sub.card.items()})
     return res
 
 

@@ -39,7 +39,8 @@ from fvq.core.checkpoint import load_checkpoint, remove_partial, rng_state, save
 from fvq.core.config import Config, to_flat_dict
 from fvq.core.errors import SetupError, one_line
 from fvq.core.loader import train_loader
-from fvq.eval.metrics import WindowedUsage
+from fvq.eval.evaluate import card_tags
+from fvq.eval.metrics import OfficialUsage, WindowedUsage
 from fvq.core.progress import Progress
 from fvq.core.rundir import check_new_or_run, prepare_run_dir, read_status, write_json, write_status
 from fvq.core.schedule import lr_factor
@@ -132,9 +133,10 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
         p, train_ds, val_ds, eval_lpips = _set_up(cfg, device, world)
         total = cfg.optim.steps
         window = WindowedUsage(cfg.quant.codebook_size, cfg.log.usage_window)
+        official = OfficialUsage(cfg.quant.codebook_size)  # the official training usage, logged beside ours
 
         # ---- resume -----------------------------------------------------------------------------------
-        start = _resume(cfg, run_dir, p, window, tracker, log)
+        start = _resume(cfg, run_dir, p, window, official, tracker, log)
         if main:  # which kernels made this attempt's numbers (fvq/core/environment.py), per start
             tracker.set_tags(environment.tags(environment.record(run_dir, environment.gather(str(device)), start)))
 
@@ -148,13 +150,16 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
             lr = cfg.lr * lr_factor(step, total, cfg.sched)
             terms, gnorm, q = train_step(p, x.to(device, non_blocking=True), step, lr)
             window.update(q.indices, step)
+            official.update(q.indices)
             done = step_reached = step + 1
 
             if done % cfg.log.every == 0 or done == total:
                 window.all_reduce()  # the curve counts every rank's codes (a union), not rank 0's
+                official.all_reduce()  # and so does the official estimator (1-process order; its docstring)
                 t0 = now = time.perf_counter()
                 metrics = {f"train/{k}": float(v.detach()) for k, v in terms.items()}
                 metrics.update({"train/lr": lr, "train/grad_norm": float(gnorm), "train/usage": window.usage(step),
+                                "train/usage_official": official.usage(),
                                 "train/img_per_s": cfg.log.every * cfg.optim.batch / max(now - t_last, 1e-9),
                                 "time/track_share": track_time / max(now - t_last, 1e-9)})
                 tracker.log_metrics(metrics, done)
@@ -163,7 +168,7 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
                 track_time, t_last = time.perf_counter() - t0, time.perf_counter()
             stopping = dist.any_true(bool(stop_signal))  # a signal may reach the ranks steps apart
             if done % cfg.log.ckpt_every == 0 or stopping:
-                _checkpoint(run_dir, cfg, p, window, done)
+                _checkpoint(run_dir, cfg, p, window, official, done)
             if stopping:
                 dist.barrier()  # no rank exits (so no launcher kills rank 0) before the checkpoint is written
                 raise Preempted(f"signal {(stop_signal or ['on another rank'])[0]} at step {done}: checkpoint written")
@@ -180,7 +185,7 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
         # ---- the final evaluation ---------------------------------------------------------------------
         progress.close()
         if start < total:
-            _checkpoint(run_dir, cfg, p, window, total)
+            _checkpoint(run_dir, cfg, p, window, official, total)
         result = _evaluate(cfg, p, eval_lpips, val_ds, device, run_dir, tracker, total, final=True)
         status = "FINISHED"
         _finish(run_dir, tracker, "FINISHED", total)
@@ -233,7 +238,7 @@ def _set_up(cfg: Config, device: torch.device, world: int) -> tuple[Parts, Any, 
     return p, train_ds, val_ds, eval_lpips
 
 
-def _resume(cfg: Config, run_dir: str, p: Parts, window: WindowedUsage, tracker, log) -> int:
+def _resume(cfg: Config, run_dir: str, p: Parts, window: WindowedUsage, official: OfficialUsage, tracker, log) -> int:
     """The step training starts at: ``ckpt.pt``'s, with the weights, optimisers, usage window and every RNG
     state restored (so the run goes on bit for bit on CPU), or 0 for a new run, whose params are logged."""
     start, ckpt_path = 0, os.path.join(run_dir, "ckpt.pt")
@@ -245,24 +250,32 @@ def _resume(cfg: Config, run_dir: str, p: Parts, window: WindowedUsage, tracker,
             p.disc.load_state_dict(state["disc"])
             p.opt_d.load_state_dict(state["opt_d"])
         window.load_state_dict(state["window"])
+        if "usage_official" in state:  # absent from checkpoints written before it was logged
+            official.load_state_dict(state["usage_official"])
         set_rng_state(state["rng"])
         start = int(state["step"])
         log(f"[fvq] resumed {run_dir} at step {start}/{cfg.optim.steps}", flush=True)
     else:
+        if cfg.model.init:  # released or earlier weights before step 0; a resumed run has them in ckpt.pt
+            from fvq.vq.checkpoint_io import load_weights
+            log(f"[fvq] model.init: {load_weights(p.model, cfg.model.init)} weights from {cfg.model.init}", flush=True)
         n_params = sum(t.numel() for t in p.model.parameters())
         tracker.log_params({**to_flat_dict(cfg), "derived.lr": cfg.lr, "derived.params": n_params})
     tracker.resume(start)  # metrics.jsonl: no torn line, no row after the step training restarts at
     return start
 
 
-def _checkpoint(run_dir: str, cfg: Config, p: Parts, window: WindowedUsage, step: int) -> None:
+def _checkpoint(run_dir: str, cfg: Config, p: Parts, window: WindowedUsage, official: OfficialUsage,
+                step: int) -> None:
     window.all_reduce()  # every rank calls _checkpoint at the same steps; rank 0 writes
+    official.all_reduce()
     if dist.is_main():
         save_checkpoint(os.path.join(run_dir, "ckpt.pt"), {
             "step": step, "model": p.model.state_dict(), "opt": p.opt.state_dict(),
             "disc": p.disc.state_dict() if p.disc is not None else None,
             "opt_d": p.opt_d.state_dict() if p.opt_d is not None else None,
-            "window": window.state_dict(), "rng": rng_state(), "config": to_flat_dict(cfg)})
+            "window": window.state_dict(), "usage_official": official.state_dict(), "rng": rng_state(),
+            "config": to_flat_dict(cfg)})
 
 
 def _set_status(run_dir: str, state: str, **fields: Any) -> None:
@@ -292,10 +305,11 @@ def _evaluate(cfg: Config, p: Parts, eval_lpips: tuple, val_ds, device, run_dir:
     tracker.log_metrics({f"eval/{k}": v for k, v in res.metrics.items()}, step)
     if not final:
         return dict(res.metrics)
-    out = {"step": step, "metrics": res.metrics, "missing": missing}
+    out = {"step": step, "metrics": res.metrics, "missing": missing, "fid_card": res.card}
     if not dist.is_main():
         return out
     tracker.set_tags({f"missing.{k}": v[:250] for k, v in missing.items()})
+    tracker.set_tags(card_tags("fid_card", res.card))  # what the rFID was measured against (its metric card)
     _save_artifacts(p.model, val_ds, device, run_dir)
     write_json(os.path.join(run_dir, "final.json"), out)
     for name in ("config.json", "final.json", "recon.png", "codebook.pt"):

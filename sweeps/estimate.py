@@ -4,7 +4,9 @@
 - measured, when results/gpu/*.json (benchmarks/gpu_check.py) holds a training case at the run's
   codebook size (else the nearest measured one, by log K) with the paper's 8 images per GPU; measured on
   another GPU type it is scaled by the ratio of the two types' dense bf16 peaks (``PEAK_BF16``), which
-  is crude and said so;
+  is crude and said so. A report whose timed step lacked the LPIPS term (``img_s_includes_lpips`` false,
+  or absent: written before gpu_check timed it) is used as it is but called optimistic in ``source``
+  for a run that trains with the term; among equally near reports one that timed the term is preferred;
 - else from FLOPs: per image 3 x (encoder + decoder) + the LPIPS VGG (2 forwards + a backward) + the PatchGAN
   (discriminator step and generator term) + the nearest-code search (2 N K d), and per micro-step of each
   GPU 3 x the projector over the whole codebook (every rank projects it, eq. 3), at ``ASSUMED_MFU`` of
@@ -68,9 +70,9 @@ def _measured_speed(cfg, gpu_type: str, reports: list[dict]) -> tuple[float, str
     best = None
     for r in reports:
         for size, ips in r["img_s_per_gpu"].items():
-            gap = abs(math.log(int(size) / k))
-            if best is None or gap < best[0]:
-                best = (gap, r, int(size), float(ips))
+            key = (abs(math.log(int(size) / k)), not r.get("img_s_includes_lpips", False))
+            if best is None or key < best[0]:
+                best = (key, r, int(size), float(ips))
     _, r, size, ips = best
     have = gpu_kind(r["provenance"]["device"])
     want = gpu_type.lower() or have
@@ -78,6 +80,10 @@ def _measured_speed(cfg, gpu_type: str, reports: list[dict]) -> tuple[float, str
     where = f"measured on {r['provenance']['device']} ({r['path']}, K={size:,})"
     if scale != 1.0:
         where += f" x {scale:.2f} ({want} / {have} bf16 peak)"
+    if cfg.loss.perceptual_weight > 0 and not r.get("img_s_includes_lpips", False):
+        why = "a report from before gpu_check timed it" if "img_s_includes_lpips" not in r else \
+            "; ".join(r.get("img_s_lpips") or ["its backbone was not built"])
+        where += f"; optimistic: timed without the LPIPS term ({why})"
     return ips * scale, where
 
 

@@ -24,7 +24,9 @@ per tokenizer: the benchmark's generator (``CPU_AR``) on Fashion-MNIST tokenizer
 
 Bad input, one line and exit 2 before anything is written or submitted: a tokenizer run that FAILED, an
 ``ar.vocab`` other than the tokenizer's codebook size, CFG < 1 or CFG > 1 with ``ar.class_dropout=0``,
-a token cache beside the tokenizer written by another tokenizer, an unknown ``ar.`` key.
+a token cache beside the tokenizer written by another tokenizer, an unknown ``ar.`` key, an ``ar.ref_stats``
+file that is missing, unreadable or not mu (2048,) / sigma (2048, 2048) (gFID's real side; the plan signs its
+absolute path, so a job started in another directory reads the same file).
 With ``launcher=slurm`` nothing runs here: the missing tokenizers go out as one job array (sweeps/launcher.py),
 then each generator is its own job with ``--dependency=afterok:<its tokenizer's job>`` (a tokenizer already
 queued or running on Slurm is waited for, never submitted twice; a finished one means no dependency). A
@@ -42,6 +44,7 @@ import submitit
 from fvq.generation.ar import ARConfig, ar_overrides, paper_recipe
 from fvq.core.config import ConfigError
 from fvq.core.errors import one_line
+from fvq.eval.evaluate import card_tags, load_ref_stats
 from fvq.core import dist
 from fvq.core.rundir import read_json, write_status
 from fvq.core.track import read_jsonl
@@ -85,6 +88,9 @@ def plan_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str,
     if opts.seeds and "seed" in ar_args:
         raise ConfigError(f"generator seed given twice: seeds={seeds_text(opts.seeds)} and ar.seed={ar_args['seed']} "
                           f"(give one)")
+    if ar_args.get("ref_stats"):  # a bad file: one line (RefStatsError) here, before anything trains
+        path = ar_args["ref_stats"]
+        ar_args = {**ar_args, "ref_stats": load_ref_stats(path, f"ar.ref_stats={path}")["path"]}
     for i, point in enumerate(grids.load("generation").points()):
         where = f"grid generation point {i}"
         ar = {"model": point["ar.model"], "cfg_scale": point["ar.cfg_scale"], **PAPER_AR,
@@ -104,7 +110,7 @@ def plan_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str,
             except ValueError as e:
                 raise ConfigError(f"{where}: {e}") from None
             n_real = len(labelled_dataset(tok.cfg, "val", None))  # the gFID reference draws from these
-            if cfg.samples > n_real:
+            if cfg.samples > n_real and not cfg.ref_stats:
                 raise ConfigError(f"{where}: ar.samples={cfg.samples} but the tokenizer's val set has {n_real} real "
                                   f"images (gFID compares as many real images as samples)")
             if cfg.vocab and cfg.vocab != tok.cfg.quant.codebook_size:
@@ -166,6 +172,7 @@ def _log(sink, run_dir: str, cfg: ARConfig, res: dict) -> None:
     for i in range(0, len(rows), 1000):
         sink.log_metrics(rows[i:i + 1000])
     sink.set_tags({f"missing.{k}": v[:250] for k, v in res["missing"].items()})
+    sink.set_tags(card_tags("gfid_card", res.get("gfid_card", {})))  # what the gFID was measured against
     sink.log_artifact(os.path.join(run_dir, "samples.png"))
     sink.finish("FINISHED")
 

@@ -13,6 +13,7 @@ from fvq.core.config import ConfigError, Config, apply_overrides, to_json
 from fvq.generation.tokens import TokenizerError, cache_path, check_tokenizer, token_cache, tokenizer_key, views
 from fvq.train import train
 from conftest import needs_fashion_mnist
+from sweeps.generation import CPU_AR
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOK = ["optim.steps=3", "log.every=1", "data.train_size=64", "data.val_size=16", "eval.images=16",
@@ -194,7 +195,7 @@ def _run(tmp_path, *args):
 def test_generation_grid_bad_inputs_exit_2_and_write_nothing(tmp_path):
     ok = _run(tmp_path)
     assert ok.returncode == 0, ok.stderr
-    assert "tiny" in ok.stdout and len(ok.stdout.strip().splitlines()) == 4  # cpu: one run per tokenizer
+    assert f" {CPU_AR['model']} " in ok.stdout and len(ok.stdout.strip().splitlines()) == 4  # cpu: one run a tokenizer
     seeded = _run(tmp_path, "seeds=3")  # replicates: 2 tokenizer kinds x 3 seeds, each its own tokenizer
     assert seeded.returncode == 0 and len(seeded.stdout.strip().splitlines()) == 8, seeded.stdout
     assert ok.stdout.splitlines()[2].split()[0] in seeded.stdout  # seed 0 keeps its signatures

@@ -6,8 +6,11 @@ import pytest
 from sweeps.estimate import estimate, gpu_kind, load_measured
 from sweeps.scale import resolve
 
-REPORT = {"mode": "gpu", "img_s_per_gpu": {"16384": 80.0, "262144": 60.0},
+REPORT = {"mode": "gpu", "img_s_per_gpu": {"16384": 80.0, "262144": 60.0}, "img_s_includes_lpips": True,
+          "img_s_lpips": ["random-init VGG16 of the trained one's shape (timing only)"],
           "provenance": {"device": "NVIDIA H100 80GB HBM3"}, "path": "results/gpu/nvidia-h100.json"}
+# written by gpu_check before it timed the LPIPS term: no img_s_includes_lpips field
+OLD_REPORT = {k: v for k, v in REPORT.items() if not k.startswith("img_s_") or k == "img_s_per_gpu"}
 
 
 def test_flops_estimate_says_so_and_scales_with_gpus():
@@ -48,3 +51,17 @@ def test_load_measured_reads_gpu_reports_only(tmp_path):
     got = load_measured(str(tmp_path))
     assert len(got) == 1 and got[0]["img_s_per_gpu"]["16384"] == 80.0
     assert gpu_kind("NVIDIA A100-SXM4-80GB") == "a100" and gpu_kind("cpu") == ""
+
+
+def test_a_timing_without_the_lpips_term_is_called_optimistic():
+    cfg = resolve({}, "paper")  # trains with the LPIPS term (loss.perceptual_weight=1)
+    new, old = estimate(cfg, 16, "h100", reports=[REPORT]), estimate(cfg, 16, "h100", reports=[OLD_REPORT])
+    assert "optimistic" not in new.source and new.img_s_per_gpu == old.img_s_per_gpu == 80.0
+    assert "optimistic: timed without the LPIPS term (a report from before gpu_check timed it)" in old.source
+    skipped = {**REPORT, "img_s_includes_lpips": False, "img_s_lpips": ["absent (loss.perceptual_weight=0)"]}
+    assert "optimistic" in estimate(cfg, 16, "h100", reports=[skipped]).source
+    no_lpips = resolve({"loss.perceptual_weight": 0.0}, "paper")  # the lighter step is this run's own
+    assert "optimistic" not in estimate(no_lpips, 16, "h100", reports=[OLD_REPORT]).source
+    # equally near codebook sizes: the timing of the whole step wins, whichever report comes first
+    both = [{**OLD_REPORT, "img_s_per_gpu": {"16384": 99.0}}, REPORT]
+    assert estimate(cfg, 16, "h100", reports=both).img_s_per_gpu == 80.0

@@ -9,7 +9,7 @@ FVQ = Path(__file__).resolve().parents[1] / "fvq"
 # build.py and the Fig. 2 toy assemble them; the tokenizer's training loop and the generator (the paper's
 # second stage) use everything below.
 FLOORS = {"fvq.core": 0, "fvq.vq": 1, "fvq.eval": 1, "fvq.build": 2, "fvq.toy": 2, "fvq.train": 3,
-          "fvq.generation": 3}
+          "fvq.evaluate": 3, "fvq.generation": 3}
 HARNESS = ("sweeps", "analysis", "slurm", "submitit", "mlflow", "optuna")
 
 

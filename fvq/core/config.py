@@ -31,6 +31,9 @@ from fvq.core.validation import SCALES, validate
 class ModelCfg:
     arch: str = "cpu-4"          # fvq.vq.models.ARCHS: vq-16, vq-8, cpu-4, ...
     channel: int = 256           # vector channel d: code dimension, decoupled from z by 1x1 convs (Table 3)
+    # Weights loaded before step 0 (fvq/vq/checkpoint_io.py): a LlamaGen-format file (FVQ's releases; onto
+    # quant.projector=none) or an fvq ckpt.pt; "" = random init. A resumed run takes its own ckpt.pt instead.
+    init: str = ""
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class QuantCfg:
     beta: float = 0.25           # commitment weight (eq. 5, Table 6)
     l2_norm: bool = False        # cosine-style search on l2-normalised vectors (ViT-VQGAN variant)
     projector: str = "vqbridge"  # none | linear (SimVQ) | mlp | vqbridge (section 3.2)
+    bridge: str = "vit"          # vqbridge blocks: vit (eq. 8-11, the paper) | dit (qbridge.py, the official scripts')
     latent_dim: int = 0          # d' of VQBridge / MLP width; 0 = d' = d (Fig. 6 left: best when d' = d)
     depth: int = 2               # N ViT blocks (Fig. 6 middle: N = 2)
     group: int = 4               # p codes compressed per token (Fig. 6 right); 16 at K=16k in the paper
@@ -47,6 +51,7 @@ class QuantCfg:
     mlp_layers: int = 5          # layers of the MLP projector (MLP-5, Table 5 / Fig. 3)
     init: str = "small"          # last-layer init of the projector: zero | small | default (see fvq/vq/projectors.py)
     search_mb: int = 256         # memory budget of the chunked nearest-code search
+    search_dtype: str = "fp32"   # fp32 | bf16: in training, the distance as the official bf16 autocast computes it
     # multi-code quantizers (section 4.4, Table 4; fvq/vq/multicode.py). The defaults are plain VQ.
     kind: str = "vq"             # vq | rq (RQ-VAE residual stack) | msvq (VAR multi-scale residual)
     depth_codes: int = 1         # D codes per position of kind=rq (Table 4: 8x8x4 -> 4); not quant.depth (N)

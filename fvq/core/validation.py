@@ -24,8 +24,10 @@ _CHOICES = {
     "scale": SCALES,
     "device": ("cpu", "cuda", "auto"),
     "quant.projector": ("none", "linear", "mlp", "vqbridge"),
+    "quant.bridge": ("vit", "dit"),  # fvq/vq/projectors.py BRIDGES
     "quant.kind": ("vq", "rq", "msvq"),
     "quant.init": ("zero", "small", "default"),
+    "quant.search_dtype": ("fp32", "bf16"),  # fvq/vq/quantize.py SEARCH_DTYPES
     "data.source": ("photos", "fashion_mnist", "imagefolder"),
     "sched.kind": ("anneal", "constant", "cosine"),
     "eval.protocol": ("fvq", "llamagen", "official"),
@@ -78,6 +80,7 @@ def validate(cfg: Config, flat: dict[str, Any]) -> None:
     if cfg.quant.latent_dim < 0:
         raise ConfigError(f"quant.latent_dim={cfg.quant.latent_dim} must be >= 0 (0 = same as model.channel)")
     _validate_multicode(cfg.quant)
+    _validate_bridge(cfg.quant, cfg.model.channel)
     if cfg.data.source == "imagefolder" and not cfg.data.path:
         raise ConfigError("data.source=imagefolder needs data.path=/path/to/dataset")
     if cfg.eval.images > cfg.data.val_size:
@@ -106,6 +109,33 @@ def parse_scales(text: str, key: str = "quant.scales") -> tuple[int, ...]:
     return sizes
 
 
+def _validate_bridge(q: QuantCfg, channel: int) -> None:
+    """The VQBridge's shape (quant.bridge, fvq/vq/projectors.py): heads split its width d' (0 = model.channel);
+    the dit bridge cuts a sqrt(K) x sqrt(K) code grid into P x P patches (p = P^2) and adds 2-D sin-cos
+    positions (d' / 4 frequencies per axis and function)."""
+    if q.projector != "vqbridge":
+        if q.bridge != "vit":  # a stray key would change the signature of a run it does not change
+            raise ConfigError(f"quant.bridge={q.bridge} needs quant.projector=vqbridge "
+                              f"(got quant.projector={q.projector})")
+        return
+    width = q.latent_dim or channel
+    where = f"quant.latent_dim={q.latent_dim}" + (f" -> model.channel={channel}" if not q.latent_dim else "")
+    if width % q.heads:
+        raise ConfigError(f"{where}: the bridge width {width} must be divisible by quant.heads={q.heads}")
+    if q.bridge != "dit":
+        return
+    side, patch = math.isqrt(q.codebook_size), math.isqrt(q.group)
+    if side * side != q.codebook_size:
+        raise ConfigError(f"quant.codebook_size={q.codebook_size} must be a perfect square with quant.bridge=dit "
+                          f"(a sqrt(K) x sqrt(K) grid of codes, as the official qbridge.py)")
+    if patch * patch != q.group or side % patch:
+        raise ConfigError(f"quant.group={q.group} must be P*P with P dividing sqrt(quant.codebook_size)={side} with "
+                          f"quant.bridge=dit (P x P patches of the code grid, e.g. 4, 16, 64)")
+    if width % 4:
+        raise ConfigError(f"{where}: the bridge width {width} must be divisible by 4 with quant.bridge=dit "
+                          f"(2-D sin-cos position embedding)")
+
+
 def _validate_multicode(q: QuantCfg) -> None:
     """Multi-code keys only mean something for their own kind: a stray one is an error, not a silent no-op."""
     if q.kind != "rq" and q.depth_codes != 1:
@@ -122,3 +152,5 @@ def _validate_multicode(q: QuantCfg) -> None:
         raise ConfigError(f"quant.phi={q.phi} must be >= 0")
     if q.phi and q.kind != "msvq":
         raise ConfigError(f"quant.phi={q.phi} needs quant.kind=msvq (got quant.kind={q.kind})")
+    if q.search_dtype != "fp32" and q.kind != "vq":  # the multi-code searches (fvq/vq/multicode.py) are fp32
+        raise ConfigError(f"quant.search_dtype={q.search_dtype} needs quant.kind=vq (got quant.kind={q.kind})")

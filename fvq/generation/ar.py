@@ -87,6 +87,8 @@ class ARConfig:
     aug: str = "none"           # token cache: none | ten_crop_flip (LlamaGen's --ten-crop; paper_recipe)
     log_every: int = 50
     ckpt_every: int = 500
+    ref_stats: str = ""         # gFID's real side from an .npz of mu (2048,), sigma (2048, 2048) (ADM's reference
+    # batches); "" = the first ``samples`` images of the tokenizer's val set
 
     @property
     def lr(self) -> float:
@@ -234,8 +236,8 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
     result = {"step": cfg.steps, "config": flat, "tokenizer": cache["key"],
               "params": sum(p.numel() for p in model.parameters())}
     if main:
-        metrics, missing = evaluate_generator(cfg, model, run_dir, device)
-        result.update(metrics=metrics, missing=missing)
+        metrics, missing, card = evaluate_generator(cfg, model, run_dir, device)
+        result.update(metrics=metrics, missing=missing, gfid_card=card)
         write_json(os.path.join(run_dir, "final.json"), result)
         write_status(run_dir, "FINISHED", step=cfg.steps)
     dist.barrier()
@@ -299,11 +301,20 @@ def inception_score(logits: torch.Tensor, splits: int = 10) -> tuple[float | Non
     return float(isc_features_to_metric(logits, splits=splits)["inception_score_mean"]), ""
 
 
-def evaluate_generator(cfg: ARConfig, model: GPT, run_dir: str, device) -> tuple[dict, dict]:
+def evaluate_generator(cfg: ARConfig, model: GPT, run_dir: str, device) -> tuple[dict, dict, dict]:
+    """(metrics, missing, card): gFID and the rest (module docstring), each missing one with its reason, and
+    gFID's metric card (fvq/eval/evaluate.py ``fid_card``; {} without a gFID): the real set and its hash, the
+    extractor, the sample count, crop and resize, the guidance scales and the sampling seed.
+
+    ``cfg.ref_stats``: the real side is that file's mu and sigma; precision, recall and the noise floor need
+    real features, so they are missing with that reason. A file that went bad since the plan checked it
+    (sweeps/generation.py) leaves gFID missing with the reason, not the trained generator failed."""
     import torchvision
     from torch_fidelity.metric_prc import prc_features_to_metric
 
-    from fvq.eval.evaluate import _load_ref, _ref_key, _save_ref, find_fid_weights, frechet_distance, get_extractor
+    from fvq.eval.evaluate import (RefStatsError, _load_ref, _ref_key, _save_ref, crop_text, fid_card,
+                                   find_fid_weights, frechet_distance, frechet_to_stats, get_extractor,
+                                   load_ref_stats, reference_name)
     from fvq.generation.tokens import labelled_dataset
 
     tcfg, tok = load_tokenizer(cfg.tokenizer, device)
@@ -317,7 +328,7 @@ def evaluate_generator(cfg: ARConfig, model: GPT, run_dir: str, device) -> tuple
     kind, path, reason = find_fid_weights()
     if kind is None:
         missing.update({"gfid": reason, "precision": reason, "recall": reason, "is": f"no logits: {reason}"})
-        return metrics, missing
+        return metrics, missing, {}
     to_logits, why = inception_logits(kind, path, device)
     score = None
     if to_logits is not None:
@@ -327,31 +338,53 @@ def evaluate_generator(cfg: ARConfig, model: GPT, run_dir: str, device) -> tuple
     else:
         metrics["is"] = score
     ext = get_extractor(kind, path, str(device))
-    ds = labelled_dataset(tcfg, "val", None)
     n = cfg.samples
-    if len(ds) < 2 * n:
-        missing["noise_gfid"] = f"val set has {len(ds)} < 2 x {n} images"
-    m = min(len(ds), 2 * n)
-    # the real side is shared by every generator on the same data: cached like rFID's reference
-    ref_path = os.path.join(os.path.expanduser("~/.cache/fvq/fid"), f"gen_{_ref_key(ds, m, 'fvq', path)}.npz")
-    ref = _load_ref(ref_path)
-    if ref is None or "feats" not in ref:
-        real = torch.stack([ds[i] for i in range(m)]).add(1).div(2)
-        ref = _save_ref(ref_path, torch.cat([ext(real[i:i + 64]) for i in range(0, len(real), 64)]))
-    rf = ref["feats"]
-    if len(rf) >= 2 * n:
-        metrics["noise_gfid"] = frechet_distance({"feats": rf[:n]}, rf[n:2 * n])
+    rf = None  # the real features, where the real side has them (precision / recall, noise floor)
+    if cfg.ref_stats:
+        try:
+            stats = load_ref_stats(cfg.ref_stats, f"ref_stats={cfg.ref_stats}")
+        except RefStatsError as e:
+            missing.update({k: str(e) for k in ("gfid", "precision", "recall", "noise_gfid")})
+            return metrics, missing, {}
+        ref = {"mu": stats["mu"], "sigma": stats["sigma"]}
+        only = f"ref_stats={cfg.ref_stats}: reference statistics only, no real features"
+        missing.update({"precision": only, "recall": only, "noise_gfid": only})
+        where = dict(reference=f"statistics file {stats['path']}", ref_images=stats["n"],
+                     crop="unknown (statistics file)")
+    else:
+        ds = labelled_dataset(tcfg, "val", None)
+        if len(ds) < 2 * n:
+            missing["noise_gfid"] = f"val set has {len(ds)} < 2 x {n} images"
+        m = min(len(ds), 2 * n)
+        # the real side is shared by every generator on the same data: cached like rFID's reference, as
+        # features whatever their number (precision / recall and the noise floor need them)
+        ref_path = os.path.join(os.path.expanduser("~/.cache/fvq/fid"), f"gen_{_ref_key(ds, m, 'fvq', path)}.npz")
+        cached = _load_ref(ref_path)
+        if cached is None or "feats" not in cached:
+            real = torch.stack([ds[i] for i in range(m)]).add(1).div(2)
+            cached = _save_ref(ref_path, torch.cat([ext(real[i:i + 64]) for i in range(0, len(real), 64)]),
+                               keep_feats=True)
+        rf = cached["feats"]
+        if len(rf) >= 2 * n:
+            metrics["noise_gfid"] = frechet_distance({"feats": rf[:n]}, rf[n:2 * n])
+        ref = {"feats": rf[:n]}
+        where = dict(reference=reference_name(ds), ref_images=len(ref["feats"]),
+                     crop=crop_text(ds, tcfg.eval.protocol))
 
     def score(images: torch.Tensor, suffix: str = "") -> None:
         ff = torch.cat([ext(images[i:i + 64]) for i in range(0, len(images), 64)])
-        metrics["gfid" + suffix] = frechet_distance({"feats": rf[:n]}, ff)
-        prc = prc_features_to_metric(rf[:n].float(), ff.float(), verbose=False)
-        metrics["precision" + suffix], metrics["recall" + suffix] = float(prc["precision"]), float(prc["recall"])
+        metrics["gfid" + suffix] = frechet_distance(ref, ff) if rf is not None else frechet_to_stats(ref, ff)
+        if rf is not None:
+            prc = prc_features_to_metric(rf[:n].float(), ff.float(), verbose=False)
+            metrics["precision" + suffix], metrics["recall" + suffix] = float(prc["precision"]), float(prc["recall"])
 
     score(fake)
     for c in sweep(cfg):  # the same generator, seeds and real set at other guidance scales
         score(sample_images(cfg, model, tok, cfg.samples, device, scale=c), f"_cfg{c:g}")
-    return metrics, missing
+    # sampling seed: each batch of every scale draws from ``seed x 100003 + its first index`` (sample_images)
+    card = fid_card("gfid", **where, ref=ref, kind=kind, path=path, images=len(fake), cfg_scale=cfg.cfg_scale,
+                    cfg_sweep=cfg.cfg_sweep, seed=cfg.seed)
+    return metrics, missing, card
 
 
 def main(argv: list[str] | None = None) -> int:

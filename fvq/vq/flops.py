@@ -13,6 +13,16 @@ counting matrix products only (norms, activations, softmax and biases are neglig
 
 The attention term grows with T^2: that is why the group size p must grow with K (Fig. 6 right).
 
+``bridge=dit`` (qbridge.py, the official scripts' bridge; fvq/vq/projectors.py) does the same products per
+token (its P x P conv patch embedding is the compress Linear with p = P^2, its last Linear the expand), plus
+the adaLN modulation of its one conditioning vector: 6 d'^2 per block and 2 d'^2 before the last Linear
+(about 0.9M multiply-adds at d' = 256, N = 2). Table 10's VQBridge column is a count of this bridge:
+qbridge.py's own ``__main__`` (:473-491) runs fvcore's FlopCountAnalysis on QBridge-L/8 at K = 262,144.
+Run on qbridge.py's DiT (QBridge-L/4 at 16,384, L/8 at 262,144, d = 256), fvcore gives conv + linear +
+matmul = 4,295,884,800 and 55,835,492,352, exactly ``projector_flops(..., bridge="dit")``, plus what this
+module leaves out: its LayerNorms (4 per element, 5 norms of T x d') and the unpatchify einsum, for totals
+of 4,303,224,680 = 4.30G and 55,890,018,872 = 55.89G, the paper's two numbers.
+
 Multi-code quantizers (fvq/vq/multicode.py, Table 4) project each codebook once per forward, whatever the
 number of depths or scales that use it: a shared book costs one projector forward per training step, and
 ``shared=false`` costs one per level (``codebooks=`` levels). Inference costs nothing either way (the
@@ -24,8 +34,10 @@ import functools
 
 
 def projector_flops(kind: str, num_codes: int, dim: int, *, latent_dim: int = 0, depth: int = 2, group: int = 16,
-                    heads: int = 4, mlp_ratio: float = 2.0, mlp_layers: int = 5) -> int:
+                    heads: int = 4, mlp_ratio: float = 2.0, mlp_layers: int = 5, bridge: str = "vit") -> int:
     k, d, dl = num_codes, dim, latent_dim or dim
+    if bridge not in ("vit", "dit"):
+        raise ValueError(f"bridge={bridge!r} is not one of vit, dit")
     if kind in ("identity", "none"):
         return 0
     if kind == "linear":
@@ -38,7 +50,8 @@ def projector_flops(kind: str, num_codes: int, dim: int, *, latent_dim: int = 0,
         t = k // group
         io = 2 * t * group * d * dl
         per_block = t * (4 + 2 * mlp_ratio) * dl * dl + 2 * t * t * dl
-        return int(io + depth * per_block)
+        adaln = (6 * depth + 2) * dl * dl if bridge == "dit" else 0  # one conditioning vector, not per token
+        return int(io + depth * per_block + adaln)
     raise ValueError(f"projector kind={kind!r} is not one of identity, linear, mlp, vqbridge")
 
 
@@ -50,7 +63,9 @@ def projector_flops_per_step(kind: str, num_codes: int, dim: int, *, codebooks: 
 
 
 def projector_params(kind: str, num_codes: int, dim: int, **kw) -> int:
-    """Trainable parameters of the projector (built on the meta device: nothing is allocated)."""
+    """Trainable parameters of the projector (built on the meta device: nothing is allocated). For bridge=dit
+    the fixed position embedding is a buffer, not counted (qbridge.py:182 keeps it as a frozen Parameter,
+    which a plain ``parameters()`` count there includes: T x d' more)."""
     import torch
 
     from fvq.vq.projectors import build_projector
@@ -72,7 +87,7 @@ def train_step_flops(cfg) -> int:
     levels = q.depth_codes if q.kind == "rq" else len(parse_scales(q.scales)) if q.kind == "msvq" else 1
     proj = 0 if q.projector == "none" else projector_flops(
         q.projector, q.codebook_size, d, latent_dim=q.latent_dim, depth=q.depth, group=q.group, heads=q.heads,
-        mlp_ratio=q.mlp_ratio, mlp_layers=q.mlp_layers)
+        mlp_ratio=q.mlp_ratio, mlp_layers=q.mlp_layers, bridge=q.bridge)
     books = 1 if q.shared else levels
     return int(3 * (conv + 2 * books * proj) + 2 * levels * tokens * q.codebook_size * d)
 
