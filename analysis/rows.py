@@ -19,7 +19,7 @@ PAPER = Path(__file__).resolve().parent / "paper"
 
 # Final evaluation metrics (fvq/eval/evaluate.py, logged as eval/<name>) and training curves (train/<name>).
 METRICS = ("rfid", "psnr", "ssim", "lpips", "usage", "perplexity", "dead_codes", "tokens_per_code", "rec_l2")
-CURVES = ("train/usage", "train/vq", "train/rec", "train/total", "train/lr")
+CURVES = ("train/usage", "train/usage_official", "train/vq", "train/rec", "train/total", "train/lr")
 SWEPT = ("quant.codebook_size", "quant.group", "quant.projector", "quant.latent_dim", "quant.depth",
          "quant.l2_norm", "model.channel", "model.arch", "sched.kind", "sched.warmup", "optim.steps",
          "data.image_size", "quant.kind", "quant.depth_codes", "quant.scales", "quant.shared", "quant.phi")

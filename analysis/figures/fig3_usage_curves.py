@@ -1,7 +1,9 @@
 """Fig. 3: codebook usage during training - linear, linear + annealing, MLP-5, VQBridge, small and large K.
 
 Reads results/projector.csv (which run is which) and results/projector_curves.csv (``train/usage``: the
-windowed usage over recent training tokens, fvq.eval.metrics.WindowedUsage). The paper's figure has no
+windowed usage over recent training tokens, fvq.eval.metrics.WindowedUsage; dotted where the runs also
+logged ``train/usage_official``, the official code's estimator, the one its TensorBoard plots: distinct codes
+among the last max(65,536, K + 1) assignments, fvq.eval.metrics.OfficialUsage). The paper's figure has no
 transcribed numbers; its end-of-training usage from Table 5 is marked at the right edge of each panel.
 
     python -m analysis.figures.fig3_usage_curves [--results results --out results/figures]
@@ -53,6 +55,9 @@ def make(results: Path):
             line, = ax.plot(u["step"], 100 * u["mean"], label=f"{label(point)} (ran K={ran:,}, n={u['n'].max()})")
             ax.fill_between(u["step"], 100 * (u["mean"] - u["sd"].fillna(0)), 100 * (u["mean"] + u["sd"].fillna(0)),
                             color=line.get_color(), alpha=0.2, lw=0)
+            off = band(hist, run["signature"], "train/usage_official")
+            if not off.empty:
+                ax.plot(off["step"], 100 * off["mean"], ls=":", color=line.get_color())
             final = ref[(ref["method"] == label(point)) & (ref["codebook_size"] == name)]["usage_pct"]
             if len(final) and final.iloc[0]:
                 ax.plot([u["step"].max()], [float(final.iloc[0])], marker="x", ms=8, color=line.get_color())
