@@ -13,7 +13,7 @@ from fvq.core.config import ConfigError, Config, apply_overrides, to_json
 from fvq.generation.tokens import TokenizerError, cache_path, check_tokenizer, token_cache, tokenizer_key, views
 from fvq.train import train
 from conftest import needs_fashion_mnist
-from sweeps.generation import CPU_AR
+from sweeps.generation import CPU_AR, CPU_TOKENIZER
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOK = ["optim.steps=3", "log.every=1", "data.train_size=64", "data.val_size=16", "eval.images=16",
@@ -209,7 +209,7 @@ def test_generation_grid_bad_inputs_exit_2_and_write_nothing(tmp_path):
     from sweeps.grids.generation import TOKENIZERS
     from sweeps.scale import resolve
 
-    fake_run(tmp_path / sig, "FAILED", "diverged", resolve(TOKENIZERS["vq"], "cpu"))
+    fake_run(tmp_path / sig, "FAILED", "diverged", resolve({**TOKENIZERS["vq"], **CPU_TOKENIZER}, "cpu"))
     r = _run(tmp_path)
     assert r.returncode == 2 and f"tokenizer run {sig} FAILED (diverged)" in r.stderr
     assert sorted(os.listdir(tmp_path)) == [sig]  # nothing written besides the fixture
