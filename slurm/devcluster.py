@@ -52,12 +52,19 @@ class Delays:
     sched_interval: float   # the main scheduler looks at pending jobs at least this often
     bf_interval: float      # the backfill scheduler, likewise
     message_timeout: float  # one RPC (client -> slurmctld -> slurmd -> slurmstepd) is answered or fails by then
+    unkillable_step: float = 60.0  # a step whose processes outlive SIGKILL is given up on (and the job ended) then
 
     @property
     def start_s(self) -> float:
         """Eligible -> RUNNING: a job still stopping on the node frees it (KillWait), the next scheduling pass
         picks the job, and the launch reaches slurmd."""
         return self.kill_wait + max(self.sched_interval, self.bf_interval) + self.message_timeout
+
+    @property
+    def stop_s(self) -> float:
+        """A stopped run leaves COMPLETING: SIGTERM, SIGKILL after KillWait, processes that take long to die
+        (a loaded machine) given up on after UnkillableStepTimeout, the step's end reported to slurmctld."""
+        return self.kill_wait + self.unkillable_step + 2 * self.message_timeout
 
     @property
     def requeue_s(self) -> float:
@@ -93,7 +100,8 @@ def parse_delays(config: str) -> Delays:
     return Delays(kill_wait=seconds("KillWait", 30), cred_expire=option("AuthInfo", "cred_expire", 120),
                   sched_interval=option("SchedulerParameters", "sched_interval", 60),
                   bf_interval=option("SchedulerParameters", "bf_interval", 30),
-                  message_timeout=seconds("MessageTimeout", 10))
+                  message_timeout=seconds("MessageTimeout", 10),
+                  unkillable_step=seconds("UnkillableStepTimeout", 60))
 
 
 def parse_job(line: str) -> dict[str, str]:
@@ -142,7 +150,21 @@ class DevCluster:
         return self._script("start.sh", timeout)
 
     def stop(self, timeout: float = 120) -> None:
+        """Stop the daemons, once no job is COMPLETING: a step still ending when slurmd stops cannot report its
+        end, and slurmctld keeps it and the node COMPLETING until UnkillableStepTimeout, so the next job
+        (the next test's) waits behind it."""
+        if self.is_up():
+            try:
+                wait_until(lambda: not self._completing(), self.delays().stop_s, "COMPLETING jobs to end")
+            except TimeoutError:
+                pass  # stopped anyway: slurmctld ends such a job itself after UnkillableStepTimeout
         self._script("stop.sh", timeout)
+
+    def _completing(self) -> str:
+        try:
+            return self.run("squeue", "-h", "-t", "CG", "-o", "%i").strip()
+        except (RuntimeError, subprocess.SubprocessError):
+            return ""
 
     def is_up(self) -> bool:
         """Whether the controller answers and partition a100 has a node that takes jobs."""

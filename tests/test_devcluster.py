@@ -10,6 +10,7 @@ KillWait                = 5 sec
 MessageTimeout          = 10 sec
 SchedulerParameters     = bf_interval=1,sched_interval=2
 SchedulerType           = sched/backfill
+UnkillableStepTimeout   = 60 sec
 """
 
 
@@ -18,11 +19,13 @@ def test_delays_come_from_the_running_config():
     assert (d.kill_wait, d.cred_expire, d.sched_interval, d.bf_interval, d.message_timeout) == (5, 10, 2, 1, 10)
     assert d.start_s == 5 + 2 + 10 and d.requeue_s == 10 + 1 + d.start_s  # KillWait, BeginTime hold, a pass, a hop
     assert d.accounting_s == 30 and d.signal_s == 30
+    assert d.stop_s == 5 + 60 + 2 * 10  # KillWait, processes given up on, the end reported
 
 
 def test_unset_delays_are_slurms_defaults():
     d = parse_delays("KillWait = 30 sec\nSchedulerParameters = (null)\nAuthInfo = (null)\n")
     assert (d.kill_wait, d.cred_expire, d.sched_interval, d.bf_interval, d.message_timeout) == (30, 120, 60, 30, 10)
+    assert d.unkillable_step == 60
 
 
 def test_job_record_and_running_again():

@@ -157,6 +157,9 @@ def test_checkpointable_job_resumes_after_requeue(slurm_cluster, tmp_path, how):
     # Each step as slurmctld reports it, each with its own deadline: a requeue that never happens fails in
     # seconds with the job's state, not after a budget meant for the whole restart.
     slurm_cluster.wait_job(job.job_id, lambda j: int(j["Restarts"]) >= 1, delays.signal_s, "requeue")
+    # the old run stops first (its processes die, the step reports its end): on a loaded machine that is the
+    # slow part, bounded by Slurm's own UnkillableStepTimeout, and the restart's budget starts after it
+    slurm_cluster.wait_job(job.job_id, lambda j: j["JobState"] != "COMPLETING", delays.stop_s, "requeued run to stop")
     slurm_cluster.wait_job(job.job_id, running_again, delays.requeue_s, "requeued job to run again")
     # Slurm says it runs again; its Python may still be starting on a loaded machine. Wait on the job itself:
     # fail at once if it ends without starting, else give its start the budget of a whole first run.
