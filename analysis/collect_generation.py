@@ -21,7 +21,7 @@ import pandas as pd
 from analysis.cells import values_mean_sd
 from fvq.core.errors import SetupError
 from fvq.core.rundir import read_json
-from fvq.eval.evaluate import CARD_KEYS
+from fvq.eval.card import CARD_KEYS
 
 COLUMNS = ("tokenizer", "tokenizer_signature", "tokenizer_seed", "ar_model", "ar_seed", "cfg_scale", "gfid",
            "noise_gfid", "precision", "recall", "is", "is_missing", "samples", "run_dir", "commit", "signature",

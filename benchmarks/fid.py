@@ -1,4 +1,4 @@
-"""rFID from few images: torch-fidelity on the full 2048-d statistics vs `fvq.eval.evaluate.frechet_distance`
+"""rFID from few images: torch-fidelity on the full 2048-d statistics vs `fvq.eval.inception.frechet_distance`
 (the same formula after the exact span-basis reduction), side by side in one run, same features.
 
     python benchmarks/fid.py                 # n in {64, 256, 512} real + n fake features, 1 thread
@@ -28,7 +28,7 @@ def main() -> None:
     import torch
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 
-    from fvq.eval.evaluate import frechet_distance
+    from fvq.eval.inception import frechet_distance
 
     torch.set_num_threads(args.threads)
     print(f"{'n':>5} {'full 2048-d (s)':>16} {'reduced (s)':>12} {'ratio':>7} {'rFID':>10} {'|difference|':>13}")

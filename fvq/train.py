@@ -39,7 +39,7 @@ from fvq.core.checkpoint import load_checkpoint, remove_partial, rng_state, save
 from fvq.core.config import Config, to_flat_dict
 from fvq.core.errors import SetupError, one_line
 from fvq.core.loader import train_loader
-from fvq.eval.evaluate import card_tags
+from fvq.eval.card import card_tags
 from fvq.eval.metrics import OfficialUsage, WindowedUsage
 from fvq.core.progress import Progress
 from fvq.core.rundir import check_new_or_run, prepare_run_dir, read_status, write_json, write_status

@@ -44,7 +44,7 @@ import submitit
 from fvq.generation.ar import ARConfig, ar_overrides, paper_recipe
 from fvq.core.config import ConfigError
 from fvq.core.errors import one_line
-from fvq.eval.evaluate import card_tags, load_ref_stats
+from fvq.eval.card import card_tags, load_ref_stats
 from fvq.core import dist
 from fvq.core.rundir import read_json, write_status
 from fvq.core.track import read_jsonl

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import fvq.eval.evaluate as ev
-from fvq.eval.evaluate import evaluate, find_fid_weights
+import fvq.eval.inception as inc
+from fvq.eval.evaluate import evaluate
+from fvq.eval.inception import find_fid_weights
 
 HAVE_WEIGHTS = find_fid_weights()[0] is not None if not os.environ.get("FVQ_FID_WEIGHTS") else \
     os.path.isfile(os.environ["FVQ_FID_WEIGHTS"])
@@ -92,15 +94,15 @@ def test_fid_missing_with_reason(tmp_path, monkeypatch):
 @needs_weights
 def test_fid_identical_zero_and_cache(tmp_path):
     ds = ListDS(_images(8), "fid-a")
-    before = ev.stats_computed
+    before = inc.stats_computed
     r1 = evaluate(StandIn(), ds, batch_size=8, cache_dir=str(tmp_path))
     assert abs(r1.metrics["rfid"]) < 0.5
-    assert ev.stats_computed == before + 1
+    assert inc.stats_computed == before + 1
     files = list(tmp_path.glob("*.npz"))
     assert len(files) == 1
     mtime = files[0].stat().st_mtime_ns
     r2 = evaluate(StandIn(noise=0.3), ds, batch_size=8, cache_dir=str(tmp_path))  # cache hit
-    assert ev.stats_computed == before + 1 and files[0].stat().st_mtime_ns == mtime
+    assert inc.stats_computed == before + 1 and files[0].stat().st_mtime_ns == mtime
     assert r2.metrics["rfid"] > 1.0
 
 
@@ -140,9 +142,9 @@ def test_low_rank_frechet_equals_torch_fidelity(shift):
     fake = 0.8 * real + 0.3 * torch.randn(40, 512, generator=g, dtype=torch.float64) + shift
     full = fid_statistics_to_metric(fid_features_to_statistics(real), fid_features_to_statistics(fake),
                                     verbose=False)["frechet_inception_distance"]
-    assert ev.frechet_distance({"feats": real}, fake) == pytest.approx(full, rel=1e-6)
-    assert ev.frechet_distance(fid_features_to_statistics(real), fake) == pytest.approx(full, rel=1e-9)
-    assert ev.frechet_distance({"feats": real}, real) == pytest.approx(0.0, abs=1e-6)
+    assert inc.frechet_distance({"feats": real}, fake) == pytest.approx(full, rel=1e-6)
+    assert inc.frechet_distance(fid_features_to_statistics(real), fake) == pytest.approx(full, rel=1e-9)
+    assert inc.frechet_distance({"feats": real}, real) == pytest.approx(0.0, abs=1e-6)
 
 
 @needs_weights
@@ -150,6 +152,6 @@ def test_warm_reference_fills_the_cache_evaluate_reads(tmp_path):
     ds = ListDS(_images(6, seed=4), "fid-w")
     assert "computed" in ev.warm_reference(ds, cache_dir=str(tmp_path), batch_size=4)
     assert "already cached" in ev.warm_reference(ds, cache_dir=str(tmp_path), batch_size=4)
-    before = ev.stats_computed
+    before = inc.stats_computed
     r = evaluate(StandIn(), ds, batch_size=4, cache_dir=str(tmp_path))
-    assert ev.stats_computed == before and abs(r.metrics["rfid"]) < 0.5
+    assert inc.stats_computed == before and abs(r.metrics["rfid"]) < 0.5

@@ -1,4 +1,4 @@
-"""The metric card beside every FID (fvq/eval/evaluate.py ``fid_card``): rFID's in ``EvalResult.card``,
+"""The metric card beside every FID (fvq/eval/card.py ``fid_card``): rFID's in ``EvalResult.card``,
 gFID's in the generator's final.json; gFID against a reference-statistics file (``ar.ref_stats``), refused at
 plan time when the file is bad; the card as CSV columns and as the remark beside Tables 2 / 11's measured rows."""
 import json
@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
+import fvq.eval.card as fc
 import fvq.eval.evaluate as ev
+import fvq.eval.inception as inc
 from conftest import needs_fashion_mnist
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +26,7 @@ QUIET = dict(log=lambda *a, **k: None)
 
 def _features(n: int, seed: int = 0, shift: float = 0.0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, ev.FEAT_DIM, generator=g, dtype=torch.float64) * 0.5 + shift
+    return torch.randn(n, inc.FEAT_DIM, generator=g, dtype=torch.float64) * 0.5 + shift
 
 
 def _stats_file(path, feats: torch.Tensor, **extra) -> dict:
@@ -38,79 +40,79 @@ def _stats_file(path, feats: torch.Tensor, **extra) -> dict:
 
 # ---- the reference-statistics file ------------------------------------------------------------------------
 def test_bad_reference_statistics_files_are_one_line_naming_the_file(tmp_path):
-    eye = np.eye(ev.FEAT_DIM)
-    np.savez(tmp_path / "keys.npz", mean=np.zeros(ev.FEAT_DIM), cov=eye)
+    eye = np.eye(inc.FEAT_DIM)
+    np.savez(tmp_path / "keys.npz", mean=np.zeros(inc.FEAT_DIM), cov=eye)
     np.savez(tmp_path / "shape.npz", mu=np.zeros(64), sigma=np.eye(64))
-    np.savez(tmp_path / "nan.npz", mu=np.full(ev.FEAT_DIM, np.nan), sigma=eye)
+    np.savez(tmp_path / "nan.npz", mu=np.full(inc.FEAT_DIM, np.nan), sigma=eye)
     (tmp_path / "junk.npz").write_bytes(b"not a zip archive")
     cases = {"missing.npz": "no such file", "keys.npz": "no mu / sigma arrays (it holds mean, cov)",
              "shape.npz": "mu (64,), sigma (64, 64); expected (2048,) and (2048, 2048)",
              "nan.npz": "non-finite", "junk.npz": "unreadable as .npz"}
     for name, why in cases.items():
         path = str(tmp_path / name)
-        with pytest.raises(ev.RefStatsError) as e:
-            ev.load_ref_stats(path)
+        with pytest.raises(fc.RefStatsError) as e:
+            fc.load_ref_stats(path)
         text = str(e.value)
         assert text.startswith(f"reference statistics {path}: ") and why in text and "\n" not in text, text
-    with pytest.raises(ev.RefStatsError, match=r"^ar.ref_stats=x.npz: no such file"):
-        ev.load_ref_stats(str(tmp_path / "x.npz"), "ar.ref_stats=x.npz")
+    with pytest.raises(fc.RefStatsError, match=r"^ar.ref_stats=x.npz: no such file"):
+        fc.load_ref_stats(str(tmp_path / "x.npz"), "ar.ref_stats=x.npz")
 
 
 @pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
 def test_adm_reference_batch_layout_is_read_and_its_image_count_taken_from_the_header(tmp_path, save):
     """ADM's reference batches (guided-diffusion evaluations/evaluator.py): arr_0 the images (N, H, W, 3) uint8,
     mu / sigma the pool_3 statistics, mu_s / sigma_s the spatial ones; only mu and sigma are used."""
-    mu, sigma = np.arange(ev.FEAT_DIM, dtype=np.float32), np.eye(ev.FEAT_DIM, dtype=np.float32)
+    mu, sigma = np.arange(inc.FEAT_DIM, dtype=np.float32), np.eye(inc.FEAT_DIM, dtype=np.float32)
     save(tmp_path / "ref.npz", arr_0=np.zeros((5, 8, 8, 3), np.uint8), mu=mu, sigma=sigma, mu_s=mu[:4],
          sigma_s=sigma[:4, :4])
-    st = ev.load_ref_stats(str(tmp_path / "ref.npz"))
+    st = fc.load_ref_stats(str(tmp_path / "ref.npz"))
     assert st["n"] == 5 and st["mu"].dtype == np.float64 and np.array_equal(st["mu"], mu)
     assert st["path"] == str(tmp_path / "ref.npz")
     np.savez(tmp_path / "tf.npz", mu=mu, sigma=sigma)  # torch-fidelity's statistics: no image count
-    assert ev.load_ref_stats(str(tmp_path / "tf.npz"))["n"] is None
+    assert fc.load_ref_stats(str(tmp_path / "tf.npz"))["n"] is None
 
 
 def test_gfid_from_statistics_equals_gfid_from_features_with_those_statistics(tmp_path):
     real = _features(64, seed=1)
     _stats_file(tmp_path / "ref.npz", real)
-    ref = ev.load_ref_stats(str(tmp_path / "ref.npz"))
+    ref = fc.load_ref_stats(str(tmp_path / "ref.npz"))
     for fake in (_features(16, seed=2, shift=0.1), 0.9 * real[:40] + 0.2 * _features(40, seed=3)):
-        want = ev.frechet_distance({"feats": real}, fake)
-        assert ev.frechet_to_stats(ref, fake) == pytest.approx(want, rel=1e-7)
-    assert ev.frechet_to_stats(ref, real) == pytest.approx(0.0, abs=1e-6)
+        want = inc.frechet_distance({"feats": real}, fake)
+        assert inc.frechet_to_stats(ref, fake) == pytest.approx(want, rel=1e-7)
+    assert inc.frechet_to_stats(ref, real) == pytest.approx(0.0, abs=1e-6)
     # a random mean and PSD covariance: the shortcut is the FID of those statistics, as the features' path gives
     g = torch.Generator().manual_seed(4)
-    a = torch.randn(ev.FEAT_DIM, 96, generator=g, dtype=torch.float64)
-    mu, sigma = torch.randn(ev.FEAT_DIM, generator=g, dtype=torch.float64), (a @ a.T / 96).numpy()
+    a = torch.randn(inc.FEAT_DIM, 96, generator=g, dtype=torch.float64)
+    mu, sigma = torch.randn(inc.FEAT_DIM, generator=g, dtype=torch.float64), (a @ a.T / 96).numpy()
     fake = _features(24, seed=5)
     f = fake.numpy()
     sqrt_s1 = a / 96 ** 0.5  # sigma = sqrt_s1 sqrt_s1^T: tr sqrt(S1 S2) from the singular values of sqrt_s1^T C
     c = (f - f.mean(0)) / (len(f) - 1) ** 0.5
     tr = torch.linalg.svdvals(sqrt_s1.T @ torch.from_numpy(c).T).sum().item()
     exact = float(((mu.numpy() - f.mean(0)) ** 2).sum() + np.trace(sigma) + (c * c).sum() - 2 * tr)
-    assert ev.frechet_to_stats({"mu": mu.numpy(), "sigma": sigma}, fake) == pytest.approx(exact, rel=1e-9)
+    assert inc.frechet_to_stats({"mu": mu.numpy(), "sigma": sigma}, fake) == pytest.approx(exact, rel=1e-9)
 
 
 def test_generator_reference_cache_keeps_features_whatever_their_number(tmp_path):
     """gFID's real side is cached as features (precision / recall and the noise floor need them), also past
     the 1,024 rows from which rFID's cache keeps mu and sigma only."""
-    feats = _features(ev.FEAT_DIM // 2 + 4, seed=6).float().double()
-    kept = ev._save_ref(str(tmp_path / "gen.npz"), feats, keep_feats=True)
-    assert torch.equal(kept["feats"], feats) and torch.equal(ev._load_ref(str(tmp_path / "gen.npz"))["feats"], feats)
-    assert "feats" not in ev._save_ref(str(tmp_path / "rfid.npz"), feats)
+    feats = _features(inc.FEAT_DIM // 2 + 4, seed=6).float().double()
+    kept = inc.save_ref(str(tmp_path / "gen.npz"), feats, keep_feats=True)
+    assert torch.equal(kept["feats"], feats) and torch.equal(inc.load_ref(str(tmp_path / "gen.npz"))["feats"], feats)
+    assert "feats" not in inc.save_ref(str(tmp_path / "rfid.npz"), feats)
 
 
 def test_card_hash_and_tags():
     feats = _features(8, seed=7)
-    digest, hashed = ev.ref_hash({"feats": feats})
-    assert hashed == "features" and len(digest) == 12 and ev.ref_hash({"feats": feats.clone()})[0] == digest
-    assert ev.ref_hash({"feats": feats[:7]})[0] != digest
-    st = {"mu": feats.mean(0).numpy(), "sigma": np.eye(ev.FEAT_DIM)}
-    assert ev.ref_hash(st)[1] == "statistics"
-    card = ev.fid_card("gfid", reference="photos val", ref={"feats": feats}, ref_images=None, kind="torchscript",
+    digest, hashed = fc.ref_hash({"feats": feats})
+    assert hashed == "features" and len(digest) == 12 and fc.ref_hash({"feats": feats.clone()})[0] == digest
+    assert fc.ref_hash({"feats": feats[:7]})[0] != digest
+    st = {"mu": feats.mean(0).numpy(), "sigma": np.eye(inc.FEAT_DIM)}
+    assert fc.ref_hash(st)[1] == "statistics"
+    card = fc.fid_card("gfid", reference="photos val", ref={"feats": feats}, ref_images=None, kind="torchscript",
                        path="/w/default_1.pt", images=8, crop="c", cfg_scale=1.75)
-    assert list(card)[1:len(ev.CARD_KEYS) + 1] == list(ev.CARD_KEYS)
-    tags = ev.card_tags("gfid_card", {**card, "long": "x" * 400})
+    assert list(card)[1:len(fc.CARD_KEYS) + 1] == list(fc.CARD_KEYS)
+    tags = fc.card_tags("gfid_card", {**card, "long": "x" * 400})
     assert tags["gfid_card.ref_images"] == "unknown" and tags["gfid_card.extractor"] == "default_1.pt"
     assert tags["gfid_card.cfg_scale"] == "1.75" and len(tags["gfid_card.long"]) == 250
 
@@ -177,21 +179,19 @@ def test_gfid_card_in_final_json_and_gfid_against_a_statistics_file(tokenizer, t
     assert {"gfid", "precision", "recall", "noise_gfid"} <= set(own["metrics"])
 
     # the same generator against a statistics file: gFID equals the features' path on features with them
-    import fvq.eval.evaluate as evaluate
-
-    seen, to_stats = [], evaluate.frechet_to_stats
-    monkeypatch.setattr(evaluate, "frechet_to_stats", lambda st, fake: seen.append(fake) or to_stats(st, fake))
+    seen, to_stats = [], inc.frechet_to_stats
+    monkeypatch.setattr(inc, "frechet_to_stats", lambda st, fake: seen.append(fake) or to_stats(st, fake))
     real = _features(48, seed=8, shift=0.2)
     st = _stats_file(tmp_path / "ref.npz", real)
     res = train_ar(ARConfig(tokenizer=tokenizer, ref_stats=str(tmp_path / "ref.npz"), **AR), str(tmp_path / "st"),
                    **QUIET)
-    assert len(seen) == 1 and seen[0].shape == (4, ev.FEAT_DIM)
-    assert res["metrics"]["gfid"] == pytest.approx(ev.frechet_distance({"feats": real}, seen[0]), rel=1e-7)
+    assert len(seen) == 1 and seen[0].shape == (4, inc.FEAT_DIM)
+    assert res["metrics"]["gfid"] == pytest.approx(inc.frechet_distance({"feats": real}, seen[0]), rel=1e-7)
     for k in ("precision", "recall", "noise_gfid"):
         assert k not in res["metrics"] and "reference statistics only" in res["missing"][k]
     sc = res["gfid_card"]
     assert sc["reference"] == f"statistics file {tmp_path / 'ref.npz'}" and sc["ref_images"] is None
-    assert (sc["ref_hash"], sc["ref_hashed"]) == ev.ref_hash(st) and sc["crop"].startswith("unknown")
+    assert (sc["ref_hash"], sc["ref_hashed"]) == fc.ref_hash(st) and sc["crop"].startswith("unknown")
 
     np.savez(tmp_path / "ref.npz", mu=np.zeros(3))  # gone bad after the plan: gFID missing, the run finished
     bad = train_ar(ARConfig(tokenizer=tokenizer, ref_stats=str(tmp_path / "ref.npz"), **AR), str(tmp_path / "bad"),
@@ -248,7 +248,7 @@ def test_plan_refuses_a_bad_reference_file_before_anything_is_written(tmp_path):
     runs = tmp_path / "runs"
     np.savez(tmp_path / "small.npz", mu=np.zeros(8), sigma=np.eye(8))
     for name, why in (("none.npz", "no such file"), ("small.npz", "mu (8,), sigma (8, 8)")):
-        with pytest.raises(ev.RefStatsError, match="^" + re.escape(f"ar.ref_stats={tmp_path / name}: {why}")):
+        with pytest.raises(fc.RefStatsError, match="^" + re.escape(f"ar.ref_stats={tmp_path / name}: {why}")):
             plan_generation(Options(grid="generation", runs_dir=str(runs)), {}, {"ref_stats": str(tmp_path / name)})
     assert not runs.exists()
     r = subprocess.run([sys.executable, "sweeps/run.py", "grid=generation", f"runs_dir={runs}", "launcher=local",
@@ -295,8 +295,8 @@ def test_tables_print_the_card_from_its_columns_and_mark_the_rest_unknown_in_an_
     assert "cfg 1," in t.remarks[0] and "128 samples" in t.remarks[0]
 
     card = {"reference": "fashion_mnist val", "ref_images": 2000, "ref_hash": "0123456789ab", "ref_hashed": "features",
-            "extractor": "default_1.pt", "extractor_kind": ev.EXTRACTOR_KINDS["torchscript"], "images": 2000,
-            "crop": "fashion_mnist val images at 32x32", "resize": ev.RESIZE, "cfg_scale": 1.75, "cfg_sweep": "1,1.5,2",
+            "extractor": "default_1.pt", "extractor_kind": fc.EXTRACTOR_KINDS["torchscript"], "images": 2000,
+            "crop": "fashion_mnist val images at 32x32", "resize": fc.RESIZE, "cfg_scale": 1.75, "cfg_sweep": "1,1.5,2",
             "seed": 0}
     new = old.assign(**{f"gfid_{k}": old["ar_seed"] if k == "seed" else card[k] for k in CARD})
     (tmp_path / "generation_cpu.csv").write_text(new.to_csv(index=False))

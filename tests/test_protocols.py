@@ -220,7 +220,7 @@ def test_coco_extra_set_gets_its_own_metrics(tmp_path):
 
 
 HAVE_FID = os.path.isfile(os.environ.get("FVQ_FID_WEIGHTS", "")) or \
-    __import__("fvq.eval.evaluate", fromlist=["x"]).find_fid_weights()[0] is not None
+    __import__("fvq.eval.inception", fromlist=["x"]).find_fid_weights()[0] is not None
 
 
 @pytest.mark.skipif(not HAVE_FID, reason="no FID Inception weights (run `make weights`)")

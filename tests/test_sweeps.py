@@ -211,7 +211,7 @@ def test_smoke_one_point_of_every_grid(tmp_path, name):
     assert 0 < out["metrics"]["usage"] <= 1
 
 
-@pytest.mark.skipif(__import__("fvq.eval.evaluate").eval.evaluate.find_fid_weights()[0] is None,
+@pytest.mark.skipif(__import__("fvq.eval.inception").eval.inception.find_fid_weights()[0] is None,
                     reason="no FID Inception weights (run `make weights`)")
 def test_local_launch_extracts_the_rfid_reference_once(tmp_path, monkeypatch):
     """Points sharing a val set share one reference; it is extracted before the runs start, then read."""

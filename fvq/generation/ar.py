@@ -17,7 +17,7 @@ guidance on every code, LlamaGen's default), temperature, top-k, top-p.
 
 Evaluation (``gfid``, ``precision``, ``recall``, ``is``): ``samples`` generated images (classes cycled
 0,1,2,...) against the first ``samples`` images of the tokenizer's val set through the same offline
-Inception as rFID (fvq/eval/evaluate.py). ``is`` (torch-fidelity's ``isc_features_to_metric``: 10 splits,
+Inception as rFID (fvq/eval/inception.py). ``is`` (torch-fidelity's ``isc_features_to_metric``: 10 splits,
 its fixed shuffle) needs Inception logits: torch-fidelity's ``inception-v3-compat`` has them (a second
 pass over the samples, ``logits_unbiased``), the offline TorchScript pool3 extractor does not, and then
 ``is`` is recorded missing with that reason. Precision / recall (k = 3, torch-fidelity's
@@ -303,7 +303,7 @@ def inception_score(logits: torch.Tensor, splits: int = 10) -> tuple[float | Non
 
 def evaluate_generator(cfg: ARConfig, model: GPT, run_dir: str, device) -> tuple[dict, dict, dict]:
     """(metrics, missing, card): gFID and the rest (module docstring), each missing one with its reason, and
-    gFID's metric card (fvq/eval/evaluate.py ``fid_card``; {} without a gFID): the real set and its hash, the
+    gFID's metric card (fvq/eval/card.py ``fid_card``; {} without a gFID): the real set and its hash, the
     extractor, the sample count, crop and resize, the guidance scales and the sampling seed.
 
     ``cfg.ref_stats``: the real side is that file's mu and sigma; precision, recall and the noise floor need
@@ -312,9 +312,9 @@ def evaluate_generator(cfg: ARConfig, model: GPT, run_dir: str, device) -> tuple
     import torchvision
     from torch_fidelity.metric_prc import prc_features_to_metric
 
-    from fvq.eval.evaluate import (RefStatsError, _load_ref, _ref_key, _save_ref, crop_text, fid_card,
-                                   find_fid_weights, frechet_distance, frechet_to_stats, get_extractor,
-                                   load_ref_stats, reference_name)
+    from fvq.eval.card import RefStatsError, crop_text, fid_card, load_ref_stats, reference_name
+    from fvq.eval.inception import (find_fid_weights, frechet_distance, frechet_to_stats, get_extractor, load_ref,
+                                    ref_key, save_ref)
     from fvq.generation.tokens import labelled_dataset
 
     tcfg, tok = load_tokenizer(cfg.tokenizer, device)
@@ -358,11 +358,11 @@ def evaluate_generator(cfg: ARConfig, model: GPT, run_dir: str, device) -> tuple
         m = min(len(ds), 2 * n)
         # the real side is shared by every generator on the same data: cached like rFID's reference, as
         # features whatever their number (precision / recall and the noise floor need them)
-        ref_path = os.path.join(os.path.expanduser("~/.cache/fvq/fid"), f"gen_{_ref_key(ds, m, 'fvq', path)}.npz")
-        cached = _load_ref(ref_path)
+        ref_path = os.path.join(os.path.expanduser("~/.cache/fvq/fid"), f"gen_{ref_key(ds, m, 'fvq', path)}.npz")
+        cached = load_ref(ref_path)
         if cached is None or "feats" not in cached:
             real = torch.stack([ds[i] for i in range(m)]).add(1).div(2)
-            cached = _save_ref(ref_path, torch.cat([ext(real[i:i + 64]) for i in range(0, len(real), 64)]),
+            cached = save_ref(ref_path, torch.cat([ext(real[i:i + 64]) for i in range(0, len(real), 64)]),
                                keep_feats=True)
         rf = cached["feats"]
         if len(rf) >= 2 * n:
