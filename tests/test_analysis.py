@@ -140,6 +140,15 @@ def test_claims_verdicts_pair_seeds_and_correct_for_the_family(results, tmp_path
     unpaired = write((27.0, 27.5, 26.5), (25.0, 25.3, 24.7), seeds_b=(5, 6, 7))
     assert unpaired[7].startswith("welch") and "share 0 seed" in unpaired[7]  # said in the row, not an error
     assert "claim 4a" not in " ".join(build(results, tmp_path))  # the gaps name only claims without runs
+    # a check beyond the paper (the DiT bridge) is tested in its own Holm family: 4a's adjusted p is unchanged
+    before = write((27.0, 27.5, 26.5), (25.0, 25.3, 24.7))[11]
+    dit = {**vqbridge, "quant.bridge": "dit"}
+    pd.concat([ref.assign(seed=i, signature=current_signature(dit, i), psnr=str(v), paper_signature=point_signature(dit))
+               for i, v in enumerate((26.9, 27.6, 26.4))]).to_csv(results / "bridge.csv", index=False)
+    row = write((27.0, 27.5, 26.5), (25.0, 25.3, 24.7))
+    check = next(x for x in (tmp_path / "claims.md").read_text().split("Checks beyond the paper")[1].splitlines()
+                 if x.startswith("| B16k |")).split("|")
+    assert row[11] == before and check[8].strip() == "paired, n = 3" and check[13].strip() != "not yet run"
     df = pd.read_csv(results / "annealing.csv")
     df.drop(columns="seed").to_csv(results / "annealing.csv", index=False)
     with pytest.raises(ResultsError, match="annealing.csv: no seed column"):
