@@ -6,6 +6,7 @@
     python -m analysis.collect grid=projector seeds=3               # the runs of a seeds=3 launch
     python -m analysis.collect grid=generation seeds=3              # generator runs (analysis/collect_generation.py)
     python -m analysis.collect grid=generation calibration=true     # the generator size calibration
+    python -m analysis.collect grid=generation ar.steps=6000        # a launch with overrides: the same ones
 
 The grid is re-expanded to the signatures it should have (sweeps.scale.resolve + sweeps.identity.signature),
 so a run that was never launched is a visible gap, not a silently shorter table. Each signature's run is
@@ -15,7 +16,8 @@ A run whose logged params disagree with the freshly resolved config is always an
 under the same signature; see sweeps/identity.py). recon.png of each run goes to results/recon/<sig>.png.
 With ``seeds=`` (as given to sweeps/run.py) every point is expected once per seed: one row per run with
 its ``seed``; tables and figures aggregate a point's seeds as mean +- sd (n) (analysis/aggregate.py
-aggregate), and the command prints that summary per point.
+aggregate), and the command prints that summary per point. ``grid=generation`` takes the ``ar.KEY`` and
+config overrides its launch took (sweeps/run.py), so the plan re-expands to that launch's generator runs.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from analysis.rows import CURVES, METRICS, REPO, RESULTS, SWEPT, point_signature
 from fvq.core.config import Config, science_mismatch, to_flat_dict
 from fvq.core.environment import COLUMNS as ENV
 from fvq.core.errors import SetupError, one_line
-from fvq.core.keyvalue import split, typed
+from fvq.core.keyvalue import fields_of, split, typed, unknown
 from sweeps.options import Seeds
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per grid, no bars
@@ -224,7 +226,21 @@ def copy_recon(client, run_id: str, run_dir: Path, dest: Path) -> None:
 
 def main(argv: list[str]) -> int:
     try:
-        opts = typed(Args, split(argv))
+        items = split(argv)
+        launch = {}  # grid=generation: the overrides its launch took (ar.KEY and config keys), as sweeps/run.py
+        if dict(items).get("grid") == "generation":
+            from fvq.core.config import all_keys
+
+            known, config_keys = fields_of(Args), set(all_keys())
+            for k, v in items:
+                if k not in known and not (k in config_keys or k.startswith("ar.")):
+                    raise unknown(k, [*known, *config_keys, "ar.KEY"])
+            launch = {k: v for k, v in items if k not in known}
+            items = [(k, v) for k, v in items if k in known]
+        opts = typed(Args, items)
+        if launch and opts.calibration:
+            raise CollectError("calibration=true finds every generator run with a validation loss: give no "
+                               f"overrides ({', '.join(launch)})")
         from sweeps import grids
         from sweeps.tracking import DEFAULT_URI, check_reachable
 
@@ -256,7 +272,7 @@ def main(argv: list[str]) -> int:
                     print(collect_calibration(uri, Path(opts.runs_dir), Path(opts.results)), flush=True)
                     continue
                 print(collect_generation(opts.scale, uri, Path(opts.runs_dir), Path(opts.results),
-                                         opts.allow_partial, seeds), flush=True)
+                                         opts.allow_partial, seeds, launch), flush=True)
                 continue
             print(collect(name, opts.scale, uri, Path(opts.runs_dir), Path(opts.results),
                           opts.allow_partial, opts.experiment, seeds),

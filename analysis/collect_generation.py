@@ -1,6 +1,6 @@
 """``python -m analysis.collect grid=generation [seeds=3]``: generator runs -> results/generation_cpu.csv.
 
-The generation grid is re-planned (sweeps/generation.py, no overrides, as launched) to the generator run
+The generation grid is re-planned (sweeps/generation.py, with the launch's overrides) to the generator run
 dirs it should have, one per tokenizer point and seed; each row is read from the run dir (``final.json``:
 gFID, its real-vs-real noise, precision, recall, the reasons for what is missing) and its MLflow run
 (``mlflow.json`` -> run id, the launch's ``commit`` tag). A missing or unfinished generator is a one-line
@@ -37,7 +37,9 @@ class GenerationCollectError(SetupError, RuntimeError):
 
 
 def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allow_partial: bool,
-                       seeds: tuple[int, ...]) -> str:
+                       seeds: tuple[int, ...], launch: dict[str, str] | None = None) -> str:
+    """``launch``: the ``key=value`` overrides the launch took (``ar.KEY`` for the generator, the rest for the
+    tokenizer points), so the plan names that launch's runs."""
     from mlflow.tracking import MlflowClient
 
     from fvq.generation.ar import sweep as ar_sweep
@@ -45,7 +47,9 @@ def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allo
     from sweeps.options import Options
 
     opts = Options(grid="generation", scale=scale, runs_dir=str(runs_dir.resolve()), tracking_uri=uri, seeds=seeds)
-    plans = plan_generation(opts, {}, {})
+    launch = dict(launch or {})
+    ar = {k[3:]: launch.pop(k) for k in list(launch) if k.startswith("ar.")}
+    plans = plan_generation(opts, launch, ar)
     gaps = [f"gen-{p.sig}: {p.state}" for p in plans if p.state != "finished"]
     if gaps and not allow_partial:
         raise GenerationCollectError(f"generation: {len(gaps)} of {len(plans)} generator runs not finished "

@@ -368,6 +368,14 @@ def test_collect_generation_reads_the_grids_generator_runs(store, tmp_path, caps
     assert list(df["status"]) == ["FINISHED"] * 3 + ["MISSING"] and list(df["ar_seed"]) == [0, 1, 0, 1]
     assert set(df["commit"].dropna()) == {"abc123"} and df["run_id"].notna().sum() == 3
     assert (tmp_path / "r" / "samples" / f"{plans[0].run_dir.split('/')[-1]}.png").exists()
+    # the overrides a launch took name its own runs (none of them made here); an unknown one is refused
+    longer = plan_generation(Options(grid="generation", runs_dir=str(runs), tracking_uri=uri, seeds=(0, 1)), {},
+                             {"steps": "600"})
+    assert not {p.run_dir for p in longer} & {p.run_dir for p in plans}
+    assert main([*argv, "ar.steps=600"]) == 2 and "4 of 4 generator runs not finished" in capsys.readouterr().err
+    assert main([*argv, "ar.stepz=600"]) == 2 and "unknown AR override 'stepz'" in capsys.readouterr().err
+    assert main([*argv, "calibration=true", "ar.steps=600"]) == 2
+    assert "give no overrides (ar.steps)" in capsys.readouterr().err
 
 
 def test_collect_calibration_writes_each_logged_validation_loss(store, tmp_path, capsys):
