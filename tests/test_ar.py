@@ -132,7 +132,13 @@ def test_ar_resume_equals_uninterrupted_and_missing_metrics_have_reasons(tokeniz
     ref = train_ar(cfg, str(tmp_path / "ref"), **quiet)
     cut = train_ar(cfg, str(tmp_path / "cut"), stop_after=3, **quiet)
     assert cut["preempted"] and json.loads((tmp_path / "cut" / "status.json").read_text())["state"] == "PREEMPTED"
+    curve = tmp_path / "cut" / "metrics.jsonl"  # each row is written as it is logged: a kill loses none
+    assert [json.loads(x)["step"] for x in curve.read_text().splitlines()] == [2]
+    with open(curve, "a") as f:  # a kill after logging step 4 but before its checkpoint, mid-way through a line
+        f.write(json.dumps({"step": 4, "ar/loss": 99.0}) + "\n" + '{"step": 6, "ar/lo')
     res = train_ar(cfg, str(tmp_path / "cut"), **quiet)
+    steps = lambda run: [(r["step"], r["ar/loss"]) for r in map(json.loads, (tmp_path / run / "metrics.jsonl").open())]
+    assert steps("cut") == steps("ref")  # resumed at step 3: the rows after it dropped and logged again, once
     a = torch.load(tmp_path / "ref" / "ckpt.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "cut" / "ckpt.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

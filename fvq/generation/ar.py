@@ -44,6 +44,7 @@ from fvq.core.errors import SetupError, one_line
 from fvq.generation.gpt import GPT, check_cfg, generate, spec
 from fvq.core.rundir import write_json, write_status
 from fvq.core.schedule import lr_factor
+from fvq.core.track import read_jsonl
 from fvq.generation.tokens import TokenizerError, check_aug, load_tokenizer, token_cache
 
 # Table 6 generation column, and train_c2i_lr.py's ``combined_lr_lambda``: no warmup, constant for the first
@@ -150,6 +151,18 @@ def _gpt(cfg: ARConfig, cache: dict) -> GPT:
                     class_dropout=cfg.class_dropout))
 
 
+def _curves_from(run_dir: str, start: int):
+    """metrics.jsonl open for appending, each curve row written as it is logged (a kill loses none), after
+    a repair for a run that (re)starts at ``start``: a torn last line and the rows after ``start`` (the
+    resumed run logs those steps again) are dropped, so every step appears once."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    rows = [r for r in read_jsonl(path) if int(r.get("step", -1)) <= start]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    os.replace(path + ".tmp", path)
+    return open(path, "a", buffering=1)
+
+
 def train_ar(cfg: ARConfig, run_dir: str, log=print, stop_after: int = 0) -> dict[str, Any]:
     """Train (resuming from ``run_dir/ckpt.pt``), evaluate, write ``final.json``; its content.
     ``stop_after`` > 0 stops after that step with a checkpoint and state PREEMPTED, as a preemption would."""
@@ -186,10 +199,10 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
         log(f"[ar] resumed {run_dir} at step {start}/{cfg.steps}", flush=True)
     if main:
         write_status(run_dir, "RUNNING", step=start, pid=os.getpid())
+        record = _curves_from(run_dir, start)
     idx, lab = cache["indices"], cache["labels"]
     val = token_cache(cfg.tokenizer, "val", cfg.val_images) if cfg.val_images and main else None
     per = cfg.batch // dist.world()
-    curves = []
     t0 = time.perf_counter()
     net.train()
     for step in range(start, cfg.steps):
@@ -213,13 +226,15 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             now = time.perf_counter()
-            curves.append({"step": done, "ar/loss": float(dist.all_reduce(loss.detach()) / dist.world()),
-                           "ar/lr": lr, "ar/grad_norm": float(gn),
-                           "ar/img_per_s": cfg.log_every * cfg.batch / max(now - t0, 1e-9)})
+            row = {"step": done, "ar/loss": float(dist.all_reduce(loss.detach()) / dist.world()),
+                          "ar/lr": lr, "ar/grad_norm": float(gn),
+                          "ar/img_per_s": cfg.log_every * cfg.batch / max(now - t0, 1e-9)}
             if val is not None:
-                curves[-1]["ar/val_loss"] = val_loss(model, val, device)
+                row["ar/val_loss"] = val_loss(model, val, device)
             t0 = now
-            log(f"[ar] step {done}/{cfg.steps} loss={curves[-1]['ar/loss']:.4f}", flush=True)
+            if main:
+                record.write(json.dumps(row) + "\n")
+            log(f"[ar] step {done}/{cfg.steps} loss={row['ar/loss']:.4f}", flush=True)
         stop = done == stop_after
         if main and (done % cfg.ckpt_every == 0 or done == cfg.steps or stop):
             save_checkpoint(ckpt, {"step": done, "model": model.state_dict(), "opt": opt.state_dict(),
@@ -227,8 +242,7 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
         if stop:
             break
     if main:
-        with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
-            f.writelines(json.dumps(c) + "\n" for c in curves)
+        record.close()
     if stop_after and stop_after < cfg.steps:
         if main:
             write_status(run_dir, "PREEMPTED", step=stop_after)
