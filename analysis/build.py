@@ -29,7 +29,7 @@ TABLES = ("tab1_reconstruction", "tab2_generation", "tab3_scaling", "tab4_multic
           "tab6_config", "tab7_metrics", "tab9_schedule", "tab10_flops", "tab11_generation", "claims")
 FIGURES = ("fig1_comparison", "fig2_toy", "fig3_usage_curves", "fig5_reconstructions", "fig5_samples",
            "fig6_ablations",
-           "fig7_vq_loss")
+           "fig7_vq_loss", "gen_calibration")
 
 
 def build_all(results: Path, tables: Path, figures: Path, log=print) -> dict[str, list[str]]:
