@@ -44,6 +44,9 @@ class Scripted(DevCluster):
         super().__init__("/nonexistent")
         self.records = list(records)
 
+    def run(self, *args):
+        return ""  # squeue: no other job holds the node
+
     def job(self, job_id):
         record = self.records.pop(0) if len(self.records) > 1 else self.records[0]
         if isinstance(record, Exception):
@@ -63,6 +66,29 @@ def test_wait_job_fails_at_once_when_the_job_ended_without_it():
                  {"JobState": "FAILED", "Reason": "NonZeroExitCode", "Restarts": "0"})
     with pytest.raises(TimeoutError, match=r"requeue: job 7 ended FAILED \(NonZeroExitCode\), restarts 0"):
         c.wait_job("7", lambda j: int(j["Restarts"]) >= 1, 60, "requeue", interval=0.01)
+
+
+class Queued(Scripted):
+    """slurmctld answers PENDING (Priority) while squeue lists another job running, ``busy`` polls long."""
+
+    def __init__(self, busy: int, *records):
+        super().__init__(*records)
+        self.busy = busy
+
+    def run(self, *args):
+        assert args[0] == "squeue"
+        self.busy -= 1
+        return "12\n7_1\n" if self.busy > 0 else "7_1\n"  # job 12 is another's; 7_1 a task of ours
+
+
+def test_wait_job_does_not_count_the_time_behind_other_jobs():
+    pending, running = {"JobState": "PENDING", "Reason": "Priority", "Restarts": "0"}, {"JobState": "RUNNING"}
+    c = Queued(30, *[pending] * 30, running)  # 30 polls behind job 12, then it starts
+    assert c.wait_job("7", lambda j: j["JobState"] == "RUNNING", 0.05, "start", interval=0.01)
+    with pytest.raises(TimeoutError, match=r"start: not within 0s, 0s more behind other jobs \(job 7 PENDING"):
+        Queued(10**6, pending).wait_job("7", running_again, 0.05, "start", interval=0.01, behind_cap=0.1)
+    with pytest.raises(TimeoutError, match=r"start: not within 0s \(job 7 PENDING"):  # only ours: no pause
+        Queued(0, pending).wait_job("7", running_again, 0.05, "start", interval=0.01)
 
 
 def test_wait_job_timeout_names_the_last_state():
