@@ -12,6 +12,8 @@ The grid is re-expanded to the signatures it should have (sweeps.scale.resolve +
 so a run that was never launched is a visible gap, not a silently shorter table. Each signature's run is
 the newest FINISHED MLflow run tagged with it. A grid with a missing or unfinished run is a one-line error
 and exit 2, unless allow_partial=true, which writes that row with its status and empty metrics.
+A point the store has no finished run of, whose run another grid's CSV in the results dir records (a point
+shared between grids, run in another store), takes that row unchanged (run id, commit, curves).
 A run whose logged params disagree with the freshly resolved config is always an error (a default changed
 under the same signature; see sweeps/identity.py). recon.png of each run goes to results/recon/<sig>.png.
 With ``seeds=`` (as given to sweeps/run.py) every point is expected once per seed: one row per run with
@@ -126,6 +128,7 @@ def collect(grid: str, scale: str, uri: str, runs_dir: Path, results_dir: Path, 
         row.update(train_window(curves, sig, cfg))
         finished.append((run.info.run_id, sig))
     rows, curves, kept = keep_recorded(results_dir, grid, rows, curves)
+    rows, curves, shared = from_other_grids(results_dir, grid, rows, curves)
     gaps = [f"{r['signature']}: {str(r['status']).lower()}" for r in rows
             if r["status"] not in ("FINISHED", "SUPERSEDED")]
     if gaps and not allow_partial:
@@ -144,6 +147,7 @@ def collect(grid: str, scale: str, uri: str, runs_dir: Path, results_dir: Path, 
         results_dir / f"{grid}_curves.csv", index=False)
     return (f"{grid}: {len(rows) - len(gaps)}/{len(rows)} runs finished -> {results_dir / grid}.csv"
             + (f" ({kept} kept from the CSV already there)" if kept else "")
+            + (f" ({shared} recorded in other grids' CSVs)" if shared else "")
             + (f" (gaps: {', '.join(gaps)})" if gaps else "") + summary(table))
 
 
@@ -184,6 +188,34 @@ def keep_recorded(results_dir: Path, grid: str, rows: list[dict], curves: list[d
         curves += old_curves[old_curves["signature"] == sig].to_dict("records")
         kept += 1
     return rows, curves, kept
+
+
+def from_other_grids(results_dir: Path, grid: str, rows: list[dict], curves: list[dict]) -> tuple[list, list, int]:
+    """A point this store has no finished run of, whose run another grid's CSV already records (a point
+    shared between grids: the reference point, K = 262k, made in another store), takes that row - run id,
+    commit and curves unchanged, under this grid's name: the signature is the run's whole config, so it is
+    the same run, and it is neither trained again nor shown as a gap."""
+    from analysis.rows import curves as read_curves, results as read_results
+    from sweeps import grids
+
+    want = {r["signature"]: i for i, r in enumerate(rows) if r["status"] != "FINISHED"}
+    shared = 0
+    for other in grids.names():
+        if other == grid or not want:
+            continue
+        recorded = read_results(results_dir, other)
+        if recorded is None or "status" not in recorded:
+            continue
+        hits = recorded[(recorded["status"] == "FINISHED") & recorded["signature"].isin(want)]
+        other_curves = read_curves(results_dir, other) if len(hits) else None
+        for _, rec in hits.iterrows():
+            i = want.pop(rec["signature"])
+            rows[i] = {**{k: v for k, v in rec.items() if not (isinstance(v, float) and pd.isna(v))}, "grid": grid}
+            if other_curves is not None:
+                mine = other_curves[other_curves["signature"] == rec["signature"]]
+                curves += mine.assign(grid=grid).to_dict("records")
+            shared += 1
+    return rows, curves, shared
 
 
 def summary(table: pd.DataFrame) -> str:

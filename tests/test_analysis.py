@@ -406,3 +406,26 @@ def test_collect_calibration_writes_each_logged_validation_loss(store, tmp_path,
     assert list(df["step"]) == [2, 4] and set(df["signature"]) == {"gen-a"} and set(df["commit"]) == {"abc123"}
     assert main(["grid=depth", *argv[1:]]) == 2
     assert "calibration=true collects generator runs" in capsys.readouterr().err
+
+
+def test_collect_takes_a_shared_point_from_the_grid_csv_that_records_it(results, tmp_path, capsys):
+    """The reference point's run, recorded in other grids' CSVs from another store, fills this grid's row (same
+    signature = same run: run id, commit and curves unchanged), not a gap, not a run to train again."""
+    import pandas as pd
+
+    from analysis.collect import main
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/empty.db"  # a store that holds none of these runs
+    MlflowClient(uri).create_experiment("fvq", artifact_location=f"file://{tmp_path}/artifacts")
+    ref = pd.read_csv(results / "codebook_size.csv", dtype=str).set_index("signature").loc["bf21a9e8fb"]
+    assert main(["grid=annealing", f"tracking_uri={uri}", f"results={results}", "allow_partial=true"]) == 0
+    assert "2/2 runs finished" in (out := capsys.readouterr().out) and "(2 recorded in other grids' CSVs)" in out
+    df = pd.read_csv(results / "annealing.csv", dtype=str).set_index("signature")
+    row = df.loc["bf21a9e8fb"]
+    assert (row["grid"], row["status"], row["run_id"], row["commit"]) == ("annealing", "FINISHED", ref["run_id"],
+                                                                           ref["commit"])
+    assert set(df["status"]) == {"FINISHED"} and set(df["grid"]) == {"annealing"}
+    curves = pd.read_csv(results / "annealing_curves.csv", dtype=str)
+    assert len(curves[curves["signature"] == "bf21a9e8fb"]) == 35 and set(curves["grid"]) == {"annealing"}
