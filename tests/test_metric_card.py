@@ -283,8 +283,8 @@ def _table(results):
 def test_tables_print_the_card_from_its_columns_and_mark_the_rest_unknown_in_an_old_csv(tmp_path):
     from analysis.collect_generation import CARD
 
-    old = pd.read_csv(os.path.join(REPO, "results", "generation_cpu.csv"))
-    assert not any(c.startswith("gfid_") for c in old.columns)  # the committed CSV predates the card
+    old = pd.read_csv(os.path.join(REPO, "results", "old-protocol", "generation_cpu.csv"))
+    assert not any(c.startswith("gfid_") for c in old.columns)  # the old generator's CSV predates the card
     (tmp_path / "generation_cpu.csv").write_text(old.to_csv(index=False))
     t = _table(tmp_path)
     measured = [r for r in t.rows if r[0].startswith("this harness")]
