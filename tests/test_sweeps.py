@@ -31,8 +31,8 @@ def submitted(tmp_path) -> list[str]:
 
 
 @pytest.mark.parametrize("args, words", [
-    (["grid=nope"], "unknown grid 'nope' (valid grids: annealing, channel,"),
-    (["grid=depth,nope"], "unknown grid 'nope' (valid grids: annealing, channel,"),
+    (["grid=nope"], "unknown grid 'nope' (valid grids: annealing, bridge, channel,"),
+    (["grid=depth,nope"], "unknown grid 'nope' (valid grids: annealing, bridge, channel,"),
     (["grid=depth", "order=random"], "order='random' is not one of longest, shortest"),
     (["grid=depth", "quant.grop=3"], "unknown key 'quant.grop' (did you mean quant.group"),
     (["grid=depth", "paralel=3"], "unknown key 'paralel' (did you mean parallel"),
