@@ -2,8 +2,9 @@
 
 Each panel is one generator run's samples.png (fvq/generation/ar.py: one sample per class, classes in order), copied to
 results/samples/<run>.png by `analysis.collect grid=generation`; the runs are the rows of results/generation_cpu.csv
-(seed 0 of each tokenizer). At cpu scale the classes are the 22 source photos of the built-in crops, so a
-good sample looks like a 32x32 crop of its photo; the paper's panel shows ImageNet 256x256 samples.
+(seed 0 of each tokenizer). At cpu scale the classes are Fashion-MNIST's 10 garments (the cpu benchmark's data,
+sweeps/generation.py), so a good sample looks like a 32x32 garment of its class; the paper's panel shows ImageNet
+256x256 samples.
 
     python -m analysis.figures.fig5_samples [--results results --out results/figures]
 """
@@ -46,7 +47,7 @@ def make(results: Path):
         ax.grid(False)
         ax.set_title(f"{label} (tokenizer {r['tokenizer_signature']}) + GPT-{r['ar_model']}, seed {r['ar_seed']}, "
                      f"cfg {r['cfg_scale']}: gFID {float(r['gfid']):.1f} - {ours('cpu')}", fontsize=8)
-    fig.suptitle("Fig. 5 (right): generated samples, one per class (class = source photo)")
+    fig.suptitle("Fig. 5 (right): generated samples, one per class (classes in label order)")
     fig.tight_layout()
     return fig, gaps
 
