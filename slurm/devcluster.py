@@ -160,11 +160,15 @@ class DevCluster:
                 pass  # stopped anyway: slurmctld ends such a job itself after UnkillableStepTimeout
         self._script("stop.sh", timeout)
 
-    def _completing(self) -> str:
+    def _jobs(self, states: str) -> list[str]:
+        """Ids of the jobs in ``states`` (squeue -t); [] when squeue does not answer."""
         try:
-            return self.run("squeue", "-h", "-t", "CG", "-o", "%i").strip()
+            return self.run("squeue", "-h", "-t", states, "-o", "%i").split()
         except (RuntimeError, subprocess.SubprocessError):
-            return ""
+            return []
+
+    def _completing(self) -> list[str]:
+        return self._jobs("CG")
 
     def is_up(self) -> bool:
         """Whether the controller answers and partition a100 has a node that takes jobs."""
@@ -212,12 +216,8 @@ class DevCluster:
     def others_hold_the_node(self, job_id: str) -> bool:
         """Another job (not ``job_id`` nor a task of it) is running or completing: a pending job waits behind
         it, which is the other job's time, not this one's."""
-        try:
-            out = self.run("squeue", "-h", "-t", "R,CG", "-o", "%i")
-        except (RuntimeError, subprocess.SubprocessError):
-            return False  # no answer: count the time (the deadline stays a bound)
-        mine = str(job_id).split("_")[0]
-        return any(j.split("_")[0] != mine for j in out.split())
+        mine = str(job_id).split("_")[0]  # no answer from squeue: the time counts (the deadline stays a bound)
+        return any(j.split("_")[0] != mine for j in self._jobs("R,CG"))
 
     def wait_job(self, job_id: str, until: Callable[[dict[str, str]], bool], timeout: float, what: str,
                  interval: float = 0.5, behind_cap: float = 600.0) -> dict[str, str]:

@@ -79,6 +79,15 @@ UNSENT, UNFINISHED = "unsent_metrics.jsonl", "unfinished.json"
 ENDED = ("FINISHED", "FAILED", "KILLED")
 
 
+def truncate_jsonl(path: str, step: int) -> None:
+    """Keep the rows of ``path`` up to ``step`` (a run resuming there logs the later ones again), dropping a torn
+    last line; rewritten atomically."""
+    rows = [r for r in read_jsonl(path) if int(r.get("step", -1)) <= step]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    os.replace(path + ".tmp", path)
+
+
 def read_jsonl(path: str) -> list[dict]:
     """The rows of a jsonl file; a torn or garbled line (a write cut by kill -9) is skipped, not fatal."""
     rows = []
@@ -256,11 +265,8 @@ class BufferedTracker:
         """Repair the local record for a run that (re)starts at ``step``: drop a torn last line and every row
         after ``step`` (the resumed run logs those steps again), so each (key, step) appears once."""
         path = os.path.join(self.run_dir, METRICS)
-        rows = [r for r in read_jsonl(path) if int(r.get("step", -1)) <= step]
         self._local.close()
-        with open(path + ".tmp", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-        os.replace(path + ".tmp", path)
+        truncate_jsonl(path, step)
         self._local = open(path, "a", buffering=1)
 
     # -- called from the training loop (cheap, never blocks on the network) --------------------

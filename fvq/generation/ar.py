@@ -44,7 +44,7 @@ from fvq.core.errors import SetupError, one_line
 from fvq.generation.gpt import GPT, check_cfg, generate, spec
 from fvq.core.rundir import write_json, write_status
 from fvq.core.schedule import lr_factor
-from fvq.core.track import read_jsonl
+from fvq.core.track import truncate_jsonl
 from fvq.generation.tokens import TokenizerError, check_aug, load_tokenizer, token_cache
 
 # Table 6 generation column, and train_c2i_lr.py's ``combined_lr_lambda``: no warmup, constant for the first
@@ -156,10 +156,7 @@ def _curves_from(run_dir: str, start: int):
     a repair for a run that (re)starts at ``start``: a torn last line and the rows after ``start`` (the
     resumed run logs those steps again) are dropped, so every step appears once."""
     path = os.path.join(run_dir, "metrics.jsonl")
-    rows = [r for r in read_jsonl(path) if int(r.get("step", -1)) <= start]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    os.replace(path + ".tmp", path)
+    truncate_jsonl(path, start)
     return open(path, "a", buffering=1)
 
 
@@ -227,8 +224,8 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
         if done % cfg.log_every == 0 or done == cfg.steps:
             now = time.perf_counter()
             row = {"step": done, "ar/loss": float(dist.all_reduce(loss.detach()) / dist.world()),
-                          "ar/lr": lr, "ar/grad_norm": float(gn),
-                          "ar/img_per_s": cfg.log_every * cfg.batch / max(now - t0, 1e-9)}
+                   "ar/lr": lr, "ar/grad_norm": float(gn),
+                   "ar/img_per_s": cfg.log_every * cfg.batch / max(now - t0, 1e-9)}
             if val is not None:
                 row["ar/val_loss"] = val_loss(model, val, device)
             t0 = now
