@@ -46,7 +46,7 @@ from fvq.core.config import ConfigError
 from fvq.core.errors import one_line
 from fvq.eval.card import card_tags, load_ref_stats
 from fvq.core import dist
-from fvq.core.rundir import read_json, write_status
+from fvq.core.rundir import read_json, read_status, write_status
 from fvq.core.track import read_jsonl
 from fvq.generation.tokens import cache_path, check_tokenizer, labelled_dataset, token_cache
 from sweeps import grids
@@ -55,7 +55,7 @@ from sweeps.identity import ar_signature, check_stored_ar
 from sweeps.options import Options, seeds_text
 from sweeps.plan import Planned, plan_point
 from sweeps.state import classify
-from sweeps.submit import Batch, Launching, no_dependency, to_submit
+from sweeps.submit import Batch, Launching, Live, no_dependency, to_submit
 
 # ARConfig keys that do not change what a generator run computes (like fvq.core.config.NON_SCIENCE_KEYS)
 # Paper scale: per model the FVQ authors' recipe (fvq/generation/ar.py paper_recipe: GPT-L 300 epochs at
@@ -178,11 +178,15 @@ def _log(sink, run_dir: str, cfg: ARConfig, res: dict) -> None:
 
 
 def table(plans: list[GenPlanned]) -> str:
-    rows = [f"{'signature':<11} {'state':<9} {'tokenizer':<22} {'AR':<6} {'cfg':<5} {'seed':<5} gfid"]
+    rows = [f"{'signature':<11} {'state':<9} {'tokenizer':<22} {'AR':<6} {'cfg':<5} {'seed':<5} {'step':<15} gfid"]
     for p in plans:
         g = read_json(os.path.join(p.run_dir, "final.json")).get("metrics", {}).get("gfid")
+        st = read_status(p.run_dir)  # where a run stands: its last logged step, and gFID once training ended
+        step = f"{st.get('step', 0)}/{p.cfg.steps}" + (f" {st['phase']}" if p.state == "active" and
+                                                       st.get("phase") else "") if st else ""
         rows.append(f"{p.sig:<11} {p.state:<9} {p.tok_name + ' ' + p.tok.sig + ' (' + p.tok.state + ')':<22} "
-                    f"{p.cfg.model:<6} {p.cfg.cfg_scale:<5} {p.cfg.seed:<5} {'' if g is None else f'{g:.2f}'}")
+                    f"{p.cfg.model:<6} {p.cfg.cfg_scale:<5} {p.cfg.seed:<5} {step:<15} "
+                    f"{'' if g is None else f'{g:.2f}'}")
     return "\n".join(rows)
 
 
@@ -210,7 +214,7 @@ def run_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, 
 
     with Launching(opts, launch, f"grid=generation scale={opts.scale}",
                    {"commit": launch.label, "grids": "generation", "launcher": opts.launcher}) as launching:
-        tok_out = launching.submit(Batch(toks, write=tok_write))
+        tok_out = launching.submit(Batch(toks, write=tok_write), show=Live().show)
         if opts.launcher == "slurm":
             def after(p):
                 if p.tok.sig in tok_out:
@@ -230,7 +234,7 @@ def run_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, 
         gen_out = launching.submit(Batch(gens, job=lambda p, parent: GenJob(p, opts.tracking_uri, opts.experiment,
                                                                            launch.label, parent,
                                                                            launching.max_requeues),
-                                         after=after))
+                                         after=after), show=Live().show)
     if opts.launcher == "slurm":
         print("\n".join([f"submitted {len(tok_out)} tokenizer job(s), {len(gen_out)} generator job(s) from commit "
                           f"{launch.label[:10]}", *(f"generator {s} job {j}" for s, j in gen_out.items()),

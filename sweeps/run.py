@@ -47,7 +47,7 @@ from fvq.core.errors import SetupError, one_line, shorten  # noqa: E402
 from fvq.core.rundir import read_json, read_status  # noqa: E402
 from fvq.core.track import pending  # noqa: E402
 from sweeps.state import classify  # noqa: E402
-from sweeps.submit import Batch, Launching, submits, summary, to_submit  # noqa: E402
+from sweeps.submit import Batch, Launching, Live, submits, summary, to_submit  # noqa: E402
 from sweeps.options import Options, parse, seeds_text  # noqa: E402
 from fvq.core.config import ConfigError  # noqa: E402
 from sweeps.plan import (Launch, Planned, check_eval_sets, grid_names, plan_grids, plan_point,  # noqa: E402
@@ -244,7 +244,7 @@ def launch_grids(plans: list[Planned], opts: Options, launch: Launch) -> int:
     batch = Batch(plans, write=lambda p, parent: write_run(p, opts.scale, launch, parent))
     try:
         with Launching(opts, launch, f"grid={opts.grid} scale={opts.scale}{seeds}", tags) as launching:
-            results = launching.submit(batch, show=_Live(plans).show)
+            results = launching.submit(batch, show=Live().show)
     except SetupError as e:  # sbatch refused the array: the parent run is closed FAILED with the reason
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
@@ -286,21 +286,6 @@ def _tag_existing(p: Planned, opts: Options) -> None:
                 client.set_tag(ml["run_id"], f"grid.{name}", "1")
         except Exception as e:  # tags are a convenience; never fail a launch on them
             print(f"[fvq] could not tag run {p.sig}: {e}", file=sys.stderr)
-
-
-class _Live:
-    """Progress of a blocking local launch: one line per change, a bar per run would not fit."""
-
-    def __init__(self, plans: list[Planned]):
-        self.plans, self.last = plans, ""
-
-    def show(self, results, running, queue) -> None:
-        parts = [f"{sig}:{read_status(p.run_dir).get('step', 0)}" for sig, (p, _) in running.items()]
-        line = (f"[sweep] {len(results)} done, {len(running)} running ({' '.join(parts)}), "
-                f"{len(queue)} queued")
-        if line != self.last:
-            self.last = line
-            print(line, flush=True)
 
 
 if __name__ == "__main__":

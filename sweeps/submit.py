@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from fvq.core.config import Config
 from fvq.core.errors import one_line
-from fvq.core.rundir import claim, release
+from fvq.core.rundir import claim, read_status, release
 from sweeps.launcher import launch_local, launch_slurm
 from sweeps.plan import check_writable, run_bytes
 from sweeps.state import TO_SUBMIT, classify
@@ -156,3 +156,21 @@ def summary(results: dict[str, str]) -> str:
     kinds = [r.split(":")[0] for r in results.values()]
     return ", ".join(f"{kinds.count(k)} {k}" for k in ("finished", "preempted", "killed", "failed")
                      if k in kinds or k in ("finished", "failed"))
+
+
+class Live:
+    """Progress of a blocking local launch (tokenizers and generators alike): one line per change, from each
+    running run's status.json (its step, and the phase after training where there is one)."""
+
+    def __init__(self):
+        self.last = ""
+
+    def show(self, results, running, queue) -> None:
+        parts = []
+        for sig, (p, _) in running.items():
+            st = read_status(p.run_dir)
+            parts.append(f"{sig}:{st.get('step', 0)}" + (f" {st['phase']}" if st.get("phase") else ""))
+        line = f"[sweep] {len(results)} done, {len(running)} running ({', '.join(parts)}), {len(queue)} queued"
+        if line != self.last:
+            self.last = line
+            print(line, flush=True)

@@ -10,6 +10,7 @@ import torch
 
 from fvq.generation.ar import ARConfig, ar_overrides, inception_logits, inception_score, train_ar
 from fvq.core.config import ConfigError, Config, apply_overrides, to_json
+from fvq.core.rundir import read_status
 from fvq.generation.tokens import TokenizerError, cache_path, check_tokenizer, token_cache, tokenizer_key, views
 from fvq.train import train
 from conftest import needs_fashion_mnist
@@ -127,9 +128,15 @@ def test_token_cache_extracted_once_and_keyed(tokenizer):
 @pytest.mark.slow
 def test_ar_resume_equals_uninterrupted_and_missing_metrics_have_reasons(tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("FVQ_FID_WEIGHTS", str(tmp_path / "no-weights.pt"))  # gFID: missing, with the reason
+    import fvq.generation.ar as ar
+
     cfg = ARConfig(tokenizer=tokenizer, **AR)
     quiet = dict(log=lambda *a, **k: None)
-    ref = train_ar(cfg, str(tmp_path / "ref"), **quiet)
+    seen, evaluate = [], ar.evaluate_generator  # status.json as the launch's progress line reads it
+    monkeypatch.setattr(ar, "evaluate_generator", lambda c, m, d, dev: seen.append(read_status(d)) or evaluate(c, m, d, dev))
+    ref = train_ar(cfg, str(tmp_path / "ref"), log=lambda *a, **k: seen.append(read_status(tmp_path / "ref")))
+    assert [(s["state"], s["step"], s.get("phase")) for s in seen] == [
+        ("RUNNING", 2, None), ("RUNNING", 4, None), ("RUNNING", 6, None), ("RUNNING", 6, "gFID")]
     cut = train_ar(cfg, str(tmp_path / "cut"), stop_after=3, **quiet)
     assert cut["preempted"] and json.loads((tmp_path / "cut" / "status.json").read_text())["state"] == "PREEMPTED"
     curve = tmp_path / "cut" / "metrics.jsonl"  # each row is written as it is logged: a kill loses none

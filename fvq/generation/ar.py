@@ -231,6 +231,7 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
             t0 = now
             if main:
                 record.write(json.dumps(row) + "\n")
+                write_status(run_dir, "RUNNING", step=done, pid=os.getpid())  # the launch's progress line reads it
             log(f"[ar] step {done}/{cfg.steps} loss={row['ar/loss']:.4f}", flush=True)
         stop = done == stop_after
         if main and (done % cfg.ckpt_every == 0 or done == cfg.steps or stop):
@@ -246,7 +247,8 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
         return {"step": stop_after, "config": flat, "tokenizer": cache["key"], "preempted": True}
     result = {"step": cfg.steps, "config": flat, "tokenizer": cache["key"],
               "params": sum(p.numel() for p in model.parameters())}
-    if main:
+    if main:  # sampling and gFID take a while on a CPU: the progress line says which phase the run is in
+        write_status(run_dir, "RUNNING", step=cfg.steps, pid=os.getpid(), phase="gFID")
         metrics, missing, card = evaluate_generator(cfg, model, run_dir, device)
         result.update(metrics=metrics, missing=missing, gfid_card=card)
         write_json(os.path.join(run_dir, "final.json"), result)
