@@ -35,6 +35,7 @@ shows it). A relaunch skips generators that are queued, running or finished.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +48,7 @@ from fvq.core.errors import one_line
 from fvq.eval.card import card_tags, load_ref_stats
 from fvq.core import dist
 from fvq.core.rundir import read_json, read_status, write_status
-from fvq.core.track import read_jsonl
+from fvq.core.track import read_jsonl, record
 from fvq.generation.tokens import cache_path, check_tokenizer, labelled_dataset, token_cache
 from sweeps import grids
 from sweeps.job import count_start
@@ -142,7 +143,7 @@ class GenJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict:
         from fvq.generation.ar import train_ar
-        from sweeps.tracking import MLflowSink, open_run
+        from sweeps.tracking import open_run
 
         env = submitit.JobEnvironment() if "SUBMITIT_EXECUTOR" in os.environ else None
         if env is not None and env.num_tasks > 1:  # data-parallel generator: torchrun-style variables
@@ -150,31 +151,44 @@ class GenJob(submitit.helpers.Checkpointable):
         main = dist.env_rank() == 0
         if main:
             count_start(self.run_dir, self.max_requeues)  # bounded requeues, as a tokenizer job's
-        sink = MLflowSink(self.uri, open_run(self.uri, self.experiment, self.run_dir, self.name, self.tags)) \
-            if main else None
+            open_run(self.uri, self.experiment, self.run_dir, self.name, self.tags)  # bound to the run dir
         try:
             res = train_ar(self.cfg, self.run_dir)
         except Exception as e:
             if main:
                 write_status(self.run_dir, "FAILED", reason=one_line(e)[:300])
-                sink.finish("FAILED")
+                record(self.run_dir, status="FAILED")
+                _send(self.run_dir)
             raise
         if main:
-            _log(sink, self.run_dir, self.cfg, res)
+            _record(self.run_dir, self.cfg, res)
+            _send(self.run_dir)
         return res
 
 
-def _log(sink, run_dir: str, cfg: ARConfig, res: dict) -> None:
-    sink.log_params({f"ar.{k}": v for k, v in res["config"].items()})
-    rows = [(k, float(v), int(r["step"])) for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
-            for k, v in r.items() if k != "step"]  # a line torn by a kill is skipped, not fatal
-    rows += [(f"gen/{k}", float(v), cfg.steps) for k, v in res["metrics"].items()]
-    for i in range(0, len(rows), 1000):
-        sink.log_metrics(rows[i:i + 1000])
-    sink.set_tags({f"missing.{k}": v[:250] for k, v in res["missing"].items()})
-    sink.set_tags(card_tags("gfid_card", res.get("gfid_card", {})))  # what the gFID was measured against
-    sink.log_artifact(os.path.join(run_dir, "samples.png"))
-    sink.finish("FINISHED")
+def _record(run_dir: str, cfg: ARConfig, res: dict) -> None:
+    """What the generator's MLflow run is to hold, written into the run dir first (fvq/core/track.py: the run
+    dir is the record, MLflow its copy): the config as params, the final metrics as one more row of the curve
+    at the last step, the reasons for what is missing and gFID's card as tags, the sample grid, the end."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    final = {f"gen/{k}": float(v) for k, v in res["metrics"].items()}
+    if final and not any(final.keys() & r.keys() for r in read_jsonl(path)):  # a requeue past this point: once
+        with open(path, "a") as f:
+            f.write(json.dumps({"step": cfg.steps, **final}) + "\n")
+    tags = {f"missing.{k}": v[:250] for k, v in res["missing"].items()}
+    tags.update(card_tags("gfid_card", res.get("gfid_card", {})))  # what the gFID was measured against
+    record(run_dir, params={f"ar.{k}": v for k, v in res["config"].items()}, tags=tags,
+           artifact=(os.path.join(run_dir, "samples.png"), ""), status="FINISHED")
+
+
+def _send(run_dir: str) -> None:
+    """MLflow gets exactly what its run lacks of the record (sweeps/tracking.py `sync_run`); a store away
+    leaves the run dir pending, sent by the next launch or ``sync=true``, and never fails a trained run."""
+    from sweeps.tracking import sync_one
+
+    line = sync_one(run_dir)
+    if " not sent" in line:
+        print(f"[track] {line}; the run dir keeps it, `sync=true` sends it", flush=True)
 
 
 def table(plans: list[GenPlanned]) -> str:
@@ -201,6 +215,9 @@ def run_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, 
         print(f"grid=generation scale={opts.scale} runs_dir={opts.runs_dir} ({len(plans)} generator runs)")
         print(table(plans))
         return 0
+    from sweeps.tracking import sync_ended
+
+    sync_ended(plans)  # generators that ended with records their MLflow run lacks: sent before anything else
     launch = prepare_launch(opts)
     ensure_experiment(opts.tracking_uri, opts.experiment)
     gens = to_submit(plans, opts.retry)

@@ -45,7 +45,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fvq.core.errors import SetupError, one_line, shorten  # noqa: E402
 from fvq.core.rundir import read_json, read_status  # noqa: E402
-from fvq.core.track import pending  # noqa: E402
 from sweeps.state import classify  # noqa: E402
 from sweeps.submit import Batch, Launching, Live, submits, summary, to_submit  # noqa: E402
 from sweeps.options import Options, parse, seeds_text  # noqa: E402
@@ -104,9 +103,12 @@ def main(argv: list[str]) -> int:
     try:
         opts, overrides = parse(argv)
         if opts.grid == "generation":  # generator runs on tokenizer points (sweeps/generation.py)
-            from sweeps.generation import run_generation
+            from sweeps.generation import plan_generation, run_generation
 
             ar = {k[3:]: overrides.pop(k) for k in list(overrides) if k.startswith("ar.")}
+            if opts.sync:  # the generators and the tokenizers they stand on
+                gens = plan_generation(opts, overrides, ar)
+                return sync(list({p.run_dir: p for g in gens for p in (g.tok, g)}.values()), opts)
             return run_generation(opts, overrides, ar)
         if opts.search:
             from sweeps.search import run_search
@@ -196,10 +198,10 @@ def plan_claims(opts: Options, overrides: dict) -> list[Planned]:
 def sync(plans: list[Planned], opts: Options) -> int:
     """Reconcile every point's MLflow run with its run dir (fvq/core/track.py: compared, not assumed; only
     what MLflow lacks is sent) and end the launch runs an outage left open."""
-    from sweeps.tracking import check_reachable, sync_run
+    from sweeps.tracking import check_reachable, sync_one
 
     check_reachable(opts.tracking_uri)  # a corrupt store: one line, before anything is read
-    lines = [line for p in plans for line in [_sync_one(sync_run, p)] if line] + _sync_launches(opts)
+    lines = [line for p in plans for line in [sync_one(p.run_dir)] if line] + _sync_launches(opts)
     print("\n".join(lines) if lines else "nothing to send: every point's MLflow run holds all its records")
     return 1 if any(" not sent" in line for line in lines) else 0
 
@@ -213,20 +215,11 @@ def _sync_launches(opts: Options) -> list[str]:
         return [f"{one_line(e)} (not sent)"]
 
 
-def _sync_one(sync_run, p: Planned) -> str:
-    try:
-        return sync_run(p.run_dir)
-    except Exception as e:  # still unreachable: the files stay for the next try
-        return f"{p.sig}: not sent ({type(e).__name__}: {one_line(e)[:160]})"
-
-
 def launch_grids(plans: list[Planned], opts: Options, launch: Launch) -> int:
     """Submit what the relaunch rules ask for (sweeps/submit.py) under one parent MLflow run; local waits."""
-    from sweeps.tracking import ensure_experiment, sync_run
+    from sweeps.tracking import ensure_experiment, sync_ended
 
-    for p in plans:  # ended runs with records MLflow missed (an outage past their end): send them now
-        if p.state in ("finished", "pruned", "failed") and pending(p.run_dir):
-            print(f"[fvq] {_sync_one(sync_run, p)}", flush=True)
+    sync_ended(plans)  # ended runs with records MLflow missed (an outage past their end): sent now
     for line in _sync_launches(opts):  # launch runs an outage left open
         print(f"[fvq] {line}", flush=True)
     n_todo = len(to_submit(plans, opts.retry))

@@ -310,6 +310,22 @@ def sync_run(run_dir: str) -> str:
     return f"{os.path.basename(run_dir)}: {account.line()}" if account.line() else ""
 
 
+def sync_one(run_dir: str) -> str:
+    """`sync_run`, its failure as the line (the run dir keeps its record for the next try)."""
+    try:
+        return sync_run(run_dir)
+    except Exception as e:  # still unreachable
+        return f"{os.path.basename(run_dir)}: not sent ({type(e).__name__}: {one_line(e)[:160]})"
+
+
+def sync_ended(plans: list) -> None:
+    """Before a launch: reconcile the planned runs that ended with records their MLflow run may lack (an
+    outage past their end, a job killed between its end and its upload)."""
+    for p in plans:
+        if p.state in ("finished", "pruned", "failed") and behind(p.run_dir):
+            print(f"[fvq] {sync_one(p.run_dir) or os.path.basename(p.run_dir) + ': in step with MLflow'}", flush=True)
+
+
 def behind_note(run_dirs: list[str]) -> str:
     """For a launch summary: one line on the runs whose MLflow copy lacks records (a failed upload, the
     server away at their end), "" when none."""

@@ -208,38 +208,6 @@ def test_ref_stats_default_keeps_generator_signatures():
     assert ar_signature("abc", ar_overrides({"ref_stats": "/r.npz"})) != ar_signature("abc", ARConfig())
 
 
-def test_generator_tracking_sends_the_card_as_tags(tmp_path):
-    from fvq.generation.ar import ARConfig
-    from sweeps.generation import _log
-
-    class Sink:
-        def __init__(self):
-            self.tags, self.params = {}, {}
-
-        def log_params(self, p):
-            self.params.update(p)
-
-        def set_tags(self, t):
-            self.tags.update(t)
-
-        def log_metrics(self, rows):
-            pass
-
-        def log_artifact(self, path):
-            pass
-
-        def finish(self, status):
-            self.status = status
-
-    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 2, "ar/loss": 1.0}) + "\n")
-    card = {"metric": "gfid", "reference": "photos val", "ref_images": None, "cfg_scale": 1.75}
-    sink = Sink()
-    _log(sink, str(tmp_path), ARConfig(steps=2), {"config": {"steps": 2}, "metrics": {"gfid": 1.0}, "missing": {},
-                                                   "gfid_card": card})
-    assert sink.tags["gfid_card.reference"] == "photos val" and sink.tags["gfid_card.ref_images"] == "unknown"
-    assert sink.tags["gfid_card.cfg_scale"] == "1.75" and sink.status == "FINISHED"
-
-
 # ---- plan time --------------------------------------------------------------------------------------------
 def test_plan_refuses_a_bad_reference_file_before_anything_is_written(tmp_path):
     from sweeps.generation import plan_generation

@@ -85,3 +85,59 @@ def test_unsent_metrics_are_kept_in_the_run_dir(tmp_path):
 def test_unreachable_server_is_a_clear_error():
     with pytest.raises(TrackingError, match="no MLflow tracking server reachable at http://127.0.0.1:9"):
         check_reachable("http://127.0.0.1:9")
+
+
+def _generator_run(run_dir) -> dict:
+    """A generator run dir as fvq.generation.ar leaves it: its curve a row per step, the sample grid."""
+    import torch
+    import torchvision
+
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps({"step": s, "ar/loss": 3.0 / s, "ar/val_loss": 3.1 / s}) + "\n" for s in (1, 2))
+    torchvision.utils.save_image(torch.zeros(2, 3, 8, 8), os.path.join(run_dir, "samples.png"))
+    card = {"metric": "gfid", "reference": "photos val", "ref_images": None, "cfg_scale": 1.75}
+    return {"config": {"steps": 2, "model": "tiny"}, "metrics": {"gfid": 90.5, "precision": 0.1},
+            "missing": {"is": "no logits"}, "gfid_card": card}
+
+
+def test_generator_record_reaches_mlflow_and_waits_out_an_outage(tmp_path):
+    """A generator run records params, curve, final metrics, card tags, samples and its end in the run dir,
+    then MLflow gets what it lacks; with the server away at the end the run dir stays pending (the launch
+    says so) and a later sync sends it, each metric step once."""
+    from conftest import MLflowServer
+    from fvq.generation.ar import ARConfig
+    from sweeps.generation import _record, _send
+    from sweeps.tracking import sync_one
+
+    server = MLflowServer(str(tmp_path)).start()
+    try:
+        uri, runs = server.uri, {}
+        for name in ("up", "away"):
+            d = str(tmp_path / name)
+            runs[name] = (d, open_run(uri, "t-gen", d, name, {"signature": f"gen-{name}"}), _generator_run(d))
+        d, run_id, res = runs["up"]
+        _record(d, ARConfig(steps=2), res)
+        _send(d)
+        assert not pending(d)
+        server.stop()  # the server is away when the second generator ends
+        d, run_id, res = runs["away"]
+        _record(d, ARConfig(steps=2), res)
+        _record(d, ARConfig(steps=2), res)  # a requeue past this point records nothing twice
+        _send(d)
+        assert pending(d) and "gen/gfid" in (tmp_path / "away" / "metrics.jsonl").read_text()
+        server.start()
+        assert sync_one(d).startswith("away: sent ") and not pending(d)
+        assert sync_one(d) == ""  # in step: nothing more to send
+        client = MlflowClient(uri)
+        for d, run_id, _ in runs.values():
+            run = client.get_run(run_id)
+            assert run.info.status == "FINISHED" and run.data.metrics["gen/gfid"] == 90.5
+            assert [m.step for m in client.get_metric_history(run_id, "ar/val_loss")] == [1, 2]
+            assert [m.step for m in client.get_metric_history(run_id, "gen/gfid")] == [2]
+            assert run.data.params["ar.model"] == "tiny" and run.data.tags["missing.is"] == "no logits"
+            assert run.data.tags["gfid_card.reference"] == "photos val"
+            assert run.data.tags["gfid_card.ref_images"] == "unknown" and run.data.tags["gfid_card.cfg_scale"] == "1.75"
+            assert [a.path for a in client.list_artifacts(run_id)] == ["samples.png"]
+    finally:
+        server.stop()

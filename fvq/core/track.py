@@ -4,7 +4,8 @@
 (sweeps/tracking.py adapts MLflow to it). Training never waits on the network:
 
 - every metric is appended at once to ``run_dir/metrics.jsonl``, and every param, tag, artifact and the end
-  status to ``run_dir/tracked.json``: the run dir is the record, always complete;
+  status to ``run_dir/tracked.json``: the run dir is the record, always complete (a generator run keeps its
+  curve a row per step and records the rest the same way: `metric_pairs` reads both shapes);
 - a background thread ships batches to the sink every ``flush_s`` seconds (MLflow's ``log_batch``
   costs ~0.14 s per 1,000 metrics through a server, ``log_metric`` ~49 ms per call: batching is what keeps
   tracking under 1% of a step); a failed batch stays buffered and is retried at the next flush;
@@ -105,6 +106,17 @@ def read_jsonl(path: str) -> list[dict]:
     return rows
 
 
+def metric_pairs(rows: list[dict]):
+    """((key, step), value) of a metrics.jsonl: a row per metric (``key``, ``value``, ``step``: the tracker's)
+    or a row per step (``step`` and one column per metric: the generator's curve, fvq/generation/ar.py)."""
+    for r in rows:
+        if {"key", "step", "value"} <= r.keys():
+            yield (r["key"], int(r["step"])), float(r["value"])
+        elif "step" in r:
+            yield from (((k, int(r["step"])), float(v)) for k, v in r.items()
+                        if k not in ("step", "time") and isinstance(v, (int, float)))
+
+
 def record(run_dir: str, params: dict | None = None, tags: dict | None = None, artifact: tuple[str, str] | None = None,
            status: str | None = None) -> None:
     """Add to ``tracked.json`` what the run asked its sink to hold besides metrics (before it is sent, so a
@@ -195,8 +207,7 @@ def reconcile(sink: Sink, run_dir: str) -> Account:
     if held is None:
         return Account()
     rec = read_json(os.path.join(run_dir, TRACKED))
-    local = {(r["key"], int(r["step"])): float(r["value"]) for r in read_jsonl(os.path.join(run_dir, METRICS))
-             if {"key", "step", "value"} <= r.keys()}
+    local = dict(metric_pairs(read_jsonl(os.path.join(run_dir, METRICS))))
     pairs = set(held.metrics)
     sent: dict[str, int] = {}
     failed: dict[str, str] = {}
