@@ -55,7 +55,7 @@ from sweeps.job import count_start
 from sweeps.identity import ar_signature, check_stored_ar
 from sweeps.options import Options, seeds_text
 from sweeps.plan import Planned, plan_point
-from sweeps.state import classify
+from sweeps.state import classify, progress
 from sweeps.submit import Batch, Launching, Live, no_dependency, to_submit
 
 # ARConfig keys that do not change what a generator run computes (like fvq.core.config.NON_SCIENCE_KEYS)
@@ -195,9 +195,7 @@ def table(plans: list[GenPlanned]) -> str:
     rows = [f"{'signature':<11} {'state':<9} {'tokenizer':<22} {'AR':<6} {'cfg':<5} {'seed':<5} {'step':<15} gfid"]
     for p in plans:
         g = read_json(os.path.join(p.run_dir, "final.json")).get("metrics", {}).get("gfid")
-        st = read_status(p.run_dir)  # where a run stands: its last logged step, and gFID once training ended
-        step = f"{st.get('step', 0)}/{p.cfg.steps}" + (f" {st['phase']}" if p.state == "active" and
-                                                       st.get("phase") else "") if st else ""
+        step = progress(read_status(p.run_dir), p.cfg.steps, live=p.state == "active")
         rows.append(f"{p.sig:<11} {p.state:<9} {p.tok_name + ' ' + p.tok.sig + ' (' + p.tok.state + ')':<22} "
                     f"{p.cfg.model:<6} {p.cfg.cfg_scale:<5} {p.cfg.seed:<5} {step:<15} "
                     f"{'' if g is None else f'{g:.2f}'}")

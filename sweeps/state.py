@@ -63,6 +63,15 @@ def classify(run_dir: str) -> tuple[str, str]:
     return "stalled", f"queued, nobody running it, {last}"
 
 
+def progress(status: dict, total: int | None = None, live: bool = True) -> str:
+    """Where a run stands, as the launch progress and the generation table print it: ``1500/3000 gFID`` (its
+    last logged step, of ``total`` where given, and the phase after training while the run is live)."""
+    if not status:
+        return ""
+    step = f"{status.get('step', 0)}" + (f"/{total}" if total is not None else "")
+    return step + (f" {status['phase']}" if live and status.get("phase") else "")
+
+
 def slurm_state(job_id: str) -> str:
     """The scheduler's state of a job (squeue while it is known there, then sacct); "" when unknown."""
     if not job_id:

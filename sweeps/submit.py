@@ -21,7 +21,7 @@ from fvq.core.errors import one_line
 from fvq.core.rundir import claim, read_status, release
 from sweeps.launcher import launch_local, launch_slurm
 from sweeps.plan import check_writable, run_bytes
-from sweeps.state import TO_SUBMIT, classify
+from sweeps.state import TO_SUBMIT, classify, progress
 
 
 def no_dependency(plan: Any) -> str:
@@ -168,8 +168,7 @@ class Live:
     def show(self, results, running, queue) -> None:
         parts = []
         for sig, (p, _) in running.items():
-            st = read_status(p.run_dir)
-            parts.append(f"{sig}:{st.get('step', 0)}" + (f" {st['phase']}" if st.get("phase") else ""))
+            parts.append(f"{sig}:{progress(read_status(p.run_dir)) or 0}")
         line = f"[sweep] {len(results)} done, {len(running)} running ({', '.join(parts)}), {len(queue)} queued"
         if line != self.last:
             self.last = line

@@ -15,6 +15,7 @@ from fvq.generation.tokens import TokenizerError, cache_path, check_tokenizer, t
 from fvq.train import train
 from conftest import needs_fashion_mnist
 from sweeps.generation import CPU_AR, CPU_TOKENIZER
+from sweeps.state import progress
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOK = ["optim.steps=3", "log.every=1", "data.train_size=64", "data.val_size=16", "eval.images=16",
@@ -137,6 +138,7 @@ def test_ar_resume_equals_uninterrupted_and_missing_metrics_have_reasons(tokeniz
     ref = train_ar(cfg, str(tmp_path / "ref"), log=lambda *a, **k: seen.append(read_status(tmp_path / "ref")))
     assert [(s["state"], s["step"], s.get("phase")) for s in seen] == [
         ("RUNNING", 2, None), ("RUNNING", 4, None), ("RUNNING", 6, None), ("RUNNING", 6, "gFID")]
+    assert [progress(s, 6) for s in seen[-2:]] == ["6/6", "6/6 gFID"] and progress(seen[-1], live=False) == "6"
     cut = train_ar(cfg, str(tmp_path / "cut"), stop_after=3, **quiet)
     assert cut["preempted"] and json.loads((tmp_path / "cut" / "status.json").read_text())["state"] == "PREEMPTED"
     curve = tmp_path / "cut" / "metrics.jsonl"  # each row is written as it is logged: a kill loses none
