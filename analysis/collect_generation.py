@@ -6,7 +6,8 @@ gFID, its real-vs-real noise, precision, recall, the reasons for what is missing
 (``mlflow.json`` -> run id, the launch's ``commit`` tag). A missing or unfinished generator is a one-line
 error unless ``allow_partial=true`` (then its row carries the status and no metrics). Each run's sample grid
 goes to results/samples/<run dir>.png (Fig. 5 right). The CSV's columns are those Tables 2 / 11 and
-Figs. 1 (d) / 5 read, plus ``signature``, ``run_id`` and ``status``, then the other guidance scales'
+Figs. 1 (d) / 5 read, plus ``signature``, ``run_id`` and ``status``, ``trained_in`` / ``trained_commit`` (the
+run and commit that trained the weights where the run took them, fvq/generation/shared.py; empty otherwise), then the other guidance scales'
 metrics, then gFID's metric card (``final.json`` ``gfid_card``, fvq/generation/ar.py): ``gfid_<field>`` per
 ``CARD`` field, empty for a run without one.
 """
@@ -25,7 +26,7 @@ from fvq.eval.card import CARD_KEYS
 
 COLUMNS = ("tokenizer", "tokenizer_signature", "tokenizer_seed", "ar_model", "ar_seed", "cfg_scale", "gfid",
            "noise_gfid", "precision", "recall", "is", "is_missing", "samples", "run_dir", "commit", "signature",
-           "run_id", "status")
+           "run_id", "status", "trained_in", "trained_commit")
 # gFID's metric card as columns: fid_card's shared fields, then the generator's own (fvq/generation/ar.py)
 CARD = (*CARD_KEYS, "cfg_scale", "cfg_sweep", "seed")
 CALIBRATION = ("tokenizer", "tokenizer_signature", "ar_model", "ar_params", "ar_steps", "step", "train_loss",
@@ -61,6 +62,8 @@ def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allo
         m, missing = final.get("metrics", {}), final.get("missing", {})
         run_id = read_json(os.path.join(p.run_dir, "mlflow.json")).get("run_id", "")
         commit = client.get_run(run_id).data.tags.get("commit", "") if run_id else ""
+        src = final.get("config", {}).get("init_from", "")  # weights trained by another run (fvq/generation/shared.py)
+        src_id = read_json(os.path.join(src, "mlflow.json")).get("run_id", "") if src else ""
         if final and os.path.exists(os.path.join(p.run_dir, "samples.png")):
             shutil.copy(os.path.join(p.run_dir, "samples.png"), results / "samples" / f"gen-{p.sig}.png")
         sweep = {f"{k}_cfg{c:g}": m.get(f"{k}_cfg{c:g}") for c in ar_sweep(p.cfg)
@@ -72,6 +75,8 @@ def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allo
                      "recall": m.get("recall"), "is": m.get("is"), "is_missing": missing.get("is", ""),
                      "samples": m.get("gen_samples"), "run_dir": f"runs/gen-{p.sig}", "commit": commit,
                      "signature": f"gen-{p.sig}", "run_id": run_id, "status": p.state.upper(),
+                     "trained_in": os.path.basename(src),
+                     "trained_commit": client.get_run(src_id).data.tags.get("commit", "") if src_id else "",
                      **{f"gfid_{k}": final.get("gfid_card", {}).get(k) for k in CARD}})
     df = pd.DataFrame(rows, columns=list(COLUMNS) + [k for k in rows[0] if k not in COLUMNS] if rows else COLUMNS)
     tmp = results / ".generation_cpu.csv.tmp"

@@ -35,6 +35,7 @@ shows it). A relaunch skips generators that are queued, running or finished.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from fvq.eval.card import card_tags, load_ref_stats
 from fvq.core import dist
 from fvq.core.rundir import read_json, read_status, write_status
 from fvq.core.track import read_jsonl, record
+from fvq.generation.shared import SharedTrainingError, check_trained, find_trained
 from fvq.generation.tokens import cache_path, check_tokenizer, labelled_dataset, token_cache
 from sweeps import grids
 from sweeps.job import count_start
@@ -123,8 +125,25 @@ def plan_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str,
             sig = ar_signature(tok.sig, cfg)
             run_dir = os.path.join(opts.runs_dir, f"gen-{sig}")
             check_stored_ar(cfg, run_dir)  # same signature, other science: refused (sweeps/identity.py)
-            out.setdefault(sig, GenPlanned(sig, run_dir, tok, point["tokenizer_name"], cfg, classify(run_dir)[0]))
+            state = classify(run_dir)[0]
+            cfg = _shared_training(cfg, opts.runs_dir, state, where)
+            out.setdefault(sig, GenPlanned(sig, run_dir, tok, point["tokenizer_name"], cfg, state))
     return list(out.values())
+
+
+def _shared_training(cfg: ARConfig, runs_dir: str, state: str, where: str) -> ARConfig:
+    """A generator not yet started takes the weights of a finished run that trained the same ones under
+    another evaluation (fvq/generation/shared.py); ``ar.init_from=`` given by hand is checked here, before
+    anything is submitted."""
+    here = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    if cfg.init_from:
+        try:
+            check_trained(cfg.init_from, here)
+        except SharedTrainingError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        return cfg
+    src = find_trained(runs_dir, here) if state == "missing" else ""
+    return dataclasses.replace(cfg, init_from=src) if src else cfg
 
 
 class GenJob(submitit.helpers.Checkpointable):
@@ -199,6 +218,8 @@ def table(plans: list[GenPlanned]) -> str:
         rows.append(f"{p.sig:<11} {p.state:<9} {p.tok_name + ' ' + p.tok.sig + ' (' + p.tok.state + ')':<22} "
                     f"{p.cfg.model:<6} {p.cfg.cfg_scale:<5} {p.cfg.seed:<5} {step:<15} "
                     f"{'' if g is None else f'{g:.2f}'}")
+    rows += [f"gen-{p.sig} takes the weights {os.path.basename(p.cfg.init_from)} trained (the same training, "
+             f"another evaluation: fvq/generation/shared.py)" for p in plans if p.cfg.init_from]
     return "\n".join(rows)
 
 

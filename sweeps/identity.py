@@ -51,8 +51,9 @@ def signature(cfg: Config) -> str:
     return sign(science_delta(cfg))
 
 
-# A generator's keys that do not change what it computes (the tokenizer enters by its signature, not its path).
-AR_NON_SCIENCE = {"tokenizer", "device", "threads", "log_every", "ckpt_every"}
+# A generator's keys that do not change what it computes (the tokenizer enters by its signature, not its path;
+# init_from names where the same weights were trained, fvq/generation/shared.py).
+AR_NON_SCIENCE = {"tokenizer", "device", "threads", "log_every", "ckpt_every", "init_from"}
 # The generator's salt; its version moves when the generator computes something else under the same keys:
 # 2 = the class-token prefix enters RoPE with zero rows, as LlamaGen's table (1: identity rows).
 AR_SALT = "ar-2"

@@ -1,5 +1,6 @@
 """The generation stage: token caches (plain and ten-crop + flip), AR training + resume, evaluation (IS where
 Inception logits exist, missing with the reason where not), the grid=generation launcher."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import torch
 from fvq.generation.ar import ARConfig, ar_overrides, inception_logits, inception_score, train_ar
 from fvq.core.config import ConfigError, Config, apply_overrides, to_json
 from fvq.core.rundir import read_status
+from fvq.generation.shared import SharedTrainingError, check_trained, find_trained
 from fvq.generation.tokens import TokenizerError, cache_path, check_tokenizer, token_cache, tokenizer_key, views
 from fvq.train import train
 from conftest import needs_fashion_mnist
@@ -159,6 +161,35 @@ def test_ar_resume_equals_uninterrupted_and_missing_metrics_have_reasons(tokeniz
 
 
 @pytest.mark.slow
+def test_a_generator_scored_again_takes_the_weights_it_would_train(tokenizer, tmp_path, monkeypatch):
+    """Another evaluation of the same training (CFG, samples, no held-out loss): the run takes a finished
+    run's weights and curve and only evaluates; they are bit for bit the weights a fresh run trains."""
+    monkeypatch.setenv("FVQ_FID_WEIGHTS", str(tmp_path / "no-weights.pt"))
+    quiet = dict(log=lambda *a, **k: None)
+    donor = tmp_path / "runs" / "gen-a"
+    train_ar(ARConfig(tokenizer=tokenizer, **{**AR, "val_images": 16, "cfg_scale": 1.0}), str(donor), **quiet)
+    here = ARConfig(tokenizer=tokenizer, **{**AR, "cfg_scale": 2.0, "samples": 8, "cfg_sweep": "1.5"})
+    flat = dataclasses.asdict(here)
+    assert find_trained(str(tmp_path / "runs"), flat) == str(donor)
+    assert find_trained(str(tmp_path / "runs"), {**flat, "seed": 1}) == ""  # another training: none
+    assert find_trained(str(tmp_path / "runs"), {**flat, "steps": 8}) == ""
+    with pytest.raises(SharedTrainingError, match="trained another generator \\(seed=0 there, 1 here"):
+        check_trained(str(donor), {**flat, "seed": 1})
+    from sweeps.generation import _shared_training  # the launch's plan: only a run not yet started takes them
+    assert _shared_training(here, str(tmp_path / "runs"), "missing", "w").init_from == str(donor)
+    assert _shared_training(here, str(tmp_path / "runs"), "preempted", "w").init_from == ""  # its own checkpoint
+    taken = train_ar(dataclasses.replace(here, init_from=str(donor)), str(tmp_path / "taken"), **quiet)
+    fresh = train_ar(here, str(tmp_path / "fresh"), **quiet)
+    a = torch.load(tmp_path / "taken" / "ckpt.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "fresh" / "ckpt.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = lambda d: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+    assert rows(tmp_path / "taken") == rows(donor)  # the curve that trained it, held-out loss included
+    assert [r["ar/loss"] for r in rows(donor)] == [r["ar/loss"] for r in rows(tmp_path / "fresh")]
+    assert taken["config"]["init_from"] == str(donor) and taken["metrics"].keys() == fresh["metrics"].keys()
+
+
+@pytest.mark.slow
 def test_ten_crop_cache_and_training(tokenizer, tmp_path, monkeypatch):
     """ten_crop_flip: ten code maps per image in their own cache file, same labels; training draws one each."""
     monkeypatch.setenv("FVQ_FID_WEIGHTS", str(tmp_path / "no-weights.pt"))
@@ -217,7 +248,8 @@ def test_generation_grid_bad_inputs_exit_2_and_write_nothing(tmp_path):
     assert len({line.split()[3] for line in seeded.stdout.splitlines()[2:]}) == 6  # six tokenizers
     for args, msg in [(["seeds=2", "ar.seed=1"], "generator seed given twice"), (["ar.cfg_scale=0.5"], "< 1"), (["ar.cfg_scale=1.5", "ar.class_dropout=0"], "class_dropout=0"),
                       (["ar.vocab=16384"], "codebook size 1024"), (["ar.nope=1"], "AR override 'nope'"),
-                      (["ar.cfg_sweep=1.5,0.5"], "cfg=0.5 < 1"), (["ar.samples=100000"], "real images")]:
+                      (["ar.cfg_sweep=1.5,0.5"], "cfg=0.5 < 1"), (["ar.samples=100000"], "real images"),
+                      ([f"ar.init_from={tmp_path}"], "not a finished generator run")]:
         r = _run(tmp_path, *args)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
     sig = ok.stdout.splitlines()[2].split()[3]  # the vq tokenizer's signature

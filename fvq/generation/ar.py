@@ -42,6 +42,7 @@ from fvq.core.config import SchedCfg
 from fvq.core.keyvalue import split, typed
 from fvq.core.errors import SetupError, one_line
 from fvq.generation.gpt import GPT, check_cfg, generate, spec
+from fvq.generation.shared import take_trained
 from fvq.core.rundir import write_json, write_status
 from fvq.core.schedule import lr_factor
 from fvq.core.track import truncate_jsonl
@@ -90,6 +91,8 @@ class ARConfig:
     ckpt_every: int = 500
     ref_stats: str = ""         # gFID's real side from an .npz of mu (2048,), sigma (2048, 2048) (ADM's reference
     # batches); "" = the first ``samples`` images of the tokenizer's val set
+    init_from: str = ""         # run dir of a finished generator that trained these weights under another evaluation:
+    # taken instead of trained again (fvq/generation/shared.py)
 
     @property
     def lr(self) -> float:
@@ -176,6 +179,9 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
     flat = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
     cache = dist.on_main(lambda: token_cache(cfg.tokenizer, "train", cfg.train_images, aug=cfg.aug))
     cache = cache if main else token_cache(cfg.tokenizer, "train", cfg.train_images, aug=cfg.aug)
+    # before the seed: building a token cache draws from the global RNG (its DataLoader), and the held-out
+    # loss must not change the weights (fvq/generation/shared.py)
+    val = token_cache(cfg.tokenizer, "val", cfg.val_images) if cfg.val_images and main else None
     torch.manual_seed(cfg.seed)
     model = _gpt(cfg, cache).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]  # no decay on norms (LlamaGen: dim < 2 undecayed)
@@ -186,6 +192,8 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
     ckpt = os.path.join(run_dir, "ckpt.pt")
     start = 0
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # batch order and label dropout: resumable state
+    if cfg.init_from and not os.path.exists(ckpt):  # trained already: the run resumes at its last step
+        dist.on_main(take_trained, run_dir, flat)
     if os.path.exists(ckpt):
         st = load_checkpoint(ckpt, expect_config=flat)
         model.load_state_dict(st["model"])
@@ -198,7 +206,6 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
         write_status(run_dir, "RUNNING", step=start, pid=os.getpid())
         record = _curves_from(run_dir, start)
     idx, lab = cache["indices"], cache["labels"]
-    val = token_cache(cfg.tokenizer, "val", cfg.val_images) if cfg.val_images and main else None
     per = cfg.batch // dist.world()
     t0 = time.perf_counter()
     net.train()
