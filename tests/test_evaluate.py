@@ -1,7 +1,6 @@
 import os
 from typing import NamedTuple
 
-import numpy as np
 import pytest
 import torch
 

@@ -13,7 +13,7 @@ import time
 import pytest
 import submitit
 
-from slurm.devcluster import DevCluster, DevClusterError, running_again, wait_until
+from slurm.devcluster import running_again, wait_until
 from slurm.spec import SlurmSpec, load_spec, names
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -1,5 +1,4 @@
 """sweeps/run.py: bad input exits 2 with nothing submitted; dry/status; relaunch rules; local launches."""
-import json
 import os
 import subprocess
 import sys
