@@ -39,8 +39,8 @@ def make(results: Path):
         if run["step"].min() > run["step"].diff().median():  # rows lost before the record was kept
             gaps.append(f"{sig}: curve starts at step {int(run['step'].min())}")
     ax.axvline(CPU_AR["steps"], color="0.5", lw=0.8, ls=":")
-    ax.text(CPU_AR["steps"], ax.get_ylim()[1], f" benchmark: GPT-{CPU_AR['model']}, {CPU_AR['steps']:,} steps",
-            fontsize=6, va="top", ha="right", color="0.4")
+    ax.text(CPU_AR["steps"], ax.get_ylim()[0], f"benchmark: GPT-{CPU_AR['model']}, {CPU_AR['steps']:,} steps ",
+            fontsize=6, va="bottom", ha="right", color="0.4")
     ax.legend(fontsize=6, title="held-out (solid), train (dashed)", title_fontsize=6)
     ax.set(xlabel="generator step (batch 64)", ylabel="AR cross-entropy (nats / token)",
            title="Generator calibration (cpu): loss vs steps and size")
