@@ -37,10 +37,9 @@ shows it). A relaunch skips generators that are queued, running or finished.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import submitit
@@ -139,7 +138,7 @@ def _shared_training(cfg: ARConfig, runs_dir: str, state: str, where: str) -> AR
     """A generator not yet started takes the weights of a finished run that trained the same ones under
     another evaluation (fvq/generation/shared.py); ``ar.init_from=`` given by hand is checked here, before
     anything is submitted."""
-    here = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    here = asdict(cfg)
     if cfg.init_from:
         try:
             check_trained(cfg.init_from, here)
@@ -147,7 +146,7 @@ def _shared_training(cfg: ARConfig, runs_dir: str, state: str, where: str) -> AR
             raise ConfigError(f"{where}: {e}") from None
         return cfg
     src = find_trained(runs_dir, here) if state == "missing" else ""
-    return dataclasses.replace(cfg, init_from=src) if src else cfg
+    return replace(cfg, init_from=src) if src else cfg
 
 
 class GenJob(submitit.helpers.Checkpointable):
