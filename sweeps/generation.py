@@ -59,7 +59,7 @@ from sweeps.identity import ar_signature, check_stored_ar
 from sweeps.options import Options, seeds_text
 from sweeps.plan import Planned, plan_point
 from sweeps.state import classify, progress
-from sweeps.submit import Batch, Launching, Live, no_dependency, to_submit
+from sweeps.submit import Batch, Launching, Live, no_dependency, plan_line, to_submit
 
 # ARConfig keys that do not change what a generator run computes (like fvq.core.config.NON_SCIENCE_KEYS)
 # Paper scale: per model the FVQ authors' recipe (fvq/generation/ar.py paper_recipe: GPT-L 300 epochs at
@@ -243,6 +243,7 @@ def run_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, 
     launch = prepare_launch(opts)
     ensure_experiment(opts.tracking_uri, opts.experiment)
     gens = to_submit(plans, opts.retry)
+    print(f"grid=generation scale={opts.scale}: {plan_line(plans, opts.retry, 'generator runs')}", flush=True)
     # each tokenizer a generator needs, once; one that is queued or running is waited for, never resubmitted
     toks = list({p.tok.sig: p.tok for p in gens}.values())
     for t in toks:

@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fvq.core.errors import SetupError, one_line, shorten  # noqa: E402
 from fvq.core.rundir import read_json, read_status  # noqa: E402
 from sweeps.state import classify  # noqa: E402
-from sweeps.submit import Batch, Launching, Live, submits, summary, to_submit  # noqa: E402
+from sweeps.submit import Batch, Launching, Live, plan_line, submits, summary, to_submit  # noqa: E402
 from sweeps.options import Options, parse, seeds_text  # noqa: E402
 from fvq.core.config import ConfigError  # noqa: E402
 from sweeps.plan import (Launch, Planned, check_eval_sets, grid_names, plan_grids, plan_point,  # noqa: E402
@@ -223,10 +223,7 @@ def launch_grids(plans: list[Planned], opts: Options, launch: Launch) -> int:
     for line in _sync_launches(opts):  # launch runs an outage left open
         print(f"[fvq] {line}", flush=True)
     n_todo = len(to_submit(plans, opts.retry))
-    skipped = {p.state for p in plans if not submits(p.state, opts.retry)}
-    print(f"grid={opts.grid} scale={opts.scale}: {len(plans)} points, {n_todo} to submit "
-          f"({', '.join(f'{sum(p.state == s for p in plans)} {s}' for s in sorted(skipped)) or 'none skipped'})",
-          flush=True)
+    print(f"grid={opts.grid} scale={opts.scale}: {plan_line(plans, opts.retry)}", flush=True)
     exp_id = ensure_experiment(opts.tracking_uri, opts.experiment)
     for p in plans:
         if not submits(p.state, opts.retry):

@@ -51,6 +51,13 @@ def to_submit(plans: list, retry: bool) -> list:
     return [p for p in plans if submits(p.state, retry)]
 
 
+def plan_line(plans: list, retry: bool, what: str = "points") -> str:
+    """``3 points, 2 to submit (1 finished)``: what a (re)launch sends and what it leaves, said before it sends."""
+    left = sorted({p.state for p in plans if not submits(p.state, retry)})
+    kept = ", ".join(f"{sum(p.state == s for p in plans)} {s}" for s in left) or "none skipped"
+    return f"{len(plans)} {what}, {len(to_submit(plans, retry))} to submit ({kept})"
+
+
 class Launching:
     """One launch: its parent MLflow run (opened at the first submit with work, closed on leaving the block)
     and the outcome of every run it submitted, over one or several `submit` calls (a search's batches,

@@ -825,6 +825,7 @@ def test_generation_launched_twice_at_once_trains_each_run_once(tmp_path):
         assert len(json.load(open(d / "attempts.json"))) == 1, (d, logs)  # started once
     gens = [d.name[len("gen-"):] for d in dirs if d.name.startswith("gen-")]  # their progress was shown
     assert any(f"running ({s}:" in "".join(logs) for s in gens), logs
+    assert all("grid=generation scale=cpu: 2 generator runs, " in log for log in logs), logs  # the plan, said first
     row("`grid=generation` launched twice at once", "both through the one submit path: tokenizers and "
         "generators claimed; the second launch skips what the first holds", "nothing; each of 4 runs trained once")
 
