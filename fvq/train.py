@@ -25,7 +25,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import sys
 import time
 from typing import Any, Callable
@@ -35,7 +34,8 @@ import torch
 from fvq.core import dist, environment
 from fvq.build import (Parts, build_datasets, build_eval_lpips, build_extra_datasets, build_parts, evaluate_run,
                        resolve_device)
-from fvq.core.checkpoint import load_checkpoint, remove_partial, rng_state, save_checkpoint, set_rng_state
+from fvq.core.checkpoint import (Preempted, load_checkpoint, note_stop_signals, remove_partial, rng_state,
+                                 save_checkpoint, set_rng_state)
 from fvq.core.config import Config, to_flat_dict
 from fvq.core.errors import SetupError, one_line
 from fvq.core.loader import train_loader
@@ -49,10 +49,6 @@ from fvq.core.track import BufferedTracker, NullTracker, Sink
 
 class RunFailed(RuntimeError):
     """Training stopped for a reason recorded in status.json (e.g. a non-finite loss); one line."""
-
-
-class Preempted(RuntimeError):
-    """SIGTERM / SIGUSR1 arrived: a checkpoint was written, the job can be requeued."""
 
 
 def _micro(net, last: bool):
@@ -126,7 +122,7 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
     status, step_reached = "FAILED", read_status(run_dir).get("step")
     # SIGTERM (Slurm preemption / scancel) and SIGUSR1 (time limit warning): finish the step, checkpoint.
     stop_signal: list[int] = []
-    old_handlers = {s: signal.signal(s, lambda n, f: stop_signal.append(n)) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    restore_handlers = note_stop_signals(stop_signal)
     progress = None
     try:
         # ---- set-up: data, model, losses, optimisers (a failure here is recorded like any other) ------
@@ -215,8 +211,7 @@ def _train(cfg: Config, run_dir: str, device: torch.device, sink: Sink | None, l
         except OSError:  # a run dir gone read-only or full: the failure on its way already says so
             if status == "FINISHED":
                 raise
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
+        restore_handlers()
 
 
 def _set_up(cfg: Config, device: torch.device, world: int) -> tuple[Parts, Any, Any, tuple]:

@@ -49,6 +49,7 @@ from fvq.core.config import ConfigError
 from fvq.core.errors import one_line
 from fvq.eval.card import card_tags, load_ref_stats
 from fvq.core import dist
+from fvq.core.checkpoint import Preempted
 from fvq.core.rundir import read_json, read_status, write_status
 from fvq.core.track import read_jsonl, record
 from fvq.generation.shared import SharedTrainingError, check_trained, find_trained
@@ -59,7 +60,7 @@ from sweeps.identity import ar_signature, check_stored_ar
 from sweeps.options import Options, seeds_text
 from sweeps.plan import Planned, plan_point
 from sweeps.state import classify, progress
-from sweeps.submit import Batch, Launching, Live, no_dependency, plan_line, to_submit
+from sweeps.submit import Batch, Launching, Live, exit_code, no_dependency, plan_line, summary, to_submit
 
 # ARConfig keys that do not change what a generator run computes (like fvq.core.config.NON_SCIENCE_KEYS)
 # Paper scale: per model the FVQ authors' recipe (fvq/generation/ar.py paper_recipe: GPT-L 300 epochs at
@@ -176,6 +177,12 @@ class GenJob(submitit.helpers.Checkpointable):
             open_run(self.uri, self.experiment, self.run_dir, self.name, self.tags)  # bound to the run dir
         try:
             res = train_ar(self.cfg, self.run_dir)
+        except Preempted as e:  # checkpoint written, PREEMPTED: the requeue or the next launch resumes it
+            if main:
+                record(self.run_dir, status="KILLED")  # as a tokenizer's run; open_run sets it running again
+                _send(self.run_dir)
+            print(f"[fvq] {e}; waiting to be requeued", flush=True)
+            raise
         except Exception as e:
             if main:
                 write_status(self.run_dir, "FAILED", reason=one_line(e)[:300])
@@ -283,4 +290,7 @@ def run_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, 
     for p in plans:
         p.state, p.tok.state = classify(p.run_dir)[0], classify(p.tok.run_dir)[0]
     print(table(plans))
-    return 1 if launching.failed else 0
+    if launching.results:
+        print("done: " + "; ".join(f"{what} {summary(out)}" for what, out in (("tokenizers", tok_out),
+                                                                           ("generators", gen_out)) if out), flush=True)
+    return exit_code(launching.results)

@@ -26,7 +26,8 @@ from fvq.build import resolve_device
 from fvq.core.config import from_flat_dict
 from fvq.core.errors import one_line
 from fvq.core.rundir import RunDirError, read_json, read_status, write_json, write_status
-from fvq.train import Preempted, train
+from fvq.core.checkpoint import Preempted
+from fvq.train import train
 from sweeps.pruning import pruning_callback
 
 

@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fvq.core.errors import SetupError, one_line, shorten  # noqa: E402
 from fvq.core.rundir import read_json, read_status  # noqa: E402
 from sweeps.state import classify  # noqa: E402
-from sweeps.submit import Batch, Launching, Live, plan_line, submits, summary, to_submit  # noqa: E402
+from sweeps.submit import Batch, Launching, Live, exit_code, plan_line, submits, summary, to_submit  # noqa: E402
 from sweeps.options import Options, parse, seeds_text  # noqa: E402
 from fvq.core.config import ConfigError  # noqa: E402
 from sweeps.plan import (Launch, Planned, check_eval_sets, grid_names, plan_grids, plan_point,  # noqa: E402
@@ -256,12 +256,7 @@ def launch_grids(plans: list[Planned], opts: Options, launch: Launch) -> int:
           f"http://127.0.0.1:5000/#/experiments/{exp_id}?workflowType=machine_learning (parent run "
           f"'grid={opts.grid} scale={opts.scale}', or filter "
           + " or ".join(f"tags.\"grid.{n}\" = '1'" for n in grid_names(opts.grid)) + ")")
-    if launching.failed:
-        return 1
-    if any(r.startswith("preempted") for r in results.values()):  # as fvq.train: stopped at a checkpoint
-        print("preempted runs resume from their checkpoints on a relaunch of the same command")
-        return 3
-    return 0
+    return exit_code(launching.results)
 
 
 def _tag_existing(p: Planned, opts: Options) -> None:

@@ -165,6 +165,17 @@ def summary(results: dict[str, str]) -> str:
                      if k in kinds or k in ("finished", "failed"))
 
 
+def exit_code(results: dict[str, str]) -> int:
+    """A local launch's exit status: 1 when a run failed or was killed, 3 when one was preempted (stopped at a
+    checkpoint, as ``fvq.train``'s exit 3: a relaunch of the same command resumes it), else 0."""
+    if any(r.startswith(("failed", "killed")) for r in results.values()):
+        return 1
+    if any(r.startswith("preempted") for r in results.values()):
+        print("preempted runs resume from their checkpoints on a relaunch of the same command", flush=True)
+        return 3
+    return 0
+
+
 class Live:
     """Progress of a blocking local launch (tokenizers and generators alike): one line per change, from each
     running run's status.json (its step, and the phase after training where there is one)."""

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from fvq.core.checkpoint import Preempted
 from fvq.generation.ar import ARConfig, ar_overrides, inception_logits, inception_score, train_ar
 from fvq.core.config import ConfigError, Config, apply_overrides, to_json
 from fvq.core.rundir import read_status
@@ -126,6 +127,31 @@ def test_token_cache_extracted_once_and_keyed(tokenizer):
     mtime = os.path.getmtime(cache_path(tokenizer, "train", 64))
     assert torch.equal(token_cache(tokenizer, "train", 64)["indices"], c["indices"])
     assert os.path.getmtime(cache_path(tokenizer, "train", 64)) == mtime  # reused, not re-extracted
+
+
+@pytest.mark.slow
+def test_a_signal_stops_the_generator_at_that_step_with_a_checkpoint_and_resuming_changes_nothing(tokenizer, tmp_path,
+                                                                                                   monkeypatch):
+    """SIGTERM (a preemption) between periodic checkpoints: the step ends, a checkpoint of that step is written,
+    the run is PREEMPTED, the handlers are put back; the resumed run trains the uninterrupted run's weights."""
+    import signal
+
+    monkeypatch.setattr("fvq.generation.ar.evaluate_generator", lambda c, m, d, dev: ({}, {}, {}))  # training only
+    cfg = ARConfig(tokenizer=tokenizer, **{**AR, "ckpt_every": 1000})  # no periodic checkpoint before the end
+    quiet = lambda *a, **k: None
+    ref = tmp_path / "ref"
+    train_ar(cfg, str(ref), log=quiet)
+    cut, before = tmp_path / "cut", signal.getsignal(signal.SIGTERM)
+    term = lambda line, **k: os.kill(os.getpid(), signal.SIGTERM) if line.startswith("[ar] step 4/") else None
+    with pytest.raises(Preempted, match=f"signal {int(signal.SIGTERM)} at step 4: checkpoint written"):
+        train_ar(cfg, str(cut), log=term)
+    assert signal.getsignal(signal.SIGTERM) is before  # a signal in the evaluation phase stops the process
+    assert read_status(cut)["state"] == "PREEMPTED" and read_status(cut)["step"] == 4
+    assert torch.load(cut / "ckpt.pt", weights_only=True)["step"] == 4
+    train_ar(cfg, str(cut), log=quiet)
+    a, b = (torch.load(d / "ckpt.pt", weights_only=True)["model"] for d in (ref, cut))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [json.loads(x)["step"] for x in (cut / "metrics.jsonl").read_text().splitlines()] == [2, 4, 6]
 
 
 @pytest.mark.slow

@@ -831,6 +831,61 @@ def test_generation_launched_twice_at_once_trains_each_run_once(tmp_path):
 
 
 @pytest.mark.slow
+@needs_fashion_mnist
+def test_a_preempted_generator_resumes_at_the_step_it_stopped_in_and_mlflow_keeps_one_run(tmp_path):
+    """SIGTERM of generator jobs between their checkpoints: checkpoint at that step, PREEMPTED (not failed), the
+    launch says `preempted` and exits 3; the relaunch resumes each from that step in the same MLflow run."""
+    import torch
+
+    from sweeps.state import classify
+
+    gen = ["grid=generation", "optim.steps=3", "log.every=1", "data.train_size=64", "data.val_size=16",
+           "eval.images=16", "eval.batch=16", "optim.batch=8", "quant.codebook_size=64", "eval.fid=false",
+           "log.progress=off", "ar.train_images=64", "ar.batch=8", "ar.steps=100000", "ar.log_every=2",
+           "ar.ckpt_every=100000", "ar.samples=4"]  # generators alive for as long as the test needs them
+    runs = tmp_path / "runs"
+    gens = lambda: sorted(str(runs / d) for d in os.listdir(runs) if d.startswith("gen-")) if runs.exists() else []
+
+    def term_each(launch, past: dict) -> None:  # every generator (one after the other), once it trained on
+        for run in _poll(lambda: len(gens()) == 2 and gens(), 600, "the two generators' run dirs"):
+            _poll(lambda: read_status(run).get("state") == "RUNNING" and read_status(run).get("step", 0)
+                  >= past.get(run, 0) + 4, 600, f"{run} to train")
+            os.kill(read_status(run)["pid"], signal.SIGTERM)
+            _poll(lambda: read_status(run).get("state") == "PREEMPTED", 300, f"{run} to stop")
+        assert launch.wait(timeout=300) == 3
+
+    first = _launch_bg(tmp_path, "first.log", *gen)
+    term_each(first, {})
+    log = (tmp_path / "first.log").read_text()
+    assert "done: tokenizers 2 finished, 0 failed; generators 0 finished, 2 preempted, 0 failed" in log, log
+    stopped = {run: read_status(run)["step"] for run in gens()}
+    ml = {run: json.load(open(os.path.join(run, "mlflow.json"))) for run in gens()}
+    for run, step in stopped.items():
+        assert classify(run)[0] == "preempted" and step >= 4, (run, step)
+        assert torch.load(os.path.join(run, "ckpt.pt"), weights_only=True)["step"] == step  # not step 0
+        assert _run_status(ml[run]["tracking_uri"], ml[run]["run_id"]) == "KILLED"
+    again = _launch_bg(tmp_path, "again.log", *gen, "parallel=2")
+    term_each(again, stopped)
+    job_logs = "".join(open(os.path.join(d, f), errors="replace").read()
+                       for d, _, fs in os.walk(runs / ".submitit") for f in fs if f.endswith(".out"))
+    for run, step in stopped.items():
+        assert f"resumed {run} at step {step}/" in job_logs, job_logs[-3000:]
+        assert len(json.load(open(os.path.join(run, "attempts.json")))) == 2
+        assert json.load(open(os.path.join(run, "mlflow.json")))["run_id"] == ml[run]["run_id"]  # one MLflow run
+        curve = [r["step"] for r in read_jsonl(os.path.join(run, "metrics.jsonl"))]
+        assert curve == sorted(set(curve)), "a curve step recorded twice"
+    row("SIGTERM of generator jobs between their checkpoints (`ar.ckpt_every`)", "checkpoint at that step, "
+        "PREEMPTED, `preempted` in the summary (exit 3); the relaunch resumes each there, same MLflow run",
+        f"nothing: stopped at steps {sorted(stopped.values())}, resumed there, each curve step once")
+
+
+def _run_status(uri: str, run_id: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri).get_run(run_id).info.status
+
+
+@pytest.mark.slow
 def test_search_launched_twice_at_once_trains_each_trial_once(tmp_path):
     """Two searches of one study on a fresh Optuna store: the store is created once, neither fails the other's
     running trials as abandoned, and every trial's run is trained once."""

@@ -7,14 +7,19 @@ training-curve state (windowed usage). Data order needs no saved state: it is a 
 
 Writes go to a temporary file in the same directory, are fsynced, then renamed over the old file, so a
 kill -9 at any moment leaves either the old or the new checkpoint, never a torn one.
+
+A scheduler's stop (SIGTERM: Slurm preemption, requeue, scancel; SIGUSR1: a time-limit warning) is noted,
+not obeyed at once: the training loop (tokenizer and generator alike) finishes its step, writes a checkpoint
+and raises ``Preempted``, so a requeued job loses no step however far apart its periodic checkpoints are.
 """
 from __future__ import annotations
 
 import contextlib
 import glob
 import os
+import signal
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -24,6 +29,22 @@ from fvq.core.errors import SetupError, disk_error, one_line
 
 class CheckpointError(SetupError, RuntimeError):
     """A checkpoint that cannot be used; the message is one line."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM / SIGUSR1 arrived: a checkpoint was written, the job can be requeued."""
+
+
+def note_stop_signals(noted: list[int]) -> Callable[[], None]:
+    """Append each SIGTERM / SIGUSR1 to ``noted`` instead of dying (the loop checks it after each step);
+    returns what puts the previous handlers back (called once training is over: a signal during the final
+    evaluation stops the process as usual, there is nothing left to checkpoint)."""
+    old = {s: signal.signal(s, lambda n, f: noted.append(n)) for s in (signal.SIGTERM, signal.SIGUSR1)}
+
+    def restore() -> None:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return restore
 
 
 def save_checkpoint(path: str, state: dict[str, Any]) -> None:

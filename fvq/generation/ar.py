@@ -10,7 +10,8 @@ base_batch x lr_scale), no warmup, lr held for 5% of the steps then linear decay
 fvq/core/dist.py. ``paper_recipe(model)`` holds the paper-scale batch and length per model, from the authors'
 launch scripts: GPT-L 300 epochs at global batch 2,048 (lr 8e-4), GPT-XL 350 epochs at 1,024 (lr 4e-4), both
 on ten-crop + flip codes (``aug``, fvq/generation/tokens.py). A checkpoint (model, optimiser, step, RNG) is
-written every ``ckpt_every`` steps and on the last; a rerun resumes from it, bit-identical on CPU.
+written every ``ckpt_every`` steps, on the last, and at the step a SIGTERM / SIGUSR1 arrives in (then the run
+is PREEMPTED, fvq/core/checkpoint.py); a rerun resumes from it, bit-identical on CPU.
 
 Sampling: LlamaGen's sampler (fvq/generation/gpt.py ``generate``) with ``cfg_scale``, ``cfg_interval`` (-1:
 guidance on every code, LlamaGen's default), temperature, top-k, top-p.
@@ -37,7 +38,7 @@ from typing import Any
 import torch
 
 from fvq.core import dist
-from fvq.core.checkpoint import load_checkpoint, save_checkpoint
+from fvq.core.checkpoint import Preempted, load_checkpoint, note_stop_signals, save_checkpoint
 from fvq.core.config import SchedCfg
 from fvq.core.keyvalue import split, typed
 from fvq.core.errors import SetupError, one_line
@@ -208,44 +209,57 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
     idx, lab = cache["indices"], cache["labels"]
     per = cfg.batch // dist.world()
     t0 = time.perf_counter()
-    net.train()
-    for step in range(start, cfg.steps):
-        lr = cfg.lr * lr_factor(step, cfg.steps, AR_SCHED)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        pick = torch.randint(len(idx), (cfg.batch,), generator=gen)
-        x = idx[pick]
-        if x.dim() == 3:  # ten_crop_flip: one of the image's ten code maps, drawn afresh (LlamaGen's dataset)
-            x = x[torch.arange(cfg.batch), torch.randint(x.shape[1], (cfg.batch,), generator=gen)]
-        mine = slice(dist.rank() * per, (dist.rank() + 1) * per)
-        x, y = x[mine].long().to(device), lab[pick[mine]].to(device)
-        y = model.drop_labels(y.cpu(), gen).to(device)
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            logits = net(x[:, :-1], y)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else torch.zeros(())
-        opt.step()
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            now = time.perf_counter()
-            row = {"step": done, "ar/loss": float(dist.all_reduce(loss.detach()) / dist.world()),
-                   "ar/lr": lr, "ar/grad_norm": float(gn),
-                   "ar/img_per_s": cfg.log_every * cfg.batch / max(now - t0, 1e-9)}
-            if val is not None:
-                row["ar/val_loss"] = val_loss(model, val, device)
-            t0 = now
-            if main:
-                record.write(json.dumps(row) + "\n")
-                write_status(run_dir, "RUNNING", step=done, pid=os.getpid())  # the launch's progress line reads it
-            log(f"[ar] step {done}/{cfg.steps} loss={row['ar/loss']:.4f}", flush=True)
-        stop = done == stop_after
-        if main and (done % cfg.ckpt_every == 0 or done == cfg.steps or stop):
-            save_checkpoint(ckpt, {"step": done, "model": model.state_dict(), "opt": opt.state_dict(),
-                                   "gen": gen.get_state(), "rng": torch.get_rng_state(), "config": flat})
-        if stop:
-            break
+    # SIGTERM / SIGUSR1 (preemption, requeue, time limit): finish the step, checkpoint, stop
+    stop_signal: list[int] = []
+    restore_handlers = note_stop_signals(stop_signal)
+    try:
+        net.train()
+        for step in range(start, cfg.steps):
+            lr = cfg.lr * lr_factor(step, cfg.steps, AR_SCHED)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            pick = torch.randint(len(idx), (cfg.batch,), generator=gen)
+            x = idx[pick]
+            if x.dim() == 3:  # ten_crop_flip: one of the image's ten code maps, drawn afresh (LlamaGen's dataset)
+                x = x[torch.arange(cfg.batch), torch.randint(x.shape[1], (cfg.batch,), generator=gen)]
+            mine = slice(dist.rank() * per, (dist.rank() + 1) * per)
+            x, y = x[mine].long().to(device), lab[pick[mine]].to(device)
+            y = model.drop_labels(y.cpu(), gen).to(device)
+            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                logits = net(x[:, :-1], y)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else torch.zeros(())
+            opt.step()
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                now = time.perf_counter()
+                row = {"step": done, "ar/loss": float(dist.all_reduce(loss.detach()) / dist.world()),
+                       "ar/lr": lr, "ar/grad_norm": float(gn),
+                       "ar/img_per_s": cfg.log_every * cfg.batch / max(now - t0, 1e-9)}
+                if val is not None:
+                    row["ar/val_loss"] = val_loss(model, val, device)
+                t0 = now
+                if main:
+                    record.write(json.dumps(row) + "\n")
+                    write_status(run_dir, "RUNNING", step=done, pid=os.getpid())  # the launch's progress line reads it
+                log(f"[ar] step {done}/{cfg.steps} loss={row['ar/loss']:.4f}", flush=True)
+            stop = done == stop_after
+            signalled = dist.any_true(bool(stop_signal))  # a signal may reach the ranks steps apart
+            if main and (done % cfg.ckpt_every == 0 or done == cfg.steps or stop or signalled):
+                save_checkpoint(ckpt, {"step": done, "model": model.state_dict(), "opt": opt.state_dict(),
+                                       "gen": gen.get_state(), "rng": torch.get_rng_state(), "config": flat})
+            if signalled:
+                dist.barrier()  # no rank exits (so no launcher kills rank 0) before the checkpoint is written
+                if main:
+                    record.close()
+                    write_status(run_dir, "PREEMPTED", step=done)
+                raise Preempted(f"signal {(stop_signal or ['on another rank'])[0]} at step {done}: checkpoint written")
+            if stop:
+                break
+    finally:
+        restore_handlers()
     if main:
         record.close()
     if stop_after and stop_after < cfg.steps:
