@@ -155,6 +155,26 @@ def test_a_signal_stops_the_generator_at_that_step_with_a_checkpoint_and_resumin
 
 
 @pytest.mark.slow
+def test_the_generator_entry_point_exits_3_with_one_line_on_sigterm(tokenizer, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "g"
+    args = [sys.executable, "-m", "fvq.generation.ar", f"out={out}", f"tokenizer={tokenizer}", "train_images=64",
+            "batch=8", "steps=100000", "log_every=2", "ckpt_every=100000", "samples=4"]
+    p = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": REPO})
+    deadline = time.monotonic() + 300
+    while read_status(out).get("step", 0) < 4:
+        assert time.monotonic() < deadline and p.poll() is None, "the generator did not train"
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 3 and err.strip().startswith("preempted: signal") and err.strip().count("\n") == 0, err
+    assert read_status(out)["state"] == "PREEMPTED"
+
+
+@pytest.mark.slow
 def test_ar_resume_equals_uninterrupted_and_missing_metrics_have_reasons(tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("FVQ_FID_WEIGHTS", str(tmp_path / "no-weights.pt"))  # gFID: missing, with the reason
     import fvq.generation.ar as ar

@@ -422,12 +422,16 @@ def evaluate_generator(cfg: ARConfig, model: GPT, run_dir: str, device) -> tuple
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fvq.generation.ar out=runs/ar-demo tokenizer=runs/<sig> [key=value ...]``: one generator run."""
+    """``python -m fvq.generation.ar out=runs/ar-demo tokenizer=runs/<sig> [key=value ...]``: one generator run.
+    Exit status as ``fvq.train``'s: 0 finished, 2 bad input (one line), 3 preempted (checkpoint written)."""
     args = list(sys.argv[1:] if argv is None else argv)
     out = next((a.split("=", 1)[1] for a in args if a.startswith("out=")), "runs/ar-debug")
     try:
         cfg = ar_overrides([a for a in args if not a.startswith("out=")])
         result = train_ar(cfg, out)
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        return 3
     except (SetupError, TokenizerError, ValueError, OSError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
