@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -176,18 +177,46 @@ def exit_code(results: dict[str, str]) -> int:
     return 0
 
 
+def total_steps(cfg: Any) -> int | None:
+    """A run's training steps: a generator's ``steps``, a tokenizer's ``optim.steps``; None when unknown."""
+    steps = getattr(cfg, "steps", None) or getattr(getattr(cfg, "optim", None), "steps", None)
+    return steps if isinstance(steps, int) else None
+
+
+def clock(seconds: float) -> str:
+    """``1h34m``, ``12m``, ``40s``: a duration as a progress line says it."""
+    m = int(seconds // 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m" if m else f"{int(seconds)}s"
+
+
 class Live:
     """Progress of a blocking local launch (tokenizers and generators alike): one line per change, from each
-    running run's status.json (its step, and the phase after training where there is one)."""
+    running run's status.json (its step of its total, and the phase after training where there is one), with
+    the training time a run has left at the pace it has kept since this launch first saw it move (``~1h34m``;
+    measured between step changes, so the line changes only when a step does)."""
 
     def __init__(self):
         self.last = ""
+        self.pace: dict[str, list] = {}  # sig -> [first (time, step) after a change, latest (time, step)]
 
     def show(self, results, running, queue) -> None:
         parts = []
         for sig, (p, _) in running.items():
-            parts.append(f"{sig}:{progress(read_status(p.run_dir)) or 0}")
+            status, total = read_status(p.run_dir), total_steps(p.cfg)
+            parts.append(f"{sig}:{progress(status, total) or 0}{self._left(sig, status, total)}")
         line = f"[sweep] {len(results)} done, {len(running)} running ({', '.join(parts)}), {len(queue)} queued"
         if line != self.last:
             self.last = line
             print(line, flush=True)
+
+    def _left(self, sig: str, status: dict, total: int | None) -> str:
+        step, now = int(status.get("step") or 0), time.monotonic()
+        seen = self.pace.get(sig)
+        if seen is None or step < seen[1][1]:  # new, or resumed from an earlier checkpoint: measure afresh
+            seen = self.pace[sig] = [None, (now, step)]
+        elif step > seen[1][1]:  # a step change: the first anchors the pace (a mid-window start would not)
+            seen[0], seen[1] = seen[0] or (now, step), (now, step)
+        first, (t_last, s_last) = seen
+        if not first or s_last <= first[1] or total is None or status.get("phase") or s_last >= total:
+            return ""
+        return f" ~{clock((total - s_last) * (t_last - first[0]) / (s_last - first[1]))}"

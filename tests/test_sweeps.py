@@ -228,3 +228,38 @@ def test_local_launch_extracts_the_rfid_reference_once(tmp_path, monkeypatch):
     warm_fid_references(plans, 1, log=lambda m, **_: lines.append(m))
     assert len(lines) == 2 and "already cached" in lines[1]
     assert len(list((tmp_path / ".cache" / "fvq" / "fid").glob("ref_*.npz"))) == 1
+
+
+def test_the_progress_line_gives_the_time_left_at_the_pace_measured_between_step_changes(tmp_path, monkeypatch,
+                                                                                          capsys):
+    from types import SimpleNamespace
+
+    import sweeps.submit as submit
+    from fvq.core.rundir import write_status
+
+    clock = iter([0.0, 30.0, 60.0, 90.0, 150.0, 200.0, 210.0])  # one reading per show()
+    monkeypatch.setattr(submit.time, "monotonic", lambda: next(clock))
+    run = SimpleNamespace(run_dir=str(tmp_path), cfg=SimpleNamespace(steps=6000))
+    live, lines = submit.Live(), []
+
+    def show(step, **extra):
+        write_status(str(tmp_path), "RUNNING", step=step, **extra)
+        live.show({}, {"abc": (run, None)}, [])
+        lines.append(capsys.readouterr().out.strip())
+
+    show(850)   # t=0: seen mid-window, no pace yet
+    show(1000)  # t=30: first change, the pace's anchor
+    show(1000)  # t=60: no change, no new line
+    show(1100)  # t=90: 100 steps in 60 s -> 4,900 steps left = 49 min
+    show(1200)  # t=150: 200 steps in 120 s -> 48 min
+    show(500)   # t=200: resumed from an earlier checkpoint: measured afresh
+    show(6000, phase="gFID")  # t=210: training over
+    assert lines == ["[sweep] 0 done, 1 running (abc:850/6000), 0 queued",
+                     "[sweep] 0 done, 1 running (abc:1000/6000), 0 queued", "",
+                     "[sweep] 0 done, 1 running (abc:1100/6000 ~49m), 0 queued",
+                     "[sweep] 0 done, 1 running (abc:1200/6000 ~48m), 0 queued",
+                     "[sweep] 0 done, 1 running (abc:500/6000), 0 queued",
+                     "[sweep] 0 done, 1 running (abc:6000/6000 gFID), 0 queued"]
+    assert [submit.clock(s) for s in (40, 720, 5640)] == ["40s", "12m", "1h34m"]
+    tok = SimpleNamespace(optim=SimpleNamespace(steps=800))  # a tokenizer's config
+    assert submit.total_steps(tok) == 800 and submit.total_steps(None) is None
