@@ -4,7 +4,9 @@ Panels (a) and (b) are the paper's own numbers (Tables 1 and 2, analysis/paper/)
 the LlamaGen VQGAN baseline and FVQ at the same grid points (sweeps/grids/scaling.py rows 1, 2, 6), at the
 scale they ran. Our rFID is on the run's own validation images, so (c) compares methods with each other,
 never with (a). Panel (d) is this harness's generation (results/generation_cpu.csv, fvq/generation/ar.py): gFID of the
-same tiny GPT on plain-VQ vs FVQ tokens at cpu scale, mean +- sd over AR seeds; compare it only with itself.
+same GPT on plain-VQ vs FVQ tokens at cpu scale, mean +- sd over tokenizer seeds (one generator each; the
+seeds as dots), with the real-vs-real FID of the same number of images dashed (the floor no generator goes
+below); compare it only with itself.
 
     python -m analysis.figures.fig1_comparison [--results results --out results/figures]
 """
@@ -29,8 +31,8 @@ def bars(ax, names: list[str], values: list[float], title: str, xlabel: str, err
     """Horizontal bars; ``errors`` (+-1 sd over seeds) drawn as error bars where given."""
     colors = [HIGHLIGHT if n.startswith("FVQ") else OTHER for n in names]
     ax.barh(names, values, color=colors, xerr=errors, capsize=3 if errors else 0)
-    for y, v in enumerate(values):
-        ax.text(v, y, f" {v:.2f}", va="center", fontsize=7)
+    for y, v in enumerate(values):  # the value past the error bar, where it can be read
+        ax.text(v + (errors[y] if errors else 0), y, f" {v:.2f}", va="center", fontsize=7)
     ax.invert_yaxis()
     ax.set(title=title, xlabel=xlabel)
     ax.tick_params(axis="y", labelsize=7)
@@ -88,10 +90,16 @@ def generation(ax, results: Path) -> list[str]:
         ax.barh(y, v.mean(), xerr=v.std(ddof=1) if len(v) > 1 else 0,
                 color=HIGHLIGHT if tok == "fvq" else OTHER, capsize=3)
         ax.plot(v, [y] * len(v), "k.", ms=4)
-        ax.text(v.mean(), y, f" {v.mean():.1f}", va="bottom", fontsize=7)
+        ax.text(v.mean() + (v.std(ddof=1) if len(v) > 1 else 0), y, f" {v.mean():.1f}", va="bottom", fontsize=7)
+    noise = df["noise_gfid"].dropna().astype(float) if "noise_gfid" in df else pd.Series(dtype=float)
+    if len(noise):  # one real set: the same floor on every row
+        ax.axvline(noise.iloc[0], color="k", ls="--", lw=0.8)
+        ax.text(noise.iloc[0], len(names) - 0.5, f" real vs real {noise.iloc[0]:.1f}", fontsize=6, va="bottom")
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.invert_yaxis()
-    ax.set(xlabel=f"gFID, tiny GPT, {int(df['samples'].iloc[0])} samples (lower is better)")
+    models = "/".join(f"GPT-{m}" for m in df["ar_model"].dropna().unique())
+    cfg = "/".join(f"{c:g}" for c in df["cfg_scale"].dropna().unique())
+    ax.set(xlabel=f"gFID, {models}, cfg {cfg}, {int(df['samples'].iloc[0])} samples (lower is better)")
     return []
 
 
