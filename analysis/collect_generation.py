@@ -7,7 +7,10 @@ gFID, its real-vs-real noise, precision, recall, the reasons for what is missing
 error unless ``allow_partial=true`` (then its row carries the status and no metrics). Each run's sample grid
 goes to results/samples/<run dir>.png (Fig. 5 right). The CSV's columns are those Tables 2 / 11 and
 Figs. 1 (d) / 5 read, plus ``signature``, ``run_id`` and ``status``, ``trained_in`` / ``trained_commit`` (the
-run and commit that trained the weights where the run took them, fvq/generation/shared.py; empty otherwise), then the other guidance scales'
+run and commit that trained the weights where the run took them, fvq/generation/shared.py; empty otherwise),
+``train_s`` / ``train_cpu_s`` / ``eval_s`` / ``eval_cpu_s`` (wall and CPU seconds of the run's own training, over
+all its attempts up to their last checkpoints, 0 where it took the weights, and of its evaluation; empty for a
+run from before they were kept), then the other guidance scales'
 metrics, then gFID's metric card (``final.json`` ``gfid_card``, fvq/generation/ar.py): ``gfid_<field>`` per
 ``CARD`` field, empty for a run without one.
 """
@@ -26,7 +29,7 @@ from fvq.eval.card import CARD_KEYS
 
 COLUMNS = ("tokenizer", "tokenizer_signature", "tokenizer_seed", "ar_model", "ar_seed", "cfg_scale", "gfid",
            "noise_gfid", "precision", "recall", "is", "is_missing", "samples", "run_dir", "commit", "signature",
-           "run_id", "status", "trained_in", "trained_commit")
+           "run_id", "status", "trained_in", "trained_commit", "train_s", "train_cpu_s", "eval_s", "eval_cpu_s")
 # gFID's metric card as columns: fid_card's shared fields, then the generator's own (fvq/generation/ar.py)
 CARD = (*CARD_KEYS, "cfg_scale", "cfg_sweep", "seed")
 CALIBRATION = ("tokenizer", "tokenizer_signature", "ar_model", "ar_params", "ar_steps", "step", "train_loss",
@@ -77,6 +80,7 @@ def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allo
                      "signature": f"gen-{p.sig}", "run_id": run_id, "status": p.state.upper(),
                      "trained_in": os.path.basename(src),
                      "trained_commit": client.get_run(src_id).data.tags.get("commit", "") if src_id else "",
+                     **{k: final.get("time", {}).get(k) for k in ("train_s", "train_cpu_s", "eval_s", "eval_cpu_s")},
                      **{f"gfid_{k}": final.get("gfid_card", {}).get(k) for k in CARD}})
     df = pd.DataFrame(rows, columns=list(COLUMNS) + [k for k in rows[0] if k not in COLUMNS] if rows else COLUMNS)
     tmp = results / ".generation_cpu.csv.tmp"

@@ -201,6 +201,7 @@ def _record(run_dir: str, cfg: ARConfig, res: dict) -> None:
     at the last step, the reasons for what is missing and gFID's card as tags, the sample grid, the end."""
     path = os.path.join(run_dir, "metrics.jsonl")
     final = {f"gen/{k}": float(v) for k, v in res["metrics"].items()}
+    final.update({f"time/{k}": float(v) for k, v in res.get("time", {}).items()})  # the run's cost, in seconds
     if final and not any(final.keys() & r.keys() for r in read_jsonl(path)):  # a requeue past this point: once
         with open(path, "a") as f:
             f.write(json.dumps({"step": cfg.steps, **final}) + "\n")

@@ -358,7 +358,8 @@ def test_collect_generation_reads_the_grids_generator_runs(store, tmp_path, caps
         (Path(p.run_dir) / "status.json").write_text(json.dumps({"state": "FINISHED"}))
         (Path(p.run_dir) / "final.json").write_text(json.dumps(
             {"metrics": {"gfid": 300.0 + i, "noise_gfid": 75.0, "precision": 0.0, "recall": 0.5, "gen_samples": 128},
-             "missing": {"is": "no logits"}}))
+             "missing": {"is": "no logits"},
+             **({"time": {"train_s": 60.0, "train_cpu_s": 55.0, "eval_s": 9.0, "eval_cpu_s": 8.0}} if i else {})}))
         (Path(p.run_dir) / "samples.png").write_bytes(b"png")
     assert main(argv) == 2 and "1 of 4" in capsys.readouterr().err  # nothing written over a partial set
     assert main([*argv, "allow_partial=true"]) == 0
@@ -367,6 +368,7 @@ def test_collect_generation_reads_the_grids_generator_runs(store, tmp_path, caps
     df = pd.read_csv(tmp_path / "r" / "generation_cpu.csv")
     assert list(df["status"]) == ["FINISHED"] * 3 + ["MISSING"] and list(df["ar_seed"]) == [0, 1, 0, 1]
     assert set(df["commit"].dropna()) == {"abc123"} and df["run_id"].notna().sum() == 3
+    assert list(df["train_cpu_s"].fillna(-1)) == [-1, 55.0, 55.0, -1]  # empty: a run from before the time was kept
     assert (tmp_path / "r" / "samples" / f"{plans[0].run_dir.split('/')[-1]}.png").exists()
     # the overrides a launch took name its own runs (none of them made here); an unknown one is refused
     longer = plan_generation(Options(grid="generation", runs_dir=str(runs), tracking_uri=uri, seeds=(0, 1)), {},

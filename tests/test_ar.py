@@ -148,7 +148,9 @@ def test_a_signal_stops_the_generator_at_that_step_with_a_checkpoint_and_resumin
     assert signal.getsignal(signal.SIGTERM) is before  # a signal in the evaluation phase stops the process
     assert read_status(cut)["state"] == "PREEMPTED" and read_status(cut)["step"] == 4
     assert torch.load(cut / "ckpt.pt", weights_only=True)["step"] == 4
-    train_ar(cfg, str(cut), log=quiet)
+    spent = torch.load(cut / "ckpt.pt", weights_only=True)["time"]  # steps 1-4, kept for the resumed attempt
+    res = train_ar(cfg, str(cut), log=quiet)
+    assert spent["train_s"] > 0 and res["time"]["train_s"] > spent["train_s"]  # both attempts counted
     a, b = (torch.load(d / "ckpt.pt", weights_only=True)["model"] for d in (ref, cut))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [json.loads(x)["step"] for x in (cut / "metrics.jsonl").read_text().splitlines()] == [2, 4, 6]
@@ -233,6 +235,9 @@ def test_a_generator_scored_again_takes_the_weights_it_would_train(tokenizer, tm
     assert rows(tmp_path / "taken") == rows(donor)  # the curve that trained it, held-out loss included
     assert [r["ar/loss"] for r in rows(donor)] == [r["ar/loss"] for r in rows(tmp_path / "fresh")]
     assert taken["config"]["init_from"] == str(donor) and taken["metrics"].keys() == fresh["metrics"].keys()
+    # the cost: the taken run trained nothing (its weights' time is the donor's), both evaluated
+    assert taken["time"]["train_s"] == taken["time"]["train_cpu_s"] == 0 and fresh["time"]["train_cpu_s"] > 0
+    assert taken["time"]["eval_s"] > 0 and json.loads((tmp_path / "taken" / "final.json").read_text())["time"]
 
 
 @pytest.mark.slow

@@ -11,7 +11,9 @@ fvq/core/dist.py. ``paper_recipe(model)`` holds the paper-scale batch and length
 launch scripts: GPT-L 300 epochs at global batch 2,048 (lr 8e-4), GPT-XL 350 epochs at 1,024 (lr 4e-4), both
 on ten-crop + flip codes (``aug``, fvq/generation/tokens.py). A checkpoint (model, optimiser, step, RNG) is
 written every ``ckpt_every`` steps, on the last, and at the step a SIGTERM / SIGUSR1 arrives in (then the run
-is PREEMPTED, fvq/core/checkpoint.py); a rerun resumes from it, bit-identical on CPU.
+is PREEMPTED, fvq/core/checkpoint.py); a rerun resumes from it, bit-identical on CPU. The checkpoint also
+carries the wall and CPU seconds the run's training has taken over its attempts; ``final.json`` ``time`` adds
+the evaluation's: what a generator costs, whatever else shared the machine.
 
 Sampling: LlamaGen's sampler (fvq/generation/gpt.py ``generate``) with ``cfg_scale``, ``cfg_interval`` (-1:
 guidance on every code, LlamaGen's default), temperature, top-k, top-p.
@@ -191,7 +193,7 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     net = dist.wrap(model, device)
     ckpt = os.path.join(run_dir, "ckpt.pt")
-    start = 0
+    start, spent = 0, {"train_s": 0.0, "train_cpu_s": 0.0}
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # batch order and label dropout: resumable state
     if cfg.init_from and not os.path.exists(ckpt):  # trained already: the run resumes at its last step
         dist.on_main(take_trained, run_dir, flat)
@@ -202,6 +204,7 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
         gen.set_state(st["gen"])
         torch.set_rng_state(st["rng"])
         start = int(st["step"])
+        spent = st.get("time")  # None: a checkpoint from before the time was kept (the total is then unknown)
         log(f"[ar] resumed {run_dir} at step {start}/{cfg.steps}", flush=True)
     if main:
         write_status(run_dir, "RUNNING", step=start, pid=os.getpid())
@@ -209,6 +212,12 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
     idx, lab = cache["indices"], cache["labels"]
     per = cfg.batch // dist.world()
     t0 = time.perf_counter()
+    w0, c0 = t0, time.process_time()  # this attempt's training: wall and CPU seconds (rank 0's process)
+
+    def time_so_far() -> dict[str, float] | None:  # an attempt that trains no step adds nothing
+        return spent if not spent or start >= cfg.steps else {
+            "train_s": spent["train_s"] + time.perf_counter() - w0,
+            "train_cpu_s": spent["train_cpu_s"] + time.process_time() - c0}
     # SIGTERM / SIGUSR1 (preemption, requeue, time limit): finish the step, checkpoint, stop
     stop_signal: list[int] = []
     restore_handlers = note_stop_signals(stop_signal)
@@ -249,7 +258,8 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
             signalled = dist.any_true(bool(stop_signal))  # a signal may reach the ranks steps apart
             if main and (done % cfg.ckpt_every == 0 or done == cfg.steps or stop or signalled):
                 save_checkpoint(ckpt, {"step": done, "model": model.state_dict(), "opt": opt.state_dict(),
-                                       "gen": gen.get_state(), "rng": torch.get_rng_state(), "config": flat})
+                                       "gen": gen.get_state(), "rng": torch.get_rng_state(), "config": flat,
+                                       "time": time_so_far()})
             if signalled:
                 dist.barrier()  # no rank exits (so no launcher kills rank 0) before the checkpoint is written
                 if main:
@@ -270,8 +280,12 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
               "params": sum(p.numel() for p in model.parameters())}
     if main:  # sampling and gFID take a while on a CPU: the progress line says which phase the run is in
         write_status(run_dir, "RUNNING", step=cfg.steps, pid=os.getpid(), phase="gFID")
+        spent_now, e0, ec0 = time_so_far(), time.perf_counter(), time.process_time()
         metrics, missing, card = evaluate_generator(cfg, model, run_dir, device)
-        result.update(metrics=metrics, missing=missing, gfid_card=card)
+        # what the run cost: its own training (0 where it took a finished run's weights) and its evaluation
+        result.update(metrics=metrics, missing=missing, gfid_card=card,
+                      time={**(spent_now or {}), "eval_s": time.perf_counter() - e0,
+                            "eval_cpu_s": time.process_time() - ec0})
         write_json(os.path.join(run_dir, "final.json"), result)
         write_status(run_dir, "FINISHED", step=cfg.steps)
     dist.barrier()

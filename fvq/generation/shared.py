@@ -88,4 +88,6 @@ def take_trained(run_dir: str, here: dict[str, Any]) -> None:
     with open(tmp, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     os.replace(tmp, os.path.join(run_dir, "metrics.jsonl"))
-    save_checkpoint(os.path.join(run_dir, "ckpt.pt"), {**state, "config": here})
+    # the training's time stays the source run's: this run's own training took none
+    save_checkpoint(os.path.join(run_dir, "ckpt.pt"), {**state, "config": here,
+                                                       "time": {"train_s": 0.0, "train_cpu_s": 0.0}})
