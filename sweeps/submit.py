@@ -132,7 +132,7 @@ class Launching:
     @property
     def failed(self) -> bool:
         """A run this launch submitted failed or was killed."""
-        return any(r.startswith(("failed", "killed")) for r in self.results.values())
+        return failed(self.results)
 
     def _parent(self) -> str:
         if not self.parent:
@@ -166,10 +166,15 @@ def summary(results: dict[str, str]) -> str:
                      if k in kinds or k in ("finished", "failed"))
 
 
+def failed(results: dict[str, str]) -> bool:
+    """A run failed or was killed (outcomes as ``summary`` reads them)."""
+    return any(r.startswith(("failed", "killed")) for r in results.values())
+
+
 def exit_code(results: dict[str, str]) -> int:
     """A local launch's exit status: 1 when a run failed or was killed, 3 when one was preempted (stopped at a
     checkpoint, as ``fvq.train``'s exit 3: a relaunch of the same command resumes it), else 0."""
-    if any(r.startswith(("failed", "killed")) for r in results.values()):
+    if failed(results):
         return 1
     if any(r.startswith("preempted") for r in results.values()):
         print("preempted runs resume from their checkpoints on a relaunch of the same command", flush=True)
