@@ -157,13 +157,13 @@ def keep_recorded(results_dir: Path, grid: str, rows: list[dict], curves: list[d
     another machine or session) - and also where it has one, which is then a second run of the signature
     (said on stderr; the first recorded run keeps the row). Rows the grid no longer expects stay too; one
     whose point and seed the grid now resolves to another signature (a changed cpu protocol) stays with
-    status SUPERSEDED, so it is seen but never counted beside the run that replaced it."""
+    status SUPERSEDED, so it is seen but never counted beside the run that replaced it, collect after collect."""
     from analysis.rows import curves as read_curves, results as read_results
 
     old = read_results(results_dir, grid)  # a duplicated row or a missing column: refused, not merged
     if old is None:
         return rows, curves, 0
-    old = old[old["status"] == "FINISHED"] if "status" in old else old
+    old = old[old["status"].isin(("FINISHED", "SUPERSEDED"))] if "status" in old else old
     old_curves = read_curves(results_dir, grid)
     old_curves = pd.DataFrame(columns=["signature"]) if old_curves is None else old_curves
     at = {r["signature"]: i for i, r in enumerate(rows)}
@@ -182,8 +182,8 @@ def keep_recorded(results_dir: Path, grid: str, rows: list[dict], curves: list[d
             if (rec["paper_signature"], int(rec.get("seed", 0))) in now:
                 row["status"] = "SUPERSEDED"
             rows.append(row)
-        else:
-            rows[i] = row
+        else:  # a superseded run whose signature the grid resolves to again is the point's finished run
+            rows[i] = {**row, "status": "FINISHED"}
         curves = [c for c in curves if c["signature"] != sig]
         curves += old_curves[old_curves["signature"] == sig].to_dict("records")
         kept += 1

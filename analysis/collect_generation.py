@@ -4,7 +4,9 @@ The generation grid is re-planned (sweeps/generation.py, with the launch's overr
 dirs it should have, one per tokenizer point and seed; each row is read from the run dir (``final.json``:
 gFID, its real-vs-real noise, precision, recall, the reasons for what is missing) and its MLflow run
 (``mlflow.json`` -> run id, the launch's ``commit`` tag). A missing or unfinished generator is a one-line
-error unless ``allow_partial=true`` (then its row carries the status and no metrics). Each run's sample grid
+error unless ``allow_partial=true`` (then its row carries the status and no metrics). A finished row already
+in the CSV stays as recorded where this store has not finished that run (a store from another machine), so a
+collect never costs a recorded run (``keep_generation_rows``; the calibration CSV likewise). Each run's sample grid
 goes to results/samples/<run dir>.png (Fig. 5 right). The CSV's columns are those Tables 2 / 11 and
 Figs. 1 (d) / 5 read, plus ``signature``, ``run_id`` and ``status``, ``trained_in`` / ``trained_commit`` (the
 run and commit that trained the weights where the run took them, fvq/generation/shared.py; empty otherwise),
@@ -18,11 +20,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.cells import values_mean_sd
+from analysis.rows import read_csv
 from fvq.core.errors import SetupError
 from fvq.core.rundir import read_json
 from fvq.eval.card import CARD_KEYS
@@ -54,12 +58,7 @@ def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allo
     launch = dict(launch or {})
     ar = {k[3:]: launch.pop(k) for k in list(launch) if k.startswith("ar.")}
     plans = plan_generation(opts, launch, ar)
-    gaps = [f"gen-{p.sig}: {p.state}" for p in plans if p.state != "finished"]
-    if gaps and not allow_partial:
-        raise GenerationCollectError(f"generation: {len(gaps)} of {len(plans)} generator runs not finished "
-                                     f"({', '.join(gaps)}); launch them or pass allow_partial=true")
-    client, rows = MlflowClient(uri), []
-    (results / "samples").mkdir(parents=True, exist_ok=True)
+    client, rows, images = MlflowClient(uri), [], {}
     for p in plans:
         final = read_json(os.path.join(p.run_dir, "final.json")) if p.state == "finished" else {}
         m, missing = final.get("metrics", {}), final.get("missing", {})
@@ -68,7 +67,7 @@ def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allo
         src = final.get("config", {}).get("init_from", "")  # weights trained by another run (fvq/generation/shared.py)
         src_id = read_json(os.path.join(src, "mlflow.json")).get("run_id", "") if src else ""
         if final and os.path.exists(os.path.join(p.run_dir, "samples.png")):
-            shutil.copy(os.path.join(p.run_dir, "samples.png"), results / "samples" / f"gen-{p.sig}.png")
+            images[f"gen-{p.sig}"] = os.path.join(p.run_dir, "samples.png")
         sweep = {f"{k}_cfg{c:g}": m.get(f"{k}_cfg{c:g}") for c in ar_sweep(p.cfg)
                  for k in ("gfid", "precision", "recall")}  # the other guidance scales of the same generator
         rows.append({"tokenizer": p.tok_name, "tokenizer_signature": p.tok.sig, "tokenizer_seed": p.tok.cfg.seed,
@@ -82,22 +81,76 @@ def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allo
                      "trained_commit": client.get_run(src_id).data.tags.get("commit", "") if src_id else "",
                      **{k: final.get("time", {}).get(k) for k in ("train_s", "train_cpu_s", "eval_s", "eval_cpu_s")},
                      **{f"gfid_{k}": final.get("gfid_card", {}).get(k) for k in CARD}})
-    df = pd.DataFrame(rows, columns=list(COLUMNS) + [k for k in rows[0] if k not in COLUMNS] if rows else COLUMNS)
+    rows, kept = keep_generation_rows(results / "generation_cpu.csv", rows)
+    gaps = [f"{r['signature']}: {str(r['status']).lower()}" for r in rows if r["status"] != "FINISHED"]
+    if gaps and not allow_partial:
+        raise GenerationCollectError(f"generation: {len(gaps)} of {len(rows)} generator runs not finished "
+                                     f"({', '.join(gaps)}); launch them or pass allow_partial=true")
+    (results / "samples").mkdir(parents=True, exist_ok=True)
+    for sig, png in images.items():
+        if sig not in kept:  # a kept row keeps the sample image recorded with it
+            shutil.copy(png, results / "samples" / f"{sig}.png")
+    columns = list(dict.fromkeys([*COLUMNS, *(k for r in rows for k in r)]))
+    df = pd.DataFrame(rows, columns=columns)
     tmp = results / ".generation_cpu.csv.tmp"
     df.to_csv(tmp, index=False)
     os.replace(tmp, results / "generation_cpu.csv")
-    lines = [f"generation: {len(plans) - len(gaps)}/{len(plans)} generator runs finished -> "
-             f"{results / 'generation_cpu.csv'}" + (f" (gaps: {', '.join(gaps)})" if gaps else "")]
+    lines = [f"generation: {len(rows) - len(gaps)}/{len(rows)} generator runs finished -> "
+             f"{results / 'generation_cpu.csv'}" + (f" ({len(kept)} kept from the CSV already there)" if kept else "")
+             + (f" (gaps: {', '.join(gaps)})" if gaps else "")]
     for tok, g in df.groupby("tokenizer", sort=False):
         v = pd.to_numeric(g["gfid"], errors="coerce").dropna()
         lines.append(f"  {tok}: gFID {values_mean_sd(v, 'gfid')}" if len(v) else f"  {tok}: no gFID")
     return "\n".join(lines)
 
 
+def recorded(old: pd.DataFrame, store: dict[str, str], what: str) -> tuple[list[dict], set[str]]:
+    """Nothing recorded is lost (as analysis/collect.py keep_recorded for the tokenizer grids): the rows of
+    ``old`` (a CSV already in results/) to keep, and their signatures: every signature this store has not
+    finished under the recorded run id (``store``: signature -> the run id this store has for it). That is a store
+    from another machine, or a second run of the signature (said on stderr: the recorded run keeps its rows)."""
+    keep, sigs = [], set()
+    for sig, g in old.groupby("signature", sort=False):
+        mine = store.get(sig)
+        if mine and mine == g["run_id"].iloc[0]:
+            continue
+        if mine:
+            print(f"[collect] {what} {sig}: kept the recorded run {g['run_id'].iloc[0]}; the store's run {mine} "
+                  f"is a second run of that signature", file=sys.stderr)
+        keep += g.to_dict("records")  # empty cells too: the recorded columns stay
+        sigs.add(sig)
+    return keep, sigs
+
+
+def keep_generation_rows(path: Path, rows: list[dict]) -> tuple[list[dict], set[str]]:
+    """The plan's rows with the recorded finished rows of ``path`` kept in (``recorded``), those of replicates
+    this collect does not plan (another seed) too; a recorded row of a replicate (tokenizer and seed) the plan
+    names under another signature (another generator) is refused, as two generators of one replicate in one
+    CSV would be read as two seeds: collect those into another results= directory."""
+    if not path.exists():
+        return rows, set()
+    old = read_csv(path, ("signature", "status", "run_id", "tokenizer", "tokenizer_signature", "ar_seed",
+                          "ar_model"), ("signature",))
+    keep, sigs = recorded(old[old["status"] == "FINISHED"],
+                          {r["signature"]: r["run_id"] for r in rows if r["status"] == "FINISHED"}, "generation")
+    planned = {(r["tokenizer_signature"], int(r["ar_seed"])): r["signature"] for r in rows}
+    for r in keep:
+        other = planned.get((r["tokenizer_signature"], int(r["ar_seed"])), r["signature"])
+        if other != r["signature"]:
+            raise GenerationCollectError(
+                f"{path} records {r['signature']} (GPT-{r['ar_model']}) for tokenizer {r['tokenizer_signature']} "
+                f"seed {int(r['ar_seed'])}, which this collect plans as {other}: collect into another results= "
+                f"directory, or give the overrides of the launch that made it")
+    rank = {t: i for i, t in enumerate(dict.fromkeys(r["tokenizer"] for r in [*rows, *keep]))}
+    rows = [r for r in rows if r["signature"] not in sigs] + keep
+    return sorted(rows, key=lambda r: (rank[r["tokenizer"]], int(r["ar_seed"]))), sigs
+
+
 def collect_calibration(uri: str, runs_dir: Path, results: Path) -> str:
     """Every generator run of ``runs_dir`` that logged a validation loss (``ar.val_images``) -> one row per
-    logged step in results/generation_calibration.csv: held-out AR loss against model size and steps, the
-    evidence the cpu benchmark's generator (sweeps/generation.py ``CPU_AR``) is sized by."""
+    logged step in results/generation_calibration.csv, beside the rows already recorded there from other
+    stores: held-out AR loss against model size and steps, the evidence the cpu benchmark's generator
+    (sweeps/generation.py ``CPU_AR``) is sized by."""
     from mlflow.tracking import MlflowClient
 
     from fvq.core.track import read_jsonl
@@ -120,6 +173,12 @@ def collect_calibration(uri: str, runs_dir: Path, results: Path) -> str:
                              "step": r["step"], "train_loss": r.get("ar/loss"), "val_loss": r["ar/val_loss"],
                              "val_images": cfg["val_images"], "run_dir": f"runs/{d.name}", "commit": commit,
                              "signature": d.name, "run_id": run_id})
+    path = results / "generation_calibration.csv"
+    if path.exists():  # runs of other stores' calibrations stay (``recorded``)
+        keep, sigs = recorded(read_csv(path, ("signature", "step", "run_id"), ("signature", "step")),
+                              {r["signature"]: r["run_id"] for r in rows}, "calibration")
+        rows = sorted([r for r in rows if r["signature"] not in sigs] + keep,
+                      key=lambda r: (r["signature"], int(r["step"])))
     if not rows:
         raise GenerationCollectError(f"no generator run in {runs_dir} logged a validation loss (ar.val_images=)")
     df = pd.DataFrame(rows, columns=list(CALIBRATION))

@@ -24,6 +24,7 @@ SWEPT = ("quant.codebook_size", "quant.group", "quant.projector", "quant.latent_
          "quant.l2_norm", "model.channel", "model.arch", "sched.kind", "sched.warmup", "optim.steps",
          "data.image_size", "quant.kind", "quant.depth_codes", "quant.scales", "quant.shared", "quant.phi")
 IDS = {"signature": str, "paper_signature": str, "run_id": str, "commit": str, "grid": str,
+       "tokenizer_signature": str, "trained_in": str, "trained_commit": str,  # generation CSVs
        **{c: str for c in ENV}}  # environment fields are text ("1" threads, not 1.0 beside an empty cell)
 
 

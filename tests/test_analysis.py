@@ -280,6 +280,24 @@ def test_collect_refuses_a_partial_grid_then_writes_it_with_gaps_or_whole(store,
     curves = pd.read_csv(tmp_path / "annealing_curves.csv", dtype={"signature": str})
     assert list(curves[curves["signature"] == s0]["step"]) == [100, 300, 600] and len(again) == 2
 
+    # a row whose point and seed now resolve to another signature (a changed protocol) stays, SUPERSEDED,
+    # collect after collect; where the grid resolves to its signature again it is that point's finished run
+    table = pd.read_csv(tmp_path / "annealing.csv", dtype=str, keep_default_na=False)
+    table.loc[table["signature"] == s0, "signature"] = "01dpr0t0c0"
+    table.to_csv(tmp_path / "annealing.csv", index=False)
+    other_args = [a if not a.startswith("tracking_uri") else f"tracking_uri={uri2}" for a in args]
+    for _ in range(2):
+        assert main([*other_args, "allow_partial=true"]) == 0
+        again = pd.read_csv(tmp_path / "annealing.csv", dtype={"signature": str}).set_index("signature")
+        assert again.loc["01dpr0t0c0", "status"] == "SUPERSEDED" and again.loc[s0, "status"] == "missing"
+    table = pd.read_csv(tmp_path / "annealing.csv", dtype=str, keep_default_na=False)
+    table = table[table["signature"] != s0]
+    table.loc[table["signature"] == "01dpr0t0c0", "signature"] = s0
+    table.to_csv(tmp_path / "annealing.csv", index=False)
+    assert main(other_args) == 0
+    assert pd.read_csv(tmp_path / "annealing.csv", dtype={"signature": str}).set_index("signature").loc[
+        s0, "status"] == "FINISHED"
+
 
 def test_collect_stops_when_a_default_changed_under_a_signature(store, tmp_path, capsys):
     from analysis.collect import expected, main
@@ -335,6 +353,20 @@ def test_unreadable_csv_names_the_file(results, tmp_path, capsys):
         read_results(results, "patch_size")
 
 
+def fake_generator_run(client, run_dir, i, png=b"png"):
+    """A finished generator run as sweeps/generation.py leaves it (run dir files + an MLflow run), made up."""
+    os.makedirs(run_dir)
+    run = client.create_run(client.get_experiment_by_name("fvq").experiment_id, tags={"commit": "abc123"})
+    (Path(run_dir) / "mlflow.json").write_text(json.dumps({"run_id": run.info.run_id}))
+    (Path(run_dir) / "status.json").write_text(json.dumps({"state": "FINISHED"}))
+    (Path(run_dir) / "final.json").write_text(json.dumps(
+        {"metrics": {"gfid": 300.0 + i, "noise_gfid": 75.0, "precision": 0.0, "recall": 0.5, "gen_samples": 128},
+         "missing": {"is": "no logits"},
+         **({"time": {"train_s": 60.0, "train_cpu_s": 55.0, "eval_s": 9.0, "eval_cpu_s": 8.0}} if i else {})}))
+    (Path(run_dir) / "samples.png").write_bytes(png)
+    return run.info.run_id
+
+
 @needs_fashion_mnist
 def test_collect_generation_reads_the_grids_generator_runs(store, tmp_path, capsys):
     """The generator runs the grid expects (2 tokenizers x 2 seeds), as sweeps/generation.py leaves them
@@ -352,15 +384,7 @@ def test_collect_generation_reads_the_grids_generator_runs(store, tmp_path, caps
     argv = ["grid=generation", "seeds=2", f"runs_dir={runs}", f"tracking_uri={uri}", f"results={tmp_path / 'r'}"]
     assert main(argv) == 2 and "4 of 4 generator runs not finished" in capsys.readouterr().err
     for i, p in enumerate(plans[:3]):
-        os.makedirs(p.run_dir)
-        run = client.create_run(client.get_experiment_by_name("fvq").experiment_id, tags={"commit": "abc123"})
-        (Path(p.run_dir) / "mlflow.json").write_text(json.dumps({"run_id": run.info.run_id}))
-        (Path(p.run_dir) / "status.json").write_text(json.dumps({"state": "FINISHED"}))
-        (Path(p.run_dir) / "final.json").write_text(json.dumps(
-            {"metrics": {"gfid": 300.0 + i, "noise_gfid": 75.0, "precision": 0.0, "recall": 0.5, "gen_samples": 128},
-             "missing": {"is": "no logits"},
-             **({"time": {"train_s": 60.0, "train_cpu_s": 55.0, "eval_s": 9.0, "eval_cpu_s": 8.0}} if i else {})}))
-        (Path(p.run_dir) / "samples.png").write_bytes(b"png")
+        fake_generator_run(client, p.run_dir, i)
     assert main(argv) == 2 and "1 of 4" in capsys.readouterr().err  # nothing written over a partial set
     assert main([*argv, "allow_partial=true"]) == 0
     out = capsys.readouterr().out
@@ -374,10 +398,56 @@ def test_collect_generation_reads_the_grids_generator_runs(store, tmp_path, caps
     longer = plan_generation(Options(grid="generation", runs_dir=str(runs), tracking_uri=uri, seeds=(0, 1)), {},
                              {"steps": "600"})
     assert not {p.run_dir for p in longer} & {p.run_dir for p in plans}
-    assert main([*argv, "ar.steps=600"]) == 2 and "4 of 4 generator runs not finished" in capsys.readouterr().err
+    fresh = [*argv[:-1], f"results={tmp_path / 'r600'}"]  # (r/ records other runs of those replicates)
+    assert main([*fresh, "ar.steps=600"]) == 2 and "4 of 4 generator runs not finished" in capsys.readouterr().err
     assert main([*argv, "ar.stepz=600"]) == 2 and "unknown AR override 'stepz'" in capsys.readouterr().err
     assert main([*argv, "calibration=true", "ar.steps=600"]) == 2
     assert "give no overrides (ar.steps)" in capsys.readouterr().err
+
+
+@needs_fashion_mnist
+def test_collect_generation_keeps_what_another_store_recorded(store, tmp_path, capsys):
+    """A store from another machine (or a second run of a signature) never costs a recorded row its run id,
+    values or sample image; rows of seeds this collect does not plan stay; a recorded row of a planned
+    replicate under another generator is refused, the CSV untouched."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from analysis.collect import main
+    from sweeps.generation import plan_generation
+    from sweeps.options import Options
+
+    uri, client = store
+    runs, res = tmp_path / "runs", tmp_path / "r"
+    plans = plan_generation(Options(grid="generation", runs_dir=str(runs), tracking_uri=uri, seeds=(0, 1)), {}, {})
+    ids = [fake_generator_run(client, p.run_dir, i) for i, p in enumerate(plans)]
+    argv = ["grid=generation", "seeds=2", f"tracking_uri={uri}", f"results={res}"]
+    assert main([*argv, f"runs_dir={runs}"]) == 0
+    first = (res / "generation_cpu.csv").read_text()
+
+    other = MlflowClient(uri2 := f"sqlite:///{tmp_path}/other.db")
+    other.create_experiment("fvq", artifact_location=f"file://{tmp_path}/other-artifacts")
+    runs2 = tmp_path / "runs2"
+    plans2 = plan_generation(Options(grid="generation", runs_dir=str(runs2), tracking_uri=uri2, seeds=(0, 1)), {}, {})
+    second = fake_generator_run(other, plans2[0].run_dir, 9, png=b"second")  # a second run of plans[0]
+    argv2 = ["grid=generation", f"tracking_uri={uri2}", f"results={res}", f"runs_dir={runs2}"]
+    assert main([*argv2, "seeds=2"]) == 0  # 4 finished: 4 kept, none a gap
+    out, err = capsys.readouterr()
+    assert "4/4 generator runs finished" in out and "(4 kept from the CSV already there)" in out
+    assert f"kept the recorded run {ids[0]}; the store's run {second} is a second run" in err
+    df = pd.read_csv(res / "generation_cpu.csv", dtype={"run_id": str})
+    assert list(df["run_id"]) == ids and list(df["gfid"]) == [300.0, 301.0, 302.0, 303.0]
+    assert (res / "samples" / f"gen-{plans[0].sig}.png").read_bytes() == b"png"
+    assert main([*argv2, "seeds=1"]) == 0  # seed 0 planned, seed 1 recorded: both stay, in plan order
+    assert list(pd.read_csv(res / "generation_cpu.csv", dtype={"run_id": str})["run_id"]) == ids
+
+    before = (res / "generation_cpu.csv").read_text()
+    assert main([*argv2, "seeds=2", "ar.steps=600", "allow_partial=true"]) == 2
+    err = capsys.readouterr().err
+    assert f"records gen-{plans[0].sig} (GPT-{plans[0].cfg.model}) for tokenizer {plans[0].tok.sig} seed 0, " \
+           f"which this collect plans as gen-" in err and "another results= directory" in err
+    assert (res / "generation_cpu.csv").read_text() == before
+    assert first.splitlines()[0] == before.splitlines()[0]
 
 
 def test_collect_calibration_writes_each_logged_validation_loss(store, tmp_path, capsys):
@@ -406,6 +476,13 @@ def test_collect_calibration_writes_each_logged_validation_loss(store, tmp_path,
     assert "fvq GPT-S (1234 params): val loss 1.5000 at step 4" in capsys.readouterr().out
     df = pd.read_csv(tmp_path / "r" / "generation_calibration.csv")
     assert list(df["step"]) == [2, 4] and set(df["signature"]) == {"gen-a"} and set(df["commit"]) == {"abc123"}
+    # another store's calibration run joins them; the recorded run, absent from that store, stays as recorded
+    shutil.copytree(runs / "gen-a", runs / "gen-c")
+    shutil.rmtree(runs / "gen-a")
+    assert main(argv) == 0 and "2 generator runs" in capsys.readouterr().out
+    again = pd.read_csv(tmp_path / "r" / "generation_calibration.csv")
+    assert list(again["signature"]) == ["gen-a", "gen-a", "gen-c", "gen-c"]
+    assert again[again["signature"] == "gen-a"].drop(columns=[]).equals(df)
     assert main(["grid=depth", *argv[1:]]) == 2
     assert "calibration=true collects generator runs" in capsys.readouterr().err
 
