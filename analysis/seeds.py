@@ -34,7 +34,11 @@ def run_cpu_hours(point: dict, seed: int = 0) -> float:
     """CPU-hours of one cpu-scale run of ``point`` (the module docstring's measured cost)."""
     from sweeps.scale import resolve
 
-    cfg = resolve(point, "cpu", {"seed": seed})
+    return cfg_cpu_hours(resolve(point, "cpu", {"seed": seed}))
+
+
+def cfg_cpu_hours(cfg) -> float:
+    """CPU-hours of one cpu-scale tokenizer run of config ``cfg``."""
     per_step = BASE_S_PER_STEP + K_S_PER_STEP * cfg.quant.codebook_size / 16384
     return (cfg.optim.steps * per_step + OVERHEAD_S) / 3600
 

@@ -292,11 +292,13 @@ def _run(tmp_path, *args):
 def test_generation_grid_bad_inputs_exit_2_and_write_nothing(tmp_path):
     ok = _run(tmp_path)
     assert ok.returncode == 0, ok.stderr
-    assert f" {CPU_AR['model']} " in ok.stdout and len(ok.stdout.strip().splitlines()) == 4  # cpu: one run a tokenizer
+    assert f" {CPU_AR['model']} " in ok.stdout and len(ok.stdout.strip().splitlines()) == 5  # cpu: one run a tokenizer
+    assert ok.stdout.strip().splitlines()[-1].startswith("to submit: ~")  # and what they cost
+    assert " for 2 tokenizer(s), " in ok.stdout and " for 2 generator(s) " in ok.stdout
     seeded = _run(tmp_path, "seeds=3")  # replicates: 2 tokenizer kinds x 3 seeds, each its own tokenizer
-    assert seeded.returncode == 0 and len(seeded.stdout.strip().splitlines()) == 8, seeded.stdout
+    assert seeded.returncode == 0 and len(seeded.stdout.strip().splitlines()) == 9, seeded.stdout
     assert ok.stdout.splitlines()[2].split()[0] in seeded.stdout  # seed 0 keeps its signatures
-    assert len({line.split()[3] for line in seeded.stdout.splitlines()[2:]}) == 6  # six tokenizers
+    assert len({line.split()[3] for line in seeded.stdout.splitlines()[2:-1]}) == 6  # six tokenizers
     for args, msg in [(["seeds=2", "ar.seed=1"], "generator seed given twice"), (["ar.cfg_scale=0.5"], "< 1"), (["ar.cfg_scale=1.5", "ar.class_dropout=0"], "class_dropout=0"),
                       (["ar.vocab=16384"], "codebook size 1024"), (["ar.nope=1"], "AR override 'nope'"),
                       (["ar.cfg_sweep=1.5,0.5"], "cfg=0.5 < 1"), (["ar.samples=100000"], "real images"),
@@ -313,3 +315,34 @@ def test_generation_grid_bad_inputs_exit_2_and_write_nothing(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [sig]  # nothing written besides the fixture
     r = _run(tmp_path, "dry=false", "launcher=slurm")
     assert r.returncode == 2
+
+
+def test_a_cpu_launch_says_what_it_will_spend(tmp_path):
+    """The plan line's CPU-hours: the steps a generator has left at its measured rate, none for one that takes a
+    finished run's weights, its evaluation over every CFG scale; tokenizers still to train at theirs; a model
+    never timed is named, not guessed."""
+    from types import SimpleNamespace
+
+    from analysis.seeds import cfg_cpu_hours
+    from sweeps.generation import CPU_RATES, GenPlanned, cost_line, cpu_hours
+
+    s_step, s_img = CPU_RATES["S"]
+    tok = SimpleNamespace(state="missing", cfg=Config())
+    cfg = ARConfig(model="S", steps=3000, batch=64, samples=2000, cfg_sweep="1,1.5,2")
+
+    def gen(name, state="missing", **over):
+        return GenPlanned(name, str(tmp_path / name), tok, "vq", dataclasses.replace(cfg, **over), state)
+
+    fresh, taken, resumed = gen("a"), gen("b", init_from=str(tmp_path / "donor")), gen("c", state="preempted")
+    os.makedirs(resumed.run_dir)
+    (tmp_path / "c" / "status.json").write_text(json.dumps({"state": "PREEMPTED", "step": 1000}))
+    evaluation = 2000 * 4 * s_img
+    assert cpu_hours(fresh) == pytest.approx((3000 * s_step + evaluation) / 3600)
+    assert cpu_hours(taken) == pytest.approx(evaluation / 3600)
+    assert cpu_hours(resumed) == pytest.approx((2000 * s_step + evaluation) / 3600)
+    assert cpu_hours(gen("d", batch=128)) == pytest.approx((3000 * 2 * s_step + evaluation) / 3600)
+    assert cpu_hours(gen("e", state="finished")) == 0 and cpu_hours(gen("f", model="B")) is None
+    total = cpu_hours(fresh) + cpu_hours(taken) + cfg_cpu_hours(tok.cfg)
+    line = cost_line([fresh, taken, gen("f", model="B")], [tok])
+    assert line.startswith(f"~{total:.1f} CPU-h: {cfg_cpu_hours(tok.cfg):.1f} for 1 tokenizer(s), ")
+    assert " for 3 generator(s), GPT-B never timed: not counted (" in line
