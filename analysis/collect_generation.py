@@ -14,7 +14,8 @@ run and commit that trained the weights where the run took them, fvq/generation/
 all its attempts up to their last checkpoints, 0 where it took the weights, and of its evaluation; empty for a
 run from before they were kept), then the other guidance scales'
 metrics, then gFID's metric card (``final.json`` ``gfid_card``, fvq/generation/ar.py): ``gfid_<field>`` per
-``CARD`` field, empty for a run without one.
+``CARD`` field, empty for a run without one, then the machine and kernels of the run (``env.*``, its
+``environment.json``, as the tokenizer grids' CSVs; empty for a run from before generators kept it).
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ import pandas as pd
 
 from analysis.cells import values_mean_sd
 from analysis.rows import read_csv
+from fvq.core import environment
+from fvq.core.environment import COLUMNS as ENV_COLUMNS
 from fvq.core.errors import SetupError
 from fvq.core.rundir import read_json
 from fvq.eval.card import CARD_KEYS
@@ -66,6 +69,8 @@ def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allo
         commit = client.get_run(run_id).data.tags.get("commit", "") if run_id else ""
         src = final.get("config", {}).get("init_from", "")  # weights trained by another run (fvq/generation/shared.py)
         src_id = read_json(os.path.join(src, "mlflow.json")).get("run_id", "") if src else ""
+        attempts = environment.read(p.run_dir) if final else []
+        env = environment.tags(attempts) if attempts else {}  # "" = a run from before generators kept it
         if final and os.path.exists(os.path.join(p.run_dir, "samples.png")):
             images[f"gen-{p.sig}"] = os.path.join(p.run_dir, "samples.png")
         sweep = {f"{k}_cfg{c:g}": m.get(f"{k}_cfg{c:g}") for c in ar_sweep(p.cfg)
@@ -80,7 +85,8 @@ def collect_generation(scale: str, uri: str, runs_dir: Path, results: Path, allo
                      "trained_in": os.path.basename(src),
                      "trained_commit": client.get_run(src_id).data.tags.get("commit", "") if src_id else "",
                      **{k: final.get("time", {}).get(k) for k in ("train_s", "train_cpu_s", "eval_s", "eval_cpu_s")},
-                     **{f"gfid_{k}": final.get("gfid_card", {}).get(k) for k in CARD}})
+                     **{f"gfid_{k}": final.get("gfid_card", {}).get(k) for k in CARD},
+                     **{c: env.get(c, "") for c in ENV_COLUMNS}})
     rows, kept = keep_generation_rows(results / "generation_cpu.csv", rows)
     gaps = [f"{r['signature']}: {str(r['status']).lower()}" for r in rows if r["status"] != "FINISHED"]
     if gaps and not allow_partial:

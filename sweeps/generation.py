@@ -48,7 +48,7 @@ from fvq.generation.ar import ARConfig, ar_overrides, paper_recipe, sweep as ar_
 from fvq.core.config import ConfigError
 from fvq.core.errors import one_line
 from fvq.eval.card import card_tags, load_ref_stats
-from fvq.core import dist
+from fvq.core import dist, environment
 from fvq.core.checkpoint import Preempted
 from fvq.core.rundir import read_json, read_status, write_status
 from fvq.core.track import read_jsonl, record
@@ -244,6 +244,8 @@ def _record(run_dir: str, cfg: ARConfig, res: dict) -> None:
             f.write(json.dumps({"step": cfg.steps, **final}) + "\n")
     tags = {f"missing.{k}": v[:250] for k, v in res["missing"].items()}
     tags.update(card_tags("gfid_card", res.get("gfid_card", {})))  # what the gFID was measured against
+    attempts = environment.read(run_dir)
+    tags.update(environment.tags(attempts) if attempts else {})  # which machine and kernels made it
     record(run_dir, params={f"ar.{k}": v for k, v in res["config"].items()}, tags=tags,
            artifact=(os.path.join(run_dir, "samples.png"), ""), status="FINISHED")
 

@@ -364,6 +364,8 @@ def fake_generator_run(client, run_dir, i, png=b"png"):
          "missing": {"is": "no logits"},
          **({"time": {"train_s": 60.0, "train_cpu_s": 55.0, "eval_s": 9.0, "eval_cpu_s": 8.0}} if i else {})}))
     (Path(run_dir) / "samples.png").write_bytes(png)
+    if i:  # a generator's environment.json (fvq/core/environment.py); none for runs from before it was kept
+        (Path(run_dir) / "environment.json").write_text(json.dumps([{"attempt": 1, "step": 0, "isa": "AVX512"}]))
     return run.info.run_id
 
 
@@ -393,6 +395,7 @@ def test_collect_generation_reads_the_grids_generator_runs(store, tmp_path, caps
     assert list(df["status"]) == ["FINISHED"] * 3 + ["MISSING"] and list(df["ar_seed"]) == [0, 1, 0, 1]
     assert set(df["commit"].dropna()) == {"abc123"} and df["run_id"].notna().sum() == 3
     assert list(df["train_cpu_s"].fillna(-1)) == [-1, 55.0, 55.0, -1]  # empty: a run from before the time was kept
+    assert list(df["env.isa"].fillna("")) == ["", "AVX512", "AVX512", ""]  # the run's environment.json, where kept
     assert (tmp_path / "r" / "samples" / f"{plans[0].run_dir.split('/')[-1]}.png").exists()
     # the overrides a launch took name its own runs (none of them made here); an unknown one is refused
     longer = plan_generation(Options(grid="generation", runs_dir=str(runs), tracking_uri=uri, seeds=(0, 1)), {},

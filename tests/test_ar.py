@@ -201,6 +201,9 @@ def test_ar_resume_equals_uninterrupted_and_missing_metrics_have_reasons(tokeniz
     a = torch.load(tmp_path / "ref" / "ckpt.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "cut" / "ckpt.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    from fvq.core import environment  # each start's machine and kernels, with the step it started at
+    assert [(e["attempt"], e["step"], e["isa"]) for e in environment.read(str(tmp_path / "cut"))] == [
+        (1, 0, torch.backends.cpu.get_cpu_capability()), (2, 3, torch.backends.cpu.get_cpu_capability())]
     assert res["metrics"] == ref["metrics"] and "gfid" in ref["missing"] and "no FID Inception" in ref["missing"]["gfid"]
     assert "no logits" in ref["missing"]["is"] and "is" not in ref["metrics"]
     assert (tmp_path / "ref" / "samples.png").exists()

@@ -96,6 +96,8 @@ def _generator_run(run_dir) -> dict:
     with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
         f.writelines(json.dumps({"step": s, "ar/loss": 3.0 / s, "ar/val_loss": 3.1 / s}) + "\n" for s in (1, 2))
     torchvision.utils.save_image(torch.zeros(2, 3, 8, 8), os.path.join(run_dir, "samples.png"))
+    with open(os.path.join(run_dir, "environment.json"), "w") as f:  # two starts, the second on another ISA
+        json.dump([{"attempt": 1, "step": 0, "isa": "AVX2"}, {"attempt": 2, "step": 1, "isa": "AVX512"}], f)
     card = {"metric": "gfid", "reference": "photos val", "ref_images": None, "cfg_scale": 1.75}
     return {"config": {"steps": 2, "model": "tiny"}, "metrics": {"gfid": 90.5, "precision": 0.1},
             "missing": {"is": "no logits"}, "gfid_card": card}
@@ -137,6 +139,7 @@ def test_generator_record_reaches_mlflow_and_waits_out_an_outage(tmp_path):
             assert [m.step for m in client.get_metric_history(run_id, "gen/gfid")] == [2]
             assert run.data.params["ar.model"] == "tiny" and run.data.tags["missing.is"] == "no logits"
             assert run.data.tags["gfid_card.reference"] == "photos val"
+            assert run.data.tags["env.isa"] == "AVX512" and run.data.tags["env.changed"] == "isa"
             assert run.data.tags["gfid_card.ref_images"] == "unknown" and run.data.tags["gfid_card.cfg_scale"] == "1.75"
             assert [a.path for a in client.list_artifacts(run_id)] == ["samples.png"]
     finally:

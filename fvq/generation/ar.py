@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from fvq.core import dist
+from fvq.core import dist, environment
 from fvq.core.checkpoint import Preempted, load_checkpoint, note_stop_signals, save_checkpoint
 from fvq.core.config import SchedCfg
 from fvq.core.keyvalue import split, typed
@@ -208,6 +208,7 @@ def _train(cfg: ARConfig, run_dir: str, device: torch.device, log, stop_after: i
         log(f"[ar] resumed {run_dir} at step {start}/{cfg.steps}", flush=True)
     if main:
         write_status(run_dir, "RUNNING", step=start, pid=os.getpid())
+        environment.record(run_dir, environment.gather(str(device)), start)  # which kernels made this attempt
         record = _curves_from(run_dir, start)
     idx, lab = cache["indices"], cache["labels"]
     per = cfg.batch // dist.world()
