@@ -69,19 +69,20 @@ from sweeps.submit import Batch, Launching, Live, exit_code, no_dependency, plan
 PAPER_AR = {"samples": 50_000, "device": "cuda", "threads": 0, "log_every": 500, "ckpt_every": 5000}
 # cpu scale: the claim-11 benchmark (module docstring). Fashion-MNIST gives the generator 10 real classes to
 # condition on (the built-in photos have 22 source images). GPT-S for 3,000 steps, ~0.9 core-hour per
-# generator with its evaluation (``CPU_RATES``), ~5.5 for the benchmark: the committed rows' generator. The calibration
-# (results/generation_calibration.csv) finds it under-fits FVQ's richer tokens more than plain VQ's (0.18 vs
-# 0.065 nats left after 3,000 steps; GPT-M gains FVQ's tokens three times what it gains plain VQ's), so the
-# verdict holds for this generator only; ``ar.model=M ar.steps=6000`` narrows that at ~3.8 core-hours per
-# generator (~23 for the benchmark, each run longer than 3 h of wall time).
+# generator with its evaluation (``CPU_RATES``), ~5.5 for the benchmark: the committed rows' generator. The
+# calibration (results/generation_calibration.csv) finds it under-fits FVQ's richer tokens more than plain
+# VQ's (0.18 vs 0.065 nats left after 3,000 steps; GPT-M gains FVQ's tokens three times what it gains plain
+# VQ's), so the verdict holds for this generator only; ``ar.model=M ar.steps=6000`` narrows that at ~3.8
+# core-hours per generator (~23 for the benchmark, each run longer than 3 h of wall time).
 # CFG 1.75 is the paper's for GPT-L, the sweep scores 1, 1.5 and 2 from the same generator.
 CPU_TOKENIZER = {"data.source": "fashion_mnist"}
-# What a cpu generator costs on a 2-core AMD EPYC VM, one core per run and two runs side by side, at the
-# benchmark's shape (1,024 codes, 64 tokens): model -> (training CPU-s per step at batch 64; evaluation CPU-s
-# per generated image: sampling at each CFG scale, Inception features, precision / recall). Measured: S from
-# a benchmark run's time record (1,389 CPU-s for 3,000 steps; 1,916 CPU-s for 8,000 images, the real side's
-# 4,000 features included), M and tiny from their calibration curves' img/s (M's evaluation 20-28 min of
-# wall time for 8,000 images); GPT-tiny's evaluation was never timed: S's stands in, an upper bound.
+# What a cpu generator costs on the 2-core AMD EPYC VMs (Zen 4 / Zen 5), one core per run and two runs side
+# by side, at the benchmark's shape (1,024 codes, 64 tokens): model -> (training CPU-s per step at batch 64;
+# evaluation CPU-s per generated image: sampling at each CFG scale, Inception features, precision / recall).
+# Measured: S from a benchmark run's time record (1,389 CPU-s for 3,000 steps; 1,916 CPU-s for 8,000 images,
+# the real side's 4,000 features included), M and tiny from their calibration curves' img/s (M's evaluation
+# 20-28 min of wall time for 8,000 images); GPT-tiny's evaluation was never timed: S's stands in, an upper
+# bound.
 CPU_RATES = {"tiny": (0.10, 0.24), "S": (0.46, 0.24), "M": (2.03, 0.18)}
 CPU_AR = {"model": "S", "steps": 3000, "train_images": 60_000, "samples": 2000, "cfg_scale": 1.75,
           "cfg_sweep": "1,1.5,2", "ckpt_every": 500}
@@ -149,12 +150,19 @@ def cpu_hours(p: GenPlanned) -> float | None:
     """CPU-hours a launch still spends on generator ``p`` at cpu scale (``CPU_RATES``): the steps after its
     last logged one (none where it takes a finished run's weights) and its evaluation over every CFG scale;
     None for a model never timed. The held-out loss (``ar.val_images``) is left out: a few forward passes."""
+    if p.state == "finished":
+        return 0.0
     rate = CPU_RATES.get(p.cfg.model)
-    if rate is None or p.state == "finished":
-        return None if rate is None else 0.0
+    if rate is None:
+        return None
     done = p.cfg.steps if p.cfg.init_from else int(read_status(p.run_dir).get("step", 0))
     train = max(p.cfg.steps - done, 0) * rate[0] * p.cfg.batch / 64
     return (train + p.cfg.samples * (1 + len(ar_sweep(p.cfg))) * rate[1]) / 3600
+
+
+def tokenizers(gens: list[GenPlanned]) -> list[Planned]:
+    """Each tokenizer the generators need, once."""
+    return list({p.tok.sig: p.tok for p in gens}.values())
 
 
 def cost_line(gens: list[GenPlanned], toks: list[Planned]) -> str:
@@ -169,7 +177,7 @@ def cost_line(gens: list[GenPlanned], toks: list[Planned]) -> str:
     total = tok_h + sum(h for h in gen_h if h is not None)
     return (f"~{total:.1f} CPU-h: {tok_h:.1f} for {len(train)} tokenizer(s), {total - tok_h:.1f} for {len(gens)} "
             f"generator(s)" + (f", {', '.join(untimed)} never timed: not counted" if untimed else "")
-            + " (rates measured on a 2-core AMD EPYC, sweeps/generation.py CPU_RATES)")
+            + " (rates measured on 2-core AMD EPYC VMs, sweeps/generation.py CPU_RATES)")
 
 
 def _shared_training(cfg: ARConfig, runs_dir: str, state: str, where: str) -> ARConfig:
@@ -281,15 +289,13 @@ def run_generation(opts: Options, overrides: dict[str, Any], ar_args: dict[str, 
 
     plans = plan_generation(opts, overrides, ar_args)
     gens = to_submit(plans, opts.retry)
-    # each tokenizer a generator needs, once; one that is queued or running is waited for, never resubmitted
-    toks = list({p.tok.sig: p.tok for p in gens}.values())
+    toks = tokenizers(gens)  # one that is queued or running is waited for, never resubmitted
     if opts.dry or opts.status:
         print(f"grid=generation scale={opts.scale} runs_dir={opts.runs_dir} ({len(plans)} generator runs)")
         print(table(plans))
         left = gens if opts.dry else [p for p in plans if p.state != "finished"]  # status: what is left at all
         if opts.scale == "cpu" and left:
-            print(f"{'to submit' if opts.dry else 'left'}: "
-                  f"{cost_line(left, list({p.tok.sig: p.tok for p in left}.values()))}")
+            print(f"{'to submit' if opts.dry else 'left'}: {cost_line(left, tokenizers(left))}")
         return 0
     cost = f"; {cost_line(gens, toks)}" if opts.scale == "cpu" and gens else ""
     from sweeps.tracking import sync_ended
